@@ -1,0 +1,143 @@
+//! `gridwatch demo`: the whole job with nothing of the user's. It streams a street
+//! clip over RTSP on loopback, starts a private mosquitto, runs the real pipeline
+//! against both, and prints what a duty desk subscribed to the broker receives.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+use crate::config::Config;
+use crate::event::EventMessage;
+use crate::mosquitto::Mosquitto;
+use crate::rtsp_server::RtspServer;
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// H.264 or H.265 Annex-B clip to stream as the demo camera [default: the bundled street clip].
+    #[arg(long)]
+    pub clip: Option<PathBuf>,
+    /// Folder the snapshots are written to.
+    #[arg(long, default_value = "gridwatch-demo-snapshots")]
+    pub out: PathBuf,
+    /// Stop after this many seconds [default: run until Ctrl-C].
+    #[arg(long)]
+    pub seconds: Option<u64>,
+    /// Labels that make events.
+    #[arg(long, value_delimiter = ',', default_value = "person,car")]
+    pub track: Vec<String>,
+}
+
+/// Where the bundled clip may be: installed by the package, or in the source tree.
+fn find_clip() -> anyhow::Result<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_owned)) {
+        candidates.push(dir.join("../share/gridwatch/demo.h264"));
+    }
+    candidates.push(PathBuf::from("/usr/share/gridwatch/demo.h264"));
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/video/vtest.h264"));
+    if let Some(c) = candidates.iter().find(|c| c.is_file()) {
+        return Ok(c.clone());
+    }
+    let tried: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
+    bail!("the demo clip is not in any of: {}; give one with --clip FILE (Annex-B .h264/.h265)", tried.join(", "))
+}
+
+pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let clip = match args.clip.clone() {
+        Some(c) if c.is_file() => c,
+        Some(c) => bail!("{}: no such file; --clip wants an Annex-B .h264 or .h265 file", c.display()),
+        None => find_clip()?,
+    };
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let out = args.out.canonicalize().unwrap_or(args.out.clone());
+
+    let broker = Mosquitto::start()?;
+    let camera = RtspServer::start(0, &[("/street", clip.as_path())])?;
+    let state = std::env::temp_dir().join(format!("gridwatch-demo-{}", std::process::id()));
+    let track = args.track.iter().map(|l| format!("\"{l}\"")).collect::<Vec<_>>().join(", ");
+    let toml = format!(
+        "site = \"demo\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\n[storage]\ndir = \"{}\"\n\
+         [[cameras]]\nid = \"street\"\nurl = \"{}\"\ndetect_fps = 5\ntrack = [{track}]\n",
+        broker.port(),
+        state.display(),
+        camera.url("/street"),
+    );
+    let cfg = Config::parse(&toml, Path::new("(demo configuration)"), Path::new("."))?;
+
+    println!("gridwatch demo");
+    println!("  camera   {} streams {}", camera.url("/street"), clip.display());
+    println!("  broker   mosquitto on 127.0.0.1:{} (subscribe: mosquitto_sub -p {} -t 'gridwatch/#' -v)", broker.port(), broker.port());
+    println!("  tracking {}", args.track.join(", "));
+    println!("  snapshots go to {}", out.display());
+    println!("Ctrl-C stops. Events as the duty desk receives them:");
+
+    let rt = tokio::runtime::Runtime::new()?;
+    let result = rt.block_on(async {
+        let stop = super::stop_on_signals();
+        if let Some(secs) = args.seconds {
+            let s = stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+                s.cancel();
+            });
+        }
+        let desk = tokio::spawn(watch_as_desk(broker.port(), out.clone()));
+        let result = crate::daemon::run(cfg, stop, || {}).await;
+        // Let the last messages (ends, "stopped") reach the desk before leaving.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        desk.abort();
+        result
+    });
+    let _ = std::fs::remove_dir_all(&state);
+    result?;
+    println!("demo stopped; snapshots are in {}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Subscribes like a duty desk would, prints each event on one line, and writes each
+/// snapshot to `out` under its event id.
+async fn watch_as_desk(port: u16, out: PathBuf) -> anyhow::Result<()> {
+    let mut opts = MqttOptions::new(format!("gridwatch-demo-desk-{}", std::process::id()), "127.0.0.1", port);
+    opts.set_max_packet_size(16 << 20, 16 << 10);
+    let (client, mut eventloop) = AsyncClient::new(opts, 16);
+    client.subscribe("gridwatch/demo/#", QoS::AtLeastOnce).await?;
+    loop {
+        let Event::Incoming(Packet::Publish(p)) = eventloop.poll().await? else { continue };
+        if let Some(name) = p.topic.strip_prefix("gridwatch/demo/snapshots/") {
+            let file = out.join(format!("{name}.jpg"));
+            if let Err(e) = std::fs::write(&file, &p.payload) {
+                eprintln!("cannot write {}: {e}", file.display());
+            }
+        } else if p.topic == "gridwatch/demo/events" {
+            match serde_json::from_slice::<EventMessage>(&p.payload) {
+                Ok(ev) => println!("{}", desk_line(&ev, &out)),
+                Err(e) => eprintln!("unreadable event: {e}"),
+            }
+        } else if p.topic == "gridwatch/demo/status" {
+            println!("{:>12}  status {}", "", String::from_utf8_lossy(&p.payload));
+        }
+    }
+}
+
+fn desk_line(ev: &EventMessage, out: &Path) -> String {
+    let time = ev.at.get(11..23).unwrap_or(&ev.at);
+    let snap = match (&ev.snapshot, ev.kind_of_message) {
+        (Some(s), crate::event::EventType::New | crate::event::EventType::Update) => {
+            let name = s.topic.rsplit('/').next().unwrap_or_default();
+            format!("  {}", out.join(format!("{name}.jpg")).display())
+        }
+        _ => String::new(),
+    };
+    format!(
+        "{time}  seq {:<4} {:<6} {:<7} {:.2}  {}  {}{snap}",
+        ev.seq,
+        ev.kind_of_message.as_str(),
+        ev.label,
+        ev.score,
+        ev.camera,
+        &ev.event_id[ev.event_id.len().saturating_sub(6)..],
+    )
+}

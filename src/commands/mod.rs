@@ -1,0 +1,30 @@
+//! The CLI's subcommands, one module each; `main.rs` only parses and dispatches.
+
+pub mod demo;
+pub mod detect;
+pub mod run;
+pub mod serve;
+
+use tokio_util::sync::CancellationToken;
+
+/// A token cancelled by the first SIGTERM or SIGINT (Ctrl-C); a second Ctrl-C
+/// exits at once, for when a clean stop takes too long.
+pub fn stop_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            tracing::warn!("cannot listen for signals; stop with SIGKILL");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("interrupted"),
+        }
+        t.cancel();
+        int.recv().await;
+        std::process::exit(130);
+    });
+    token
+}

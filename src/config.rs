@@ -1,0 +1,528 @@
+//! The daemon's configuration: typed, with defaults, validated before anything starts.
+//!
+//! Promises: `Config::load` either returns a configuration every later stage can use
+//! as is (paths resolved against the file's folder, labels known, ids valid and unique)
+//! or an error that names the file, each offending key and what to do about it.
+//! Nothing here touches the network or the cameras.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use url::Url;
+
+use crate::detect::Labels;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This grid point's id, unique per device; part of every MQTT topic.
+    pub site: String,
+    pub mqtt: MqttConfig,
+    #[serde(default)]
+    pub detector: DetectorConfig,
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub snapshot: SnapshotConfig,
+    #[serde(default)]
+    pub cameras: Vec<CameraConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    pub host: String,
+    #[serde(default = "default_mqtt_port")]
+    pub port: u16,
+    #[serde(default = "default_topic_root")]
+    pub topic_root: String,
+    /// Defaults to `gridwatch-{site}`: stable, so the broker can keep the session.
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    /// A file holding the password (first line); keeps the secret out of the config.
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "default_keep_alive_s")]
+    pub keep_alive_s: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorConfig {
+    /// An ONNX model file; the YOLOX-Nano model built into the binary when absent.
+    pub model: Option<PathBuf>,
+    /// Class names, one per line in model order; COCO-80 built in when absent.
+    pub labels: Option<PathBuf>,
+    /// Where libonnxruntime.so is, when not in one of the usual places.
+    pub onnxruntime: Option<PathBuf>,
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// Detections below this score are not tracked at all.
+    #[serde(default = "default_min_score")]
+    pub min_score: f32,
+    #[serde(default = "default_nms_iou")]
+    pub nms_iou: f32,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig {
+            model: None,
+            labels: None,
+            onnxruntime: None,
+            threads: default_threads(),
+            min_score: default_min_score(),
+            nms_iou: default_nms_iou(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Holds the outbox (events waiting for the broker) and the event sequence.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    #[serde(default = "default_jpeg_quality")]
+    pub quality: u8,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig { quality: default_jpeg_quality() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    pub id: String,
+    /// Human-readable name for the desk; the id when absent.
+    pub name: Option<String>,
+    /// rtsp://[user:pass@]host[:port]/path; credentials are never logged or published.
+    pub url: String,
+    #[serde(default = "default_detect_fps")]
+    pub detect_fps: f64,
+    /// Labels that make object events; others are detected but ignored.
+    #[serde(default = "default_track")]
+    pub track: Vec<String>,
+    /// Width of the picture analysed and sent in snapshots; the stream's own width,
+    /// capped at this, aspect kept.
+    #[serde(default = "default_analysis_width")]
+    pub analysis_width: u32,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl CameraConfig {
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.id)
+    }
+}
+
+fn default_mqtt_port() -> u16 {
+    1883
+}
+fn default_topic_root() -> String {
+    "gridwatch".into()
+}
+fn default_keep_alive_s() -> u64 {
+    30
+}
+fn default_threads() -> usize {
+    1
+}
+fn default_min_score() -> f32 {
+    0.5
+}
+fn default_nms_iou() -> f32 {
+    0.45
+}
+fn default_jpeg_quality() -> u8 {
+    80
+}
+fn default_detect_fps() -> f64 {
+    5.0
+}
+fn default_track() -> Vec<String> {
+    vec!["person".into()]
+}
+fn default_analysis_width() -> u32 {
+    1280
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Why a configuration was refused. Display lists every problem, one per line.
+#[derive(Debug)]
+pub enum ConfigError {
+    Read { file: PathBuf, source: std::io::Error },
+    Parse { file: PathBuf, message: String },
+    Invalid { file: PathBuf, problems: Vec<Problem> },
+}
+
+/// One refused key: where, and why (with what to do, where that is not obvious).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub key: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { file, source } => {
+                write!(f, "{}: cannot read the configuration: {source}", file.display())
+            }
+            ConfigError::Parse { file, message } => {
+                write!(f, "{}: {}", file.display(), message.trim_end())
+            }
+            ConfigError::Invalid { file, problems } => {
+                let n = problems.len();
+                write!(f, "{}: {n} problem{}:", file.display(), if n == 1 { "" } else { "s" })?;
+                for p in problems {
+                    write!(f, "\n  {}: {}", p.key, p.reason)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads, parses and validates `file`. Relative paths inside it are taken
+    /// relative to the file's folder, so a config works wherever it is run from.
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|source| ConfigError::Read { file: file.to_owned(), source })?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, file, base)
+    }
+
+    /// Parses and validates `text`; `file` is only used to name it in errors.
+    pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let mut cfg: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { file: file.to_owned(), message: redact_userinfo(&e.to_string()) })?;
+        cfg.resolve_paths(base);
+        let problems = cfg.problems();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::Invalid { file: file.to_owned(), problems })
+        }
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        self.detector.model.as_mut().map(fix);
+        self.detector.labels.as_mut().map(fix);
+        self.detector.onnxruntime.as_mut().map(fix);
+        self.mqtt.password_file.as_mut().map(fix);
+        fix(&mut self.storage.dir);
+    }
+
+    /// The label list the detector will use (the file's, or the built-in one).
+    pub fn labels(&self) -> Result<Labels, String> {
+        match &self.detector.labels {
+            Some(p) => Labels::from_file(p).map_err(|e| e.to_string()),
+            None => Ok(Labels::builtin()),
+        }
+    }
+
+    pub fn client_id(&self) -> String {
+        self.mqtt.client_id.clone().unwrap_or_else(|| format!("gridwatch-{}", self.site))
+    }
+
+    /// The password from `password_file`, or from systemd's credential `mqtt-password`.
+    pub fn mqtt_password(&self) -> Result<Option<String>, String> {
+        let path = match &self.mqtt.password_file {
+            Some(p) => p.clone(),
+            None => match std::env::var_os("CREDENTIALS_DIRECTORY") {
+                Some(dir) if Path::new(&dir).join("mqtt-password").exists() => {
+                    Path::new(&dir).join("mqtt-password")
+                }
+                _ => return Ok(None),
+            },
+        };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("mqtt.password_file: cannot read {}: {e}", path.display()))?;
+        Ok(Some(text.lines().next().unwrap_or("").to_owned()))
+    }
+
+    /// Every problem at once, so a technician fixes the file in one pass.
+    fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut bad = |key: String, reason: String| out.push(Problem { key, reason });
+
+        if let Err(r) = check_id(&self.site) {
+            bad("site".into(), r);
+        }
+        if self.mqtt.host.trim().is_empty() {
+            bad("mqtt.host".into(), "is empty; give the broker's host name or IP address".into());
+        }
+        if self.mqtt.port == 0 {
+            bad("mqtt.port".into(), "0 is not a port; the usual MQTT port is 1883 (8883 with TLS)".into());
+        }
+        if let Err(r) = check_id(&self.mqtt.topic_root) {
+            bad("mqtt.topic_root".into(), r);
+        }
+        if let Some(p) = &self.mqtt.password_file {
+            if !p.is_file() {
+                bad("mqtt.password_file".into(), format!("{} does not exist or is not a file", p.display()));
+            }
+            if self.mqtt.username.is_none() {
+                bad("mqtt.password_file".into(), "is set but mqtt.username is not; set both or neither".into());
+            }
+        }
+        if !(1..=600).contains(&self.mqtt.keep_alive_s) {
+            bad("mqtt.keep_alive_s".into(), format!("{} is outside 1..=600 seconds", self.mqtt.keep_alive_s));
+        }
+
+        let d = &self.detector;
+        if let Some(m) = &d.model {
+            if !m.is_file() {
+                bad(
+                    "detector.model".into(),
+                    format!("{} does not exist; give the path of an ONNX model, or remove the key to use the built-in YOLOX-Nano", m.display()),
+                );
+            }
+        }
+        if let Some(p) = &d.onnxruntime {
+            if !p.is_file() {
+                bad("detector.onnxruntime".into(), format!("{} does not exist; run scripts/setup.sh or remove the key", p.display()));
+            }
+        }
+        if !(1..=64).contains(&d.threads) {
+            bad("detector.threads".into(), format!("{} is outside 1..=64", d.threads));
+        }
+        if !(0.0..1.0).contains(&d.min_score) {
+            bad("detector.min_score".into(), format!("{} is outside 0..1", d.min_score));
+        }
+        if !(0.0..=1.0).contains(&d.nms_iou) {
+            bad("detector.nms_iou".into(), format!("{} is outside 0..1", d.nms_iou));
+        }
+        let labels = match self.labels() {
+            Ok(l) => Some(l),
+            Err(e) => {
+                bad("detector.labels".into(), e);
+                None
+            }
+        };
+
+        if self.storage.dir.exists() && !self.storage.dir.is_dir() {
+            bad("storage.dir".into(), format!("{} exists but is not a folder", self.storage.dir.display()));
+        }
+        if !(1..=100).contains(&self.snapshot.quality) {
+            bad("snapshot.quality".into(), format!("{} is outside 1..=100", self.snapshot.quality));
+        }
+
+        if self.cameras.is_empty() {
+            bad("cameras".into(), "no [[cameras]] are configured; add at least one with id and url".into());
+        }
+        let mut seen = HashSet::new();
+        for (i, cam) in self.cameras.iter().enumerate() {
+            let key = |k: &str| format!("cameras[{i}].{k}");
+            if let Err(r) = check_id(&cam.id) {
+                bad(key("id"), r);
+            } else if !seen.insert(cam.id.as_str()) {
+                bad(key("id"), format!("\"{}\" is used by an earlier camera; each camera needs its own id", cam.id));
+            }
+            if let Err(r) = check_camera_url(&cam.url) {
+                bad(key("url"), r);
+            }
+            if !(cam.detect_fps > 0.0 && cam.detect_fps <= 30.0) {
+                bad(key("detect_fps"), format!("{} is outside (0, 30] frames a second; 5 is a good start", cam.detect_fps));
+            }
+            if cam.track.is_empty() {
+                bad(key("track"), "is empty; list the labels that should make events, e.g. [\"person\"]".into());
+            }
+            if let Some(labels) = &labels {
+                for l in &cam.track {
+                    if labels.id(l).is_none() {
+                        bad(key("track"), format!("\"{l}\" is not a label the model knows (e.g. person, car, truck, bicycle)"));
+                    }
+                }
+            }
+            if !(64..=3840).contains(&cam.analysis_width) {
+                bad(key("analysis_width"), format!("{} is outside 64..=3840 pixels", cam.analysis_width));
+            }
+        }
+        out
+    }
+}
+
+/// Site, camera and zone ids become MQTT topic levels: `[a-z0-9][a-z0-9_-]{0,62}`.
+pub fn check_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= 63
+        && id.bytes().enumerate().all(|(i, b)| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && (b == b'_' || b == b'-'))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "\"{id}\" is not a valid id: use 1-63 characters a-z, 0-9, '-' or '_', starting with a letter or digit"
+        ))
+    }
+}
+
+/// Replaces the `user:password@` of every URL in `text` with `***@`: parse errors
+/// quote the offending line, and that line may hold a camera's password.
+pub fn redact_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail.find(|c: char| c.is_whitespace() || c == '/' || c == '"' || c == '\'').unwrap_or(tail.len());
+        match tail[..end].rfind('@') {
+            Some(at) => {
+                out.push_str("***");
+                rest = &tail[at..];
+            }
+            None => rest = tail,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Checks an RTSP URL without ever echoing the password in the message.
+fn check_camera_url(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw).map_err(|e| format!("is not a valid URL ({e}); expected rtsp://host[:port]/path"))?;
+    if url.scheme() != "rtsp" {
+        return Err(format!("scheme \"{}\" is not supported; use rtsp://", url.scheme()));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("has no host; expected rtsp://host[:port]/path".into());
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+site = "grid-07"
+[mqtt]
+host = "127.0.0.1"
+port = 1883
+[storage]
+dir = "state"
+[[cameras]]
+id = "east-gate"
+url = "rtsp://admin:s3cret@192.0.2.10:554/stream1"
+detect_fps = 5
+track = ["person", "car"]
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/gridwatch/test.toml"), Path::new("/etc/gridwatch"))
+    }
+
+    fn problems(text: &str) -> Vec<Problem> {
+        match parse(text) {
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            other => panic!("expected validation problems, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn good_config_loads_with_defaults_and_resolved_paths() {
+        let cfg = parse(GOOD).unwrap();
+        assert_eq!(cfg.site, "grid-07");
+        assert_eq!(cfg.storage.dir, PathBuf::from("/etc/gridwatch/state"));
+        assert_eq!(cfg.mqtt.topic_root, "gridwatch");
+        assert_eq!(cfg.client_id(), "gridwatch-grid-07");
+        assert_eq!(cfg.cameras[0].track, vec!["person", "car"]);
+        assert_eq!(cfg.cameras[0].display_name(), "east-gate");
+        assert_eq!(cfg.detector.threads, 1);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = GOOD.replace("port = 1883", "port = 1883\nhots = \"x\"");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.starts_with("/etc/gridwatch/test.toml: "), "{err}");
+        assert!(err.contains("unknown field `hots`"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named_with_its_line() {
+        let text = GOOD.replace("detect_fps = 5", "detect_fps = \"fast\"");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("detect_fps"), "{err}");
+        assert!(err.contains("line 12"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_camera_ids_and_bad_values_are_all_reported() {
+        let text = format!(
+            "{GOOD}\n[[cameras]]\nid = \"east-gate\"\nurl = \"http://x/y\"\ndetect_fps = 0\ntrack = [\"unicorn\"]\n"
+        );
+        let p = problems(&text);
+        let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["cameras[1].id", "cameras[1].url", "cameras[1].detect_fps", "cameras[1].track"], "{p:?}");
+        assert!(p[0].reason.contains("used by an earlier camera"));
+        assert!(p[3].reason.contains("unicorn"));
+    }
+
+    #[test]
+    fn missing_model_file_is_refused_with_the_path() {
+        let text = GOOD.replace("[storage]", "[detector]\nmodel = \"models/nope.onnx\"\n[storage]");
+        let p = problems(&text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].key, "detector.model");
+        assert!(p[0].reason.contains("/etc/gridwatch/models/nope.onnx"), "{}", p[0].reason);
+    }
+
+    #[test]
+    fn bad_ids_are_refused() {
+        assert!(check_id("grid-07").is_ok());
+        assert!(check_id("a").is_ok());
+        for bad in ["", "Grid", "-x", "a b", "a/b", "a+b", &"x".repeat(64)] {
+            assert!(check_id(bad).is_err(), "{bad:?} should be refused");
+        }
+        let p = problems(&GOOD.replace("grid-07", "Grid 7"));
+        assert_eq!(p[0].key, "site");
+    }
+
+    #[test]
+    fn url_errors_never_echo_the_password() {
+        let text = GOOD.replace("rtsp://admin:s3cret@192.0.2.10:554/stream1", "rtsps://admin:s3cret@/x");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("cameras[0].url"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn userinfo_is_redacted_in_free_text() {
+        assert_eq!(
+            redact_userinfo("url = \"rtsp://admin:pw@10.0.0.1/s\" and http://h/x"),
+            "url = \"rtsp://***@10.0.0.1/s\" and http://h/x"
+        );
+        let broken = GOOD.replace("stream1\"", "stream1");
+        let err = parse(&broken).unwrap_err().to_string();
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn no_cameras_is_a_problem() {
+        let text = GOOD.split("[[cameras]]").next().unwrap();
+        let p = problems(text);
+        assert_eq!(p[0].key, "cameras");
+    }
+}

@@ -1,0 +1,362 @@
+//! Event messages as the MQTT contract (docs/mqtt.md) defines them, and the object
+//! event lifecycle built from the tracker's changes.
+//!
+//! Promises: one `event_id` per confirmed track; `new` with a snapshot when it is
+//! confirmed; `update` only when a clearly better snapshot is available and at least
+//! `update_interval` after the last message; exactly one `end` when the track is lost
+//! or the camera stops. `seq` is left at 0 here: the outbox assigns it when it stores
+//! the message, so numbering and durability are one step.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::detect::{BBox, Labels};
+use crate::frame::Frame;
+use crate::snapshot;
+use crate::track::{Change, Track};
+
+pub const EVENT_SCHEMA: &str = "gridwatch.event/1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventType {
+    New,
+    Update,
+    End,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::New => "new",
+            EventType::Update => "update",
+            EventType::End => "end",
+        }
+    }
+}
+
+/// The JSON published on `{root}/{site}/events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventMessage {
+    pub schema: String,
+    pub seq: u64,
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub kind_of_message: EventType,
+    pub kind: String,
+    pub site: String,
+    pub camera: String,
+    pub label: String,
+    /// The best detection score seen over the event's life so far.
+    pub score: f32,
+    /// The latest box, normalised to 0..1 of the frame.
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+    pub zones: Vec<String>,
+    pub started_at: String,
+    pub at: String,
+    pub ended_at: Option<String>,
+    pub snapshot: Option<SnapshotRef>,
+}
+
+/// Where the event's picture was published and how to verify it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotRef {
+    pub topic: String,
+    pub sha256: String,
+    pub bytes: usize,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// An event ready for the outbox: the message and the JPEG its `snapshot` names.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub message: EventMessage,
+    pub snapshot_jpeg: Option<Vec<u8>>,
+}
+
+/// RFC 3339 UTC with milliseconds, as the contract wants every time.
+pub fn timestamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Settings shared by every camera's event builder.
+#[derive(Debug, Clone)]
+pub struct EventSettings {
+    pub topic_root: String,
+    pub site: String,
+    pub labels: Arc<Labels>,
+    pub jpeg_quality: u8,
+    /// Least time between two messages of one event.
+    pub update_interval: Duration,
+    /// How much better (ratio of snapshot quality) a frame must be to be sent again.
+    pub better_snapshot_ratio: f32,
+}
+
+struct OpenEvent {
+    event_id: String,
+    label: String,
+    started_at: SystemTime,
+    last_sent_at: SystemTime,
+    best_score: f32,
+    /// Quality of the snapshot last sent; a new one must beat it clearly.
+    sent_quality: f32,
+    snapshots: u32,
+    snapshot: Option<SnapshotRef>,
+}
+
+/// Turns one camera's track changes into event messages.
+pub struct ObjectEvents {
+    settings: EventSettings,
+    camera: String,
+    open: HashMap<u64, OpenEvent>,
+}
+
+impl ObjectEvents {
+    pub fn new(settings: EventSettings, camera: &str) -> ObjectEvents {
+        ObjectEvents { settings, camera: camera.to_owned(), open: HashMap::new() }
+    }
+
+    /// Events open now (confirmed and not yet ended).
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    /// The messages this frame's track changes call for.
+    pub fn on_frame(&mut self, changes: &[(Change, Track)], frame: &Frame) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        for (change, track) in changes {
+            match change {
+                Change::Confirmed => out.push(self.open_event(track, frame)),
+                Change::Seen => out.extend(self.maybe_update(track, frame)),
+                Change::Lost => out.extend(self.end_event(track.id, &track.bbox, frame_size(frame), frame.captured_at)),
+            }
+        }
+        out
+    }
+
+    /// Ends every open event (the camera is stopping), `at` being the end time.
+    pub fn end_all(&mut self, tracks: &[Track], size: (u32, u32), at: SystemTime) -> Vec<Outgoing> {
+        tracks.iter().filter_map(|t| self.end_event(t.id, &t.bbox, size, at)).collect()
+    }
+
+    fn open_event(&mut self, track: &Track, frame: &Frame) -> Outgoing {
+        let label = self.settings.labels.name(track.class_id).to_owned();
+        let mut ev = OpenEvent {
+            event_id: ulid::Ulid::new().to_string(),
+            label,
+            started_at: frame.captured_at,
+            last_sent_at: frame.captured_at,
+            best_score: track.score,
+            sent_quality: quality(track, frame_size(frame)),
+            snapshots: 0,
+            snapshot: None,
+        };
+        let jpeg = self.render_snapshot(&mut ev, &track.bbox, frame);
+        let msg = self.message(&ev, EventType::New, &track.bbox, frame_size(frame), frame.captured_at);
+        self.open.insert(track.id, ev);
+        Outgoing { message: msg, snapshot_jpeg: Some(jpeg) }
+    }
+
+    fn maybe_update(&mut self, track: &Track, frame: &Frame) -> Option<Outgoing> {
+        let size = frame_size(frame);
+        let ratio = self.settings.better_snapshot_ratio;
+        let interval = self.settings.update_interval;
+        let mut ev = self.open.remove(&track.id)?;
+        ev.best_score = ev.best_score.max(track.score);
+        let q = quality(track, size);
+        let due = frame.captured_at.duration_since(ev.last_sent_at).unwrap_or_default() >= interval;
+        let out = if due && q > ev.sent_quality * ratio {
+            ev.sent_quality = q;
+            ev.last_sent_at = frame.captured_at;
+            let jpeg = self.render_snapshot(&mut ev, &track.bbox, frame);
+            let msg = self.message(&ev, EventType::Update, &track.bbox, size, frame.captured_at);
+            Some(Outgoing { message: msg, snapshot_jpeg: Some(jpeg) })
+        } else {
+            None
+        };
+        self.open.insert(track.id, ev);
+        out
+    }
+
+    fn end_event(&mut self, track_id: u64, bbox: &BBox, size: (u32, u32), at: SystemTime) -> Option<Outgoing> {
+        let ev = self.open.remove(&track_id)?;
+        let mut msg = self.message(&ev, EventType::End, bbox, size, at);
+        msg.ended_at = Some(timestamp(at));
+        Some(Outgoing { message: msg, snapshot_jpeg: None })
+    }
+
+    /// Draws the box on a copy of the frame, encodes it, and records it as the
+    /// event's current snapshot under a topic unique to this image.
+    fn render_snapshot(&self, ev: &mut OpenEvent, bbox: &BBox, frame: &Frame) -> Vec<u8> {
+        let mut img = frame.image.clone();
+        snapshot::draw_box(&mut img, bbox, snapshot::BOX_COLOR);
+        let jpeg = snapshot::encode_jpeg(&img, self.settings.jpeg_quality);
+        ev.snapshots += 1;
+        ev.snapshot = Some(SnapshotRef {
+            topic: format!(
+                "{}/{}/snapshots/{}-{}",
+                self.settings.topic_root, self.settings.site, ev.event_id, ev.snapshots
+            ),
+            sha256: hex(&Sha256::digest(&jpeg)),
+            bytes: jpeg.len(),
+            width: img.width(),
+            height: img.height(),
+        });
+        jpeg
+    }
+
+    fn message(&self, ev: &OpenEvent, kind: EventType, bbox: &BBox, size: (u32, u32), at: SystemTime) -> EventMessage {
+        EventMessage {
+            schema: EVENT_SCHEMA.into(),
+            seq: 0,
+            event_id: ev.event_id.clone(),
+            kind_of_message: kind,
+            kind: "object".into(),
+            site: self.settings.site.clone(),
+            camera: self.camera.clone(),
+            label: ev.label.clone(),
+            score: round(ev.best_score, 4),
+            bbox: normalised(bbox, size),
+            zones: Vec::new(),
+            started_at: timestamp(ev.started_at),
+            at: timestamp(at),
+            ended_at: None,
+            snapshot: ev.snapshot.clone(),
+        }
+    }
+}
+
+fn frame_size(frame: &Frame) -> (u32, u32) {
+    (frame.image.width(), frame.image.height())
+}
+
+/// How good a picture of the object this frame makes: confident, large, and not
+/// cut by the frame's edge.
+fn quality(track: &Track, (w, h): (u32, u32)) -> f32 {
+    let b = &track.bbox;
+    let margin = 2.0;
+    let cut = b.x1 <= margin || b.y1 <= margin || b.x2 >= w as f32 - margin || b.y2 >= h as f32 - margin;
+    let size = (b.area() / (w as f32 * h as f32).max(1.0)).sqrt();
+    track.score * size * if cut { 0.5 } else { 1.0 }
+}
+
+fn normalised(b: &BBox, (w, h): (u32, u32)) -> [f32; 4] {
+    let (w, h) = (w.max(1) as f32, h.max(1) as f32);
+    [b.x1 / w, b.y1 / h, b.x2 / w, b.y2 / h].map(|v| round(v.clamp(0.0, 1.0), 3))
+}
+
+fn round(v: f32, decimals: i32) -> f32 {
+    let f = 10f32.powi(decimals);
+    (v * f).round() / f
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::Detection;
+    use crate::track::{Tracker, TrackerConfig};
+
+    fn settings() -> EventSettings {
+        EventSettings {
+            topic_root: "gridwatch".into(),
+            site: "grid-07".into(),
+            labels: Arc::new(Labels::builtin()),
+            jpeg_quality: 80,
+            update_interval: Duration::from_secs(3),
+            better_snapshot_ratio: 1.2,
+        }
+    }
+
+    fn frame(t: f64) -> Frame {
+        Frame {
+            image: image::RgbImage::from_pixel(320, 240, image::Rgb([90, 90, 90])),
+            captured_at: SystemTime::UNIX_EPOCH + Duration::from_secs_f64(1_790_000_000.0 + t),
+            pts: Duration::from_secs_f64(t),
+        }
+    }
+
+    /// A person growing as it walks towards the camera, for `n` frames at 5 fps, then gone.
+    fn run(n: usize) -> Vec<EventMessage> {
+        let mut tracker = Tracker::new(TrackerConfig::for_fps(5.0));
+        let mut events = ObjectEvents::new(settings(), "east-gate");
+        let mut out = Vec::new();
+        for i in 0..n + 15 {
+            let dets: Vec<Detection> = if i < n {
+                let s = 1.0 + i as f32 * 0.03;
+                vec![Detection { class_id: 0, score: 0.7, bbox: BBox { x1: 100.0, y1: 60.0, x2: 100.0 + 30.0 * s, y2: 60.0 + 60.0 * s } }]
+            } else {
+                vec![]
+            };
+            let f = frame(i as f64 * 0.2);
+            let changes = tracker.update(&dets);
+            for o in events.on_frame(&changes, &f) {
+                if let (Some(jpeg), Some(s)) = (&o.snapshot_jpeg, &o.message.snapshot) {
+                    assert_eq!(s.bytes, jpeg.len());
+                    assert_eq!(s.sha256, hex(&Sha256::digest(jpeg)));
+                }
+                out.push(o.message);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn lifecycle_is_new_then_sparse_updates_then_one_end() {
+        let msgs = run(50); // 10 s in view
+        let types: Vec<EventType> = msgs.iter().map(|m| m.kind_of_message).collect();
+        assert_eq!(types.first(), Some(&EventType::New));
+        assert_eq!(types.last(), Some(&EventType::End));
+        assert_eq!(types.iter().filter(|t| **t == EventType::End).count(), 1);
+        let updates = types.iter().filter(|t| **t == EventType::Update).count();
+        assert!((1..=3).contains(&updates), "growing object: a few updates, not one per frame: {types:?}");
+        assert!(msgs.iter().all(|m| m.event_id == msgs[0].event_id));
+        let end = msgs.last().unwrap();
+        assert_eq!(end.ended_at.as_deref(), Some(end.at.as_str()));
+        assert!(end.snapshot.is_some(), "end names the event's last snapshot");
+        let topics: Vec<_> = msgs.iter().filter(|m| m.kind_of_message != EventType::End).map(|m| m.snapshot.clone().unwrap().topic).collect();
+        let mut uniq = topics.clone();
+        uniq.dedup();
+        assert_eq!(uniq.len(), topics.len(), "a topic per image: {topics:?}");
+        assert!(topics[0].starts_with("gridwatch/grid-07/snapshots/"));
+    }
+
+    #[test]
+    fn message_json_follows_the_contract() {
+        let msgs = run(5);
+        let v = serde_json::to_value(&msgs[0]).unwrap();
+        assert_eq!(v["schema"], "gridwatch.event/1");
+        assert_eq!(v["type"], "new");
+        assert_eq!(v["kind"], "object");
+        assert_eq!(v["label"], "person");
+        assert_eq!(v["camera"], "east-gate");
+        assert!(v["ended_at"].is_null());
+        let b: Vec<f64> = serde_json::from_value(v["box"].clone()).unwrap();
+        assert_eq!(b.len(), 4);
+        assert!(b.iter().all(|x| (0.0..=1.0).contains(x)) && b[0] < b[2] && b[1] < b[3], "{b:?}");
+        let at = v["at"].as_str().unwrap();
+        assert_eq!(at.len(), "2026-11-28T08:15:02.120Z".len(), "{at}");
+        assert!(at.ends_with('Z'));
+        assert_eq!(v["snapshot"]["width"], 320);
+    }
+
+    #[test]
+    fn json_schema_lists_exactly_the_fields_we_send() {
+        let schema: serde_json::Value = serde_json::from_str(include_str!("../docs/schema/event.schema.json")).unwrap();
+        let mut required: Vec<&str> = schema["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let msg = serde_json::to_value(&run(5)[0]).unwrap();
+        let mut sent: Vec<&str> = msg.as_object().unwrap().keys().map(String::as_str).collect();
+        required.sort();
+        sent.sort();
+        assert_eq!(required, sent, "docs/schema/event.schema.json and EventMessage disagree");
+    }
+}

@@ -1,0 +1,215 @@
+//! Per-camera health, as the contract's retained `{camera}/health` payload: counters
+//! the pipeline bumps from its stages, and the camera's state.
+//!
+//! Promises: `report` never blocks for long (one short mutex) and reports rates over
+//! the time since the previous report; reconnects and stalls count over the last hour.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::event::timestamp;
+use crate::frame::StreamInfo;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraState {
+    Starting,
+    Streaming,
+    Reconnecting,
+    Offline,
+    Disabled,
+}
+
+/// The JSON published on `{root}/{site}/{camera}/health`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthReport {
+    pub camera: String,
+    pub state: CameraState,
+    pub since: String,
+    pub last_frame_at: Option<String>,
+    pub codec: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub fps_in: f32,
+    pub fps_analyzed: f32,
+    pub frames_skipped: u64,
+    pub inference_ms: Option<f32>,
+    pub reconnects_1h: usize,
+    pub stalls_1h: usize,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: CameraState,
+    since: SystemTime,
+    last_frame_at: Option<SystemTime>,
+    stream: Option<StreamInfo>,
+    frames_in: u64,
+    frames_analyzed: u64,
+    frames_skipped: u64,
+    inference_ms: Option<f32>,
+    reconnects: VecDeque<SystemTime>,
+    stalls: VecDeque<SystemTime>,
+    last_error: Option<String>,
+    /// Counters at the previous report, for the rates.
+    prev: (SystemTime, u64, u64),
+}
+
+#[derive(Debug)]
+pub struct CameraHealth {
+    camera: String,
+    inner: Mutex<Inner>,
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+impl CameraHealth {
+    pub fn new(camera: &str, enabled: bool) -> CameraHealth {
+        let now = SystemTime::now();
+        CameraHealth {
+            camera: camera.to_owned(),
+            inner: Mutex::new(Inner {
+                state: if enabled { CameraState::Starting } else { CameraState::Disabled },
+                since: now,
+                last_frame_at: None,
+                stream: None,
+                frames_in: 0,
+                frames_analyzed: 0,
+                frames_skipped: 0,
+                inference_ms: None,
+                reconnects: VecDeque::new(),
+                stalls: VecDeque::new(),
+                last_error: None,
+                prev: (now, 0, 0),
+            }),
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn state(&self) -> CameraState {
+        self.with(|i| i.state)
+    }
+
+    /// A session started streaming. Returns true when the state changed.
+    pub fn connected(&self, info: &StreamInfo) -> bool {
+        self.with(|i| {
+            i.stream = Some(info.clone());
+            i.last_error = None;
+            set_state(i, CameraState::Streaming)
+        })
+    }
+
+    /// A session ended (or could not start). Returns true when the state changed.
+    pub fn disconnected(&self, reason: &str, stalled: bool) -> bool {
+        self.with(|i| {
+            let now = SystemTime::now();
+            if i.state == CameraState::Streaming {
+                i.reconnects.push_back(now);
+            }
+            if stalled {
+                i.stalls.push_back(now);
+            }
+            i.last_error = Some(reason.to_owned());
+            set_state(i, CameraState::Reconnecting)
+        })
+    }
+
+    pub fn frame_received(&self, at: SystemTime) {
+        self.with(|i| {
+            i.frames_in += 1;
+            i.last_frame_at = Some(at);
+        })
+    }
+
+    pub fn frame_analysed(&self, inference_ms: f32) {
+        self.with(|i| {
+            i.frames_analyzed += 1;
+            i.inference_ms = Some(inference_ms);
+        })
+    }
+
+    pub fn frame_skipped(&self) {
+        self.with(|i| i.frames_skipped += 1)
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.with(|i| set_state(i, CameraState::Offline))
+    }
+
+    /// The payload to publish now; rates cover the time since the previous call.
+    pub fn report(&self) -> HealthReport {
+        self.with(|i| {
+            let now = SystemTime::now();
+            for q in [&mut i.reconnects, &mut i.stalls] {
+                while q.front().is_some_and(|t| now.duration_since(*t).unwrap_or_default() > HOUR) {
+                    q.pop_front();
+                }
+            }
+            let (t0, in0, an0) = i.prev;
+            let secs = now.duration_since(t0).unwrap_or_default().as_secs_f32();
+            let rate = |n: u64| if secs > 0.5 { ((n as f32 / secs) * 10.0).round() / 10.0 } else { 0.0 };
+            let report = HealthReport {
+                camera: self.camera.clone(),
+                state: i.state,
+                since: timestamp(i.since),
+                last_frame_at: i.last_frame_at.map(timestamp),
+                codec: i.stream.as_ref().map(|s| s.codec.as_str().to_owned()),
+                width: i.stream.as_ref().map(|s| s.width),
+                height: i.stream.as_ref().map(|s| s.height),
+                fps_in: rate(i.frames_in - in0),
+                fps_analyzed: rate(i.frames_analyzed - an0),
+                frames_skipped: i.frames_skipped,
+                inference_ms: i.inference_ms.map(|v| (v * 10.0).round() / 10.0),
+                reconnects_1h: i.reconnects.len(),
+                stalls_1h: i.stalls.len(),
+                last_error: i.last_error.clone(),
+            };
+            if secs > 0.5 {
+                i.prev = (now, i.frames_in, i.frames_analyzed);
+            }
+            report
+        })
+    }
+}
+
+fn set_state(i: &mut Inner, s: CameraState) -> bool {
+    if i.state == s {
+        return false;
+    }
+    i.state = s;
+    i.since = SystemTime::now();
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::Codec;
+
+    #[test]
+    fn states_and_counters() {
+        let h = CameraHealth::new("cam", true);
+        assert_eq!(h.state(), CameraState::Starting);
+        let info = StreamInfo { codec: Codec::H264, rfc6381_codec: "avc1.4d401e".into(), width: 768, height: 576, fps: Some(10.0) };
+        assert!(h.connected(&info));
+        assert!(!h.connected(&info), "no change, no report");
+        h.frame_received(SystemTime::now());
+        h.frame_analysed(21.5);
+        h.frame_skipped();
+        assert!(h.disconnected("no frame for 20 s", true));
+        let r = h.report();
+        assert_eq!(r.state, CameraState::Reconnecting);
+        assert_eq!((r.reconnects_1h, r.stalls_1h, r.frames_skipped), (1, 1, 1));
+        assert_eq!((r.codec.as_deref(), r.width, r.height), (Some("h264"), Some(768), Some(576)));
+        assert_eq!(r.inference_ms, Some(21.5));
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["state"], "reconnecting");
+    }
+}

@@ -1,0 +1,23 @@
+//! gridwatch: RTSP cameras -> on-device detection -> MQTT events with snapshots.
+//!
+//! The pipeline, stage by stage (each a module with a narrow typed interface):
+//! `camera` (RTSP ingest) -> `decode` (GStreamer) -> `detect` (ONNX Runtime) ->
+//! `track` (object lifecycle) -> `event` (ids, snapshots) -> `outbox` (SQLite) -> `mqtt`.
+//! `daemon` wires them together; `commands` holds the CLI's subcommands.
+
+pub mod camera;
+pub mod commands;
+pub mod config;
+pub mod daemon;
+pub mod decode;
+pub mod detect;
+pub mod event;
+pub mod frame;
+pub mod health;
+pub mod inference;
+pub mod mosquitto;
+pub mod mqtt;
+pub mod outbox;
+pub mod rtsp_server;
+pub mod snapshot;
+pub mod track;

@@ -1,0 +1,95 @@
+//! A private mosquitto broker on a free loopback port, for `demo`, `bench` and the
+//! tests: the real broker the desk would use, with nothing of the user's touched.
+//!
+//! Promises: `start` returns once the broker accepts connections; dropping the value
+//! stops the broker and removes its folder.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+pub struct Mosquitto {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn binary() -> anyhow::Result<PathBuf> {
+    let candidates = ["/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/usr/bin/mosquitto"];
+    if let Some(p) = candidates.iter().map(Path::new).find(|p| p.is_file()) {
+        return Ok(p.to_owned());
+    }
+    if let Some(p) = std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join("mosquitto"))
+        .find(|p| p.is_file())
+    {
+        return Ok(p);
+    }
+    bail!("mosquitto is not installed (looked in {} and $PATH): run ./scripts/setup.sh, or apt-get install mosquitto", candidates.join(", "))
+}
+
+impl Mosquitto {
+    /// Starts a broker on a free port.
+    pub fn start() -> anyhow::Result<Mosquitto> {
+        Mosquitto::start_on(free_port().context("no free loopback port")?)
+    }
+
+    /// Starts a broker on `port` (again, after `stop`, to simulate a broker restart).
+    pub fn start_on(port: u16) -> anyhow::Result<Mosquitto> {
+        let dir = std::env::temp_dir().join(format!("gridwatch-mosquitto-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n"))
+            .with_context(|| format!("writing {}", conf.display()))?;
+        let bin = binary()?;
+        let child = Command::new(&bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut m = Mosquitto { child: Some(child), port, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = m.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                bail!("mosquitto exited at start ({status}); is port {port} taken?");
+            }
+            if Instant::now() > deadline {
+                bail!("mosquitto did not accept connections on 127.0.0.1:{port} within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(m)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the broker (SIGKILL: like a crash or a pulled cable, nothing flushed).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,285 @@
+//! Object tracking: ties each frame's detections to the objects seen before, so that
+//! one physical object is one track from when it is confirmed until it leaves.
+//!
+//! Promises, per track: `Confirmed` is reported once, after `min_hits` matched frames
+//! with no more than `max_tentative_misses` misses in between (one-frame flickers never
+//! confirm); then `Seen` on every frame it is matched; then exactly one `Lost` after
+//! `max_misses` frames in a row without a match. Pure logic: no pictures, no clocks.
+
+use crate::detect::{BBox, Detection};
+
+#[derive(Debug, Clone)]
+pub struct TrackerConfig {
+    /// Lowest overlap of a detection with a track's predicted box to count as the same object.
+    pub min_iou: f32,
+    /// Matched frames needed before a track counts as a real object.
+    pub min_hits: u32,
+    /// Misses a tentative track survives; more and it is dropped unreported.
+    pub max_tentative_misses: u32,
+    /// Frames in a row a confirmed object may go unseen (occlusion) before it is lost.
+    pub max_misses: u32,
+}
+
+impl TrackerConfig {
+    /// Sensible settings for a camera analysed at `fps` frames a second: confirm after
+    /// 3 frames, keep an object through about 2 s of occlusion.
+    pub fn for_fps(fps: f64) -> TrackerConfig {
+        TrackerConfig {
+            min_iou: 0.2,
+            min_hits: 3,
+            max_tentative_misses: 1,
+            max_misses: ((fps * 2.0).round() as u32).max(3),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Track {
+    pub id: u64,
+    pub class_id: usize,
+    /// The last matched box (not the prediction).
+    pub bbox: BBox,
+    /// The last matched detection's score.
+    pub score: f32,
+    pub hits: u32,
+    /// Frames in a row without a match.
+    pub misses: u32,
+    pub confirmed: bool,
+    /// Centre motion per frame, smoothed; used to predict where to look next.
+    velocity: (f32, f32),
+}
+
+impl Track {
+    fn predicted(&self) -> BBox {
+        let k = (self.misses + 1) as f32;
+        let (dx, dy) = (self.velocity.0 * k, self.velocity.1 * k);
+        BBox { x1: self.bbox.x1 + dx, y1: self.bbox.y1 + dy, x2: self.bbox.x2 + dx, y2: self.bbox.y2 + dy }
+    }
+
+    fn absorb(&mut self, d: &Detection) {
+        let frames = (self.misses + 1) as f32;
+        let (cx0, cy0) = centre(&self.bbox);
+        let (cx1, cy1) = centre(&d.bbox);
+        let v = ((cx1 - cx0) / frames, (cy1 - cy0) / frames);
+        self.velocity = if self.hits <= 1 { v } else { (0.5 * (self.velocity.0 + v.0), 0.5 * (self.velocity.1 + v.1)) };
+        self.bbox = d.bbox;
+        self.score = d.score;
+        self.hits += 1;
+        self.misses = 0;
+    }
+}
+
+fn centre(b: &BBox) -> (f32, f32) {
+    ((b.x1 + b.x2) / 2.0, (b.y1 + b.y2) / 2.0)
+}
+
+/// What happened to a track on this frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Confirmed,
+    Seen,
+    Lost,
+}
+
+#[derive(Debug)]
+pub struct Tracker {
+    cfg: TrackerConfig,
+    tracks: Vec<Track>,
+    next_id: u64,
+}
+
+impl Tracker {
+    pub fn new(cfg: TrackerConfig) -> Tracker {
+        Tracker { cfg, tracks: Vec::new(), next_id: 1 }
+    }
+
+    /// Feeds one analysed frame's detections (already filtered to tracked labels).
+    /// Returns the confirmed tracks this frame changed, with what happened to each.
+    pub fn update(&mut self, detections: &[Detection]) -> Vec<(Change, Track)> {
+        let mut taken = vec![false; detections.len()];
+        let mut matched = vec![false; self.tracks.len()];
+
+        // Greedy assignment, best overlap first; confirmed tracks win ties over
+        // tentative ones so a flicker never steals a real object's detection.
+        let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
+        for (ti, t) in self.tracks.iter().enumerate() {
+            let pred = t.predicted();
+            for (di, d) in detections.iter().enumerate() {
+                if d.class_id != t.class_id {
+                    continue;
+                }
+                let sim = similarity(&pred, &d.bbox, self.cfg.min_iou);
+                if sim > 0.0 {
+                    pairs.push((sim + if t.confirmed { 1.0 } else { 0.0 }, ti, di));
+                }
+            }
+        }
+        pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
+
+        let mut changes = Vec::new();
+        for (_, ti, di) in pairs {
+            if matched[ti] || taken[di] {
+                continue;
+            }
+            matched[ti] = true;
+            taken[di] = true;
+            let t = &mut self.tracks[ti];
+            t.absorb(&detections[di]);
+            if t.confirmed {
+                changes.push((Change::Seen, t.clone()));
+            } else if t.hits >= self.cfg.min_hits {
+                t.confirmed = true;
+                changes.push((Change::Confirmed, t.clone()));
+            }
+        }
+
+        let cfg = &self.cfg;
+        let mut i = 0;
+        self.tracks.retain_mut(|t| {
+            let was_matched = matched[i];
+            i += 1;
+            if was_matched {
+                return true;
+            }
+            t.misses += 1;
+            if t.confirmed && t.misses > cfg.max_misses {
+                changes.push((Change::Lost, t.clone()));
+                false
+            } else {
+                t.confirmed || t.misses <= cfg.max_tentative_misses
+            }
+        });
+
+        for (di, d) in detections.iter().enumerate() {
+            if !taken[di] {
+                let t = Track {
+                    id: self.next_id,
+                    class_id: d.class_id,
+                    bbox: d.bbox,
+                    score: d.score,
+                    hits: 1,
+                    misses: 0,
+                    confirmed: self.cfg.min_hits <= 1,
+                    velocity: (0.0, 0.0),
+                };
+                self.next_id += 1;
+                if t.confirmed {
+                    changes.push((Change::Confirmed, t.clone()));
+                }
+                self.tracks.push(t);
+            }
+        }
+        changes
+    }
+
+    /// Removes and returns every confirmed track (on shutdown, so each gets its end).
+    pub fn drain_confirmed(&mut self) -> Vec<Track> {
+        let all = std::mem::take(&mut self.tracks);
+        all.into_iter().filter(|t| t.confirmed).collect()
+    }
+}
+
+/// How strongly `det` looks like the object predicted at `pred`: the overlap when it
+/// is at least `min_iou`; otherwise a small positive value when the centres are close
+/// and the sizes alike (a small, fast object can jump clear of its last box between
+/// analysed frames); 0 when it is not the same object.
+fn similarity(pred: &BBox, det: &BBox, min_iou: f32) -> f32 {
+    let iou = pred.iou(det);
+    if iou >= min_iou {
+        return iou;
+    }
+    let (pc, dc) = (centre(pred), centre(det));
+    let reach = 0.6 * pred.width().max(pred.height());
+    let dist = ((pc.0 - dc.0).powi(2) + (pc.1 - dc.1).powi(2)).sqrt();
+    let size_ratio = det.area() / pred.area().max(1.0);
+    if dist <= reach && (0.5..=2.0).contains(&size_ratio) { 0.01 } else { 0.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn det(class_id: usize, x: f32, y: f32, w: f32, h: f32) -> Detection {
+        Detection { class_id, score: 0.8, bbox: BBox { x1: x, y1: y, x2: x + w, y2: y + h } }
+    }
+
+    fn cfg() -> TrackerConfig {
+        TrackerConfig { min_iou: 0.2, min_hits: 3, max_tentative_misses: 1, max_misses: 4 }
+    }
+
+    fn kinds(c: &[(Change, Track)]) -> Vec<(Change, u64)> {
+        c.iter().map(|(k, t)| (*k, t.id)).collect()
+    }
+
+    #[test]
+    fn walking_person_is_one_track_with_one_confirm_and_one_loss() {
+        let mut tr = Tracker::new(cfg());
+        let mut log = Vec::new();
+        for f in 0..20 {
+            // 12 px a frame: faster than half the box width, still followed.
+            log.extend(kinds(&tr.update(&[det(0, 10.0 + 12.0 * f as f32, 100.0, 30.0, 80.0)])));
+        }
+        for _ in 0..10 {
+            log.extend(kinds(&tr.update(&[])));
+        }
+        let confirms: Vec<_> = log.iter().filter(|c| c.0 == Change::Confirmed).collect();
+        let losses: Vec<_> = log.iter().filter(|c| c.0 == Change::Lost).collect();
+        assert_eq!(confirms.len(), 1, "{log:?}");
+        assert_eq!(losses.len(), 1, "{log:?}");
+        assert!(log.iter().all(|c| c.1 == confirms[0].1), "one id throughout: {log:?}");
+        assert_eq!(log.iter().filter(|c| c.0 == Change::Seen).count(), 17);
+    }
+
+    #[test]
+    fn one_frame_flicker_never_confirms() {
+        let mut tr = Tracker::new(cfg());
+        let mut all = Vec::new();
+        for f in 0..10 {
+            let dets = if f % 3 == 0 { vec![det(0, 200.0, 200.0, 30.0, 60.0)] } else { vec![] };
+            all.extend(tr.update(&dets));
+        }
+        assert!(all.is_empty(), "{all:?}");
+    }
+
+    #[test]
+    fn short_occlusion_keeps_the_track() {
+        let mut tr = Tracker::new(cfg());
+        let mut log = Vec::new();
+        for f in 0..6 {
+            log.extend(kinds(&tr.update(&[det(0, 50.0 + 2.0 * f as f32, 50.0, 40.0, 90.0)])));
+        }
+        for _ in 0..3 {
+            log.extend(kinds(&tr.update(&[])));
+        }
+        for f in 9..12 {
+            log.extend(kinds(&tr.update(&[det(0, 50.0 + 2.0 * f as f32, 50.0, 40.0, 90.0)])));
+        }
+        assert_eq!(log.iter().filter(|c| c.0 == Change::Confirmed).count(), 1, "{log:?}");
+        assert!(!log.iter().any(|c| c.0 == Change::Lost), "{log:?}");
+    }
+
+    #[test]
+    fn different_classes_and_distant_boxes_are_separate_objects() {
+        let mut tr = Tracker::new(cfg());
+        let mut confirmed = Vec::new();
+        for _ in 0..3 {
+            let out = tr.update(&[det(0, 10.0, 10.0, 40.0, 80.0), det(2, 10.0, 10.0, 40.0, 80.0), det(0, 400.0, 10.0, 40.0, 80.0)]);
+            confirmed.extend(out.into_iter().filter(|c| c.0 == Change::Confirmed).map(|c| (c.1.id, c.1.class_id)));
+        }
+        confirmed.sort();
+        assert_eq!(confirmed.len(), 3, "{confirmed:?}");
+        assert_eq!(confirmed.iter().filter(|c| c.1 == 0).count(), 2);
+    }
+
+    #[test]
+    fn drain_returns_only_confirmed_tracks() {
+        let mut tr = Tracker::new(cfg());
+        for _ in 0..3 {
+            tr.update(&[det(0, 10.0, 10.0, 40.0, 80.0)]);
+        }
+        tr.update(&[det(0, 10.0, 10.0, 40.0, 80.0), det(0, 300.0, 10.0, 40.0, 80.0)]);
+        let drained = tr.drain_confirmed();
+        assert_eq!(drained.len(), 1);
+        assert!(tr.update(&[]).is_empty());
+    }
+}

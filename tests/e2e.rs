@@ -1,0 +1,339 @@
+//! End-to-end tests on real parts: mosquitto, GStreamer's RTSP server streaming the
+//! street clip, the real model, and `gridwatch` itself as a separate process, watched
+//! through the broker the way the duty desk watches it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gridwatch::event::{EventMessage, EventType};
+use gridwatch::mosquitto::Mosquitto;
+use gridwatch::rtsp_server::RtspServer;
+use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use sha2::{Digest, Sha256};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gridwatch");
+const PASSWORD: &str = "s3cret-Pw0rd";
+
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gridwatch-e2e-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A message as the desk received it.
+#[derive(Debug, Clone)]
+struct Msg {
+    at: Instant,
+    topic: String,
+    payload: Vec<u8>,
+}
+
+/// A subscriber on `gridwatch/#`, collecting everything on a thread of its own.
+struct Desk {
+    rx: std::sync::mpsc::Receiver<Msg>,
+    seen: Vec<Msg>,
+}
+
+impl Desk {
+    fn connect(port: u16) -> Desk {
+        let mut opts = MqttOptions::new(format!("desk-{}", std::process::id()), "127.0.0.1", port);
+        opts.set_max_packet_size(16 << 20, 64 << 10);
+        let (client, mut conn) = Client::new(opts, 64);
+        client.subscribe("gridwatch/#", QoS::AtLeastOnce).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _client = client; // dropping it would end the connection
+            for ev in conn.iter() {
+                match ev {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let m = Msg { at: Instant::now(), topic: p.topic.clone(), payload: p.payload.to_vec() };
+                        if tx.send(m).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        ready_rx.recv_timeout(Duration::from_secs(10)).expect("desk subscribed to the broker");
+        Desk { rx, seen: Vec::new() }
+    }
+
+    /// Collects until `done` holds for what was seen, or `timeout`; returns whether it held.
+    fn wait_for(&mut self, timeout: Duration, done: impl Fn(&[Msg]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if done(&self.seen) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            if let Ok(m) = self.rx.recv_timeout(left.min(Duration::from_millis(200))) {
+                self.seen.push(m);
+            }
+        }
+    }
+
+    fn on(&self, topic: &str) -> Vec<&Msg> {
+        self.seen.iter().filter(|m| m.topic == topic).collect()
+    }
+
+    fn events(&self) -> Vec<EventMessage> {
+        self.on("gridwatch/e2e/events")
+            .iter()
+            .map(|m| serde_json::from_slice(&m.payload).expect("event JSON follows the contract"))
+            .collect()
+    }
+}
+
+fn last_status_is(want: &'static str) -> impl Fn(&[Msg]) -> bool {
+    move |seen: &[Msg]| seen.iter().rev().find(|m| m.topic == "gridwatch/e2e/status").is_some_and(|m| m.payload == want.as_bytes())
+}
+
+/// `gridwatch run` as a child process, its log in a file.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(config: &Path, log: PathBuf) -> Daemon {
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("GRIDWATCH_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start gridwatch");
+        Daemon { child, log }
+    }
+
+    fn signal(&mut self, sig: i32) {
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_config(dir: &Path, broker_port: u16, camera_url: &str) -> PathBuf {
+    let path = dir.join("gridwatch.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"site = "e2e"
+[mqtt]
+host = "127.0.0.1"
+port = {broker_port}
+keep_alive_s = 5
+[storage]
+dir = "state"
+[[cameras]]
+id = "walkway"
+name = "Campus walkway"
+url = "{camera_url}"
+detect_fps = 5
+track = ["person"]
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Asserts the contract on everything the desk saw; returns the events.
+fn check_contract(desk: &Desk) -> Vec<EventMessage> {
+    let events = desk.events();
+    // seq strictly increasing in arrival order.
+    for w in events.windows(2) {
+        assert!(w[1].seq > w[0].seq, "seq must increase: {} then {}", w[0].seq, w[1].seq);
+    }
+    // Per event: new, update*, end; only tracked labels.
+    let mut by_id: HashMap<&str, Vec<EventType>> = HashMap::new();
+    for e in &events {
+        assert_eq!((e.schema.as_str(), e.site.as_str(), e.camera.as_str()), ("gridwatch.event/1", "e2e", "walkway"));
+        assert_eq!(e.kind, "object");
+        assert_eq!(e.label, "person", "only tracked labels make events");
+        assert!(e.bbox.iter().all(|v| (0.0..=1.0).contains(v)) && e.bbox[0] < e.bbox[2] && e.bbox[1] < e.bbox[3], "{:?}", e.bbox);
+        by_id.entry(&e.event_id).or_default().push(e.kind_of_message);
+    }
+    for (id, seq) in &by_id {
+        assert_eq!(seq.first(), Some(&EventType::New), "event {id}: {seq:?}");
+        assert_eq!(seq.iter().filter(|t| **t == EventType::End).count(), 1, "event {id}: {seq:?}");
+        assert_eq!(seq.last(), Some(&EventType::End), "event {id}: {seq:?}");
+    }
+    // Every snapshot arrives before the event naming it, and is the picture it describes.
+    let event_msgs = desk.on("gridwatch/e2e/events");
+    for (e, m) in events.iter().zip(&event_msgs) {
+        if e.kind_of_message == EventType::End {
+            continue;
+        }
+        let s = e.snapshot.as_ref().unwrap_or_else(|| panic!("{:?} event {} has no snapshot", e.kind_of_message, e.event_id));
+        assert!(s.topic.starts_with("gridwatch/e2e/snapshots/") && s.topic.contains(&e.event_id), "{}", s.topic);
+        let snap = desk.on(&s.topic);
+        let snap = snap.first().unwrap_or_else(|| panic!("snapshot {} never arrived", s.topic));
+        assert!(snap.at <= m.at, "snapshot {} arrived after its event", s.topic);
+        assert_eq!(snap.payload.len(), s.bytes);
+        let sha: String = Sha256::digest(&snap.payload).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(sha, s.sha256, "sha256 of {}", s.topic);
+        let img = image::load_from_memory_with_format(&snap.payload, image::ImageFormat::Jpeg).expect("snapshot is a JPEG");
+        assert_eq!((img.width(), img.height()), (s.width, s.height));
+        assert_eq!((s.width, s.height), (768, 576), "the clip's own size");
+    }
+    events
+}
+
+#[test]
+fn daemon_publishes_the_contract_and_survives_restarts() {
+    let dir = scratch("daemon");
+    let mut broker = Mosquitto::start().expect("mosquitto");
+    let camera = RtspServer::start(0, &[("/walkway", fixture("video/vtest.h264").as_path())]).expect("RTSP server");
+    // Credentials in the URL (the server does not ask for them): they must never leak.
+    let url = camera.url("/walkway").replace("rtsp://", &format!("rtsp://tech:{PASSWORD}@"));
+    let config = write_config(&dir, broker.port(), &url);
+    let mut desk = Desk::connect(broker.port());
+
+    // Run 1: events flow; SIGTERM ends them all and says "stopped".
+    let started = Instant::now();
+    let mut daemon = Daemon::start(&config, dir.join("run1.log"));
+    let got_person = desk.wait_for(Duration::from_secs(15), |seen| {
+        seen.iter().any(|m| m.topic == "gridwatch/e2e/events" && m.payload.windows(8).any(|w| w == b"\"person\""))
+    });
+    assert!(got_person, "no person event within 15 s of start; log:\n{}", daemon.log());
+    eprintln!("first person event {:.1} s after start", started.elapsed().as_secs_f32());
+    desk.wait_for(Duration::from_secs(10), |_| false); // let the scene play on
+    daemon.signal(libc::SIGTERM);
+    let status = daemon.wait(Duration::from_secs(20)).expect("gridwatch stops within 20 s of SIGTERM");
+    assert!(status.success(), "exit status {status}; log:\n{}", daemon.log());
+    assert!(desk.wait_for(Duration::from_secs(5), last_status_is("stopped")), "status stopped after SIGTERM");
+
+    let statuses: Vec<_> = desk.on("gridwatch/e2e/status").iter().map(|m| String::from_utf8_lossy(&m.payload).into_owned()).collect();
+    assert_eq!(statuses, ["online", "stopped"]);
+    let info: serde_json::Value = serde_json::from_slice(&desk.on("gridwatch/e2e/info")[0].payload).unwrap();
+    assert_eq!(info["site"], "e2e");
+    assert_eq!(info["cameras"][0]["id"], "walkway");
+    assert_eq!(info["cameras"][0]["name"], "Campus walkway");
+    assert_eq!(info["model"]["sha256"].as_str().map(str::len), Some(64));
+    let health: Vec<serde_json::Value> =
+        desk.on("gridwatch/e2e/walkway/health").iter().map(|m| serde_json::from_slice(&m.payload).unwrap()).collect();
+    assert!(health.iter().any(|h| h["state"] == "streaming" && h["codec"] == "h264" && h["width"] == 768), "{health:?}");
+
+    let events = check_contract(&desk);
+    let news = events.iter().filter(|e| e.kind_of_message == EventType::New).count();
+    assert!(news >= 2, "the clip shows several people; got {news} new events");
+    assert!(news <= 40, "one event per person, not per frame; got {news}");
+    let last_seq_run1 = events.last().unwrap().seq;
+    let log1 = daemon.log();
+    drop(daemon);
+
+    // Run 2: seq continues; SIGKILL leaves the last will "offline".
+    let mut daemon = Daemon::start(&config, dir.join("run2.log"));
+    let n_before = desk.seen.len();
+    assert!(
+        desk.wait_for(Duration::from_secs(20), |seen| seen[n_before..].iter().any(|m| m.topic == "gridwatch/e2e/events")),
+        "events after a restart; log:\n{}",
+        daemon.log()
+    );
+    let first_again: EventMessage =
+        serde_json::from_slice(&desk.seen[n_before..].iter().find(|m| m.topic == "gridwatch/e2e/events").unwrap().payload).unwrap();
+    assert_eq!(first_again.seq, last_seq_run1 + 1, "seq survives a restart and is never reused");
+    daemon.signal(libc::SIGKILL);
+    daemon.wait(Duration::from_secs(5)).expect("killed");
+    assert!(desk.wait_for(Duration::from_secs(15), last_status_is("offline")), "last will after SIGKILL");
+    let log2 = daemon.log();
+
+    // Secrets stay secret: in logs and in everything published.
+    for (what, text) in [("run 1 log", &log1), ("run 2 log", &log2)] {
+        assert!(!text.contains(PASSWORD), "{what} shows the camera password:\n{text}");
+    }
+    assert!(desk.seen.iter().all(|m| !m.payload.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes())));
+    broker.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_names_file_key_and_reason() {
+    let dir = scratch("check");
+    let good = write_config(&dir, 1883, "rtsp://192.0.2.1/stream");
+    let out = Command::new(BIN).args(["check", "--config"]).arg(&good).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("walkway"));
+
+    let text = std::fs::read_to_string(&good).unwrap();
+    let cases = [
+        (text.replace("detect_fps = 5", "detect_fps = 5\nfps = 3"), "unknown field `fps`"),
+        (text.replace("[storage]", "[detector]\nmodel = \"missing.onnx\"\n[storage]"), "detector.model"),
+        (format!("{text}[[cameras]]\nid = \"walkway\"\nurl = \"rtsp://192.0.2.2/s\"\n"), "cameras[1].id"),
+        (text.replace("track = [\"person\"]", "track = [\"persn\"]"), "\"persn\" is not a label"),
+        (text.replace("port = 1883", "port = 99999"), "port"),
+    ];
+    for (i, (bad, expect)) in cases.iter().enumerate() {
+        let file = dir.join(format!("bad{i}.toml"));
+        std::fs::write(&file, bad).unwrap();
+        let out = Command::new(BIN).args(["check", "--config"]).arg(&file).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "case {i}: {err}");
+        assert!(err.contains(&file.display().to_string()), "case {i} names the file: {err}");
+        assert!(err.contains(expect), "case {i} should say {expect:?}: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn detect_json_reports_what_the_model_sees() {
+    let out = Command::new(BIN)
+        .args(["detect", "--json"])
+        .arg(fixture("photos/darknet_dog.jpg"))
+        .arg(fixture("photos/darknet_person.jpg"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "one JSON line per image");
+    assert_eq!((lines[0]["width"].as_u64(), lines[0]["height"].as_u64()), (Some(768), Some(576)));
+    let labels: Vec<&str> = lines[0]["detections"].as_array().unwrap().iter().map(|d| d["label"].as_str().unwrap()).collect();
+    for want in ["dog", "bicycle", "car"] {
+        assert!(labels.contains(&want), "{want} in {labels:?}");
+    }
+    let people = lines[1]["detections"].as_array().unwrap().iter().filter(|d| d["label"] == "person").count();
+    assert_eq!(people, 1, "{}", lines[1]);
+
+    let missing = Command::new(BIN).args(["detect", "no-such-image.jpg"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no-such-image.jpg"));
+}
