@@ -465,7 +465,7 @@ track = ["person", "car"]
         let text = GOOD.replace("detect_fps = 5", "detect_fps = \"fast\"");
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.contains("detect_fps"), "{err}");
-        assert!(err.contains("line 12"), "{err}");
+        assert!(err.contains("line 11"), "{err}");
     }
 
     #[test]
