@@ -92,7 +92,7 @@ fn load(args: &DetectArgs) -> Result<(Labels, Detector), DetectError> {
 }
 
 fn detect_one(path: &Path, args: &DetectArgs, labels: &Labels, detector: &mut Detector) -> anyhow::Result<()> {
-    let img = image::open(path).with_context(|| format!("{}: cannot read the image", path.display()))?.to_rgb8();
+    let img = crate::picture::read_rgb(path)?;
     let dets = detector
         .detect(&img, args.min_score, args.nms_iou)
         .with_context(|| format!("{}: detection failed", path.display()))?;

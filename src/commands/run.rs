@@ -49,17 +49,32 @@ pub fn check(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         Ok(d) => {
             println!("{}: OK", args.config.display());
             println!("  site     {}", cfg.site);
-            println!("  mqtt     {}:{} (root \"{}\", client id \"{}\")", cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.topic_root, cfg.client_id());
-            println!("  model    {} (sha256 {})", d.model_name(), d.model_sha256());
+            println!(
+                "  mqtt     {}:{} (root \"{}\", client id \"{}\")",
+                cfg.mqtt.host,
+                cfg.mqtt.port,
+                cfg.mqtt.topic_root,
+                cfg.client_id()
+            );
+            println!("  model    {}, sha256 {}", d.model_name(), d.model_sha256());
             println!("  storage  {}", cfg.storage.dir.display());
             for c in &cfg.cameras {
                 let state = if c.enabled { "" } else { "  (disabled)" };
-                println!("  camera   {}  {}  {} fps, track {}{state}", c.id, crate::config::redact_userinfo(&c.url), c.detect_fps, c.track.join(","));
+                println!(
+                    "  camera   {}  {}  {} fps, track {}{state}",
+                    c.id,
+                    crate::config::redact_userinfo(&c.url),
+                    c.detect_fps,
+                    c.track.join(",")
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("error: {}: the configuration is valid, but the detector cannot start: {e}", args.config.display());
+            eprintln!(
+                "error: {}: the configuration is valid, but the detector cannot start: {e}",
+                args.config.display()
+            );
             Ok(ExitCode::from(EXIT_CONFIG))
         }
     }
