@@ -200,8 +200,8 @@ impl Config {
     /// Reads, parses and validates `file`. Relative paths inside it are taken
     /// relative to the file's folder, so a config works wherever it is run from.
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(file)
-            .map_err(|source| ConfigError::Read { file: file.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.to_owned(), source })?;
         let base = file.parent().unwrap_or(Path::new("."));
         Config::parse(&text, file, base)
     }
@@ -212,11 +212,7 @@ impl Config {
             .map_err(|e| ConfigError::Parse { file: file.to_owned(), message: redact_userinfo(&e.to_string()) })?;
         cfg.resolve_paths(base);
         let problems = cfg.problems();
-        if problems.is_empty() {
-            Ok(cfg)
-        } else {
-            Err(ConfigError::Invalid { file: file.to_owned(), problems })
-        }
+        if problems.is_empty() { Ok(cfg) } else { Err(ConfigError::Invalid { file: file.to_owned(), problems }) }
     }
 
     fn resolve_paths(&mut self, base: &Path) {
@@ -249,9 +245,7 @@ impl Config {
         let path = match &self.mqtt.password_file {
             Some(p) => p.clone(),
             None => match std::env::var_os("CREDENTIALS_DIRECTORY") {
-                Some(dir) if Path::new(&dir).join("mqtt-password").exists() => {
-                    Path::new(&dir).join("mqtt-password")
-                }
+                Some(dir) if Path::new(&dir).join("mqtt-password").exists() => Path::new(&dir).join("mqtt-password"),
                 _ => return Ok(None),
             },
         };
@@ -294,13 +288,19 @@ impl Config {
             if !m.is_file() {
                 bad(
                     "detector.model".into(),
-                    format!("{} does not exist; give the path of an ONNX model, or remove the key to use the built-in YOLOX-Nano", m.display()),
+                    format!(
+                        "{} does not exist; give the path of an ONNX model, or remove the key to use the built-in YOLOX-Nano",
+                        m.display()
+                    ),
                 );
             }
         }
         if let Some(p) = &d.onnxruntime {
             if !p.is_file() {
-                bad("detector.onnxruntime".into(), format!("{} does not exist; run scripts/setup.sh or remove the key", p.display()));
+                bad(
+                    "detector.onnxruntime".into(),
+                    format!("{} does not exist; run scripts/setup.sh or remove the key", p.display()),
+                );
             }
         }
         if !(1..=64).contains(&d.threads) {
@@ -342,7 +342,10 @@ impl Config {
                 bad(key("url"), r);
             }
             if !(cam.detect_fps > 0.0 && cam.detect_fps <= 30.0) {
-                bad(key("detect_fps"), format!("{} is outside (0, 30] frames a second; 5 is a good start", cam.detect_fps));
+                bad(
+                    key("detect_fps"),
+                    format!("{} is outside (0, 30] frames a second; 5 is a good start", cam.detect_fps),
+                );
             }
             if cam.track.is_empty() {
                 bad(key("track"), "is empty; list the labels that should make events, e.g. [\"person\"]".into());
@@ -350,7 +353,10 @@ impl Config {
             if let Some(labels) = &labels {
                 for l in &cam.track {
                     if labels.id(l).is_none() {
-                        bad(key("track"), format!("\"{l}\" is not a label the model knows (e.g. person, car, truck, bicycle)"));
+                        bad(
+                            key("track"),
+                            format!("\"{l}\" is not a label the model knows (e.g. person, car, truck, bicycle)"),
+                        );
                     }
                 }
             }
@@ -366,9 +372,10 @@ impl Config {
 pub fn check_id(id: &str) -> Result<(), String> {
     let ok = !id.is_empty()
         && id.len() <= 63
-        && id.bytes().enumerate().all(|(i, b)| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && (b == b'_' || b == b'-'))
-        });
+        && id
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| b.is_ascii_lowercase() || b.is_ascii_digit() || (i > 0 && (b == b'_' || b == b'-')));
     if ok {
         Ok(())
     } else {

@@ -87,14 +87,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken, ready: impl FnOnce())
         keep_alive: Duration::from_secs(cfg.mqtt.keep_alive_s),
         topics: topics.clone(),
     };
-    let publisher = tokio::spawn(mqtt::run(
-        settings,
-        info_json,
-        outbox.clone(),
-        wake.clone(),
-        retained_rx,
-        publisher_stop.clone(),
-    ));
+    let publisher =
+        tokio::spawn(mqtt::run(settings, info_json, outbox.clone(), wake.clone(), retained_rx, publisher_stop.clone()));
 
     let cameras: Vec<&CameraConfig> = cfg.cameras.iter().filter(|c| c.enabled).collect();
     let shared = Arc::new(Shared {
@@ -216,7 +210,12 @@ async fn camera_pipeline(
                         h.frame_skipped();
                     }
                 });
-                decoder = match Decoder::new(&cam.id, &info, DecodeOptions { width, height, max_fps: cam.detect_fps }, on_frame) {
+                decoder = match Decoder::new(
+                    &cam.id,
+                    &info,
+                    DecodeOptions { width, height, max_fps: cam.detect_fps },
+                    on_frame,
+                ) {
                     Ok(d) => Some(d),
                     Err(e) => {
                         warn!(camera = %cam.id, "cannot decode this stream: {e}");

@@ -293,7 +293,11 @@ mod tests {
         for i in 0..n + 15 {
             let dets: Vec<Detection> = if i < n {
                 let s = 1.0 + i as f32 * 0.03;
-                vec![Detection { class_id: 0, score: 0.7, bbox: BBox { x1: 100.0, y1: 60.0, x2: 100.0 + 30.0 * s, y2: 60.0 + 60.0 * s } }]
+                vec![Detection {
+                    class_id: 0,
+                    score: 0.7,
+                    bbox: BBox { x1: 100.0, y1: 60.0, x2: 100.0 + 30.0 * s, y2: 60.0 + 60.0 * s },
+                }]
             } else {
                 vec![]
             };
@@ -323,7 +327,11 @@ mod tests {
         let end = msgs.last().unwrap();
         assert_eq!(end.ended_at.as_deref(), Some(end.at.as_str()));
         assert!(end.snapshot.is_some(), "end names the event's last snapshot");
-        let topics: Vec<_> = msgs.iter().filter(|m| m.kind_of_message != EventType::End).map(|m| m.snapshot.clone().unwrap().topic).collect();
+        let topics: Vec<_> = msgs
+            .iter()
+            .filter(|m| m.kind_of_message != EventType::End)
+            .map(|m| m.snapshot.clone().unwrap().topic)
+            .collect();
         let mut uniq = topics.clone();
         uniq.dedup();
         assert_eq!(uniq.len(), topics.len(), "a topic per image: {topics:?}");
@@ -352,7 +360,8 @@ mod tests {
     #[test]
     fn json_schema_lists_exactly_the_fields_we_send() {
         let schema: serde_json::Value = serde_json::from_str(include_str!("../docs/schema/event.schema.json")).unwrap();
-        let mut required: Vec<&str> = schema["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        let mut required: Vec<&str> =
+            schema["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
         let msg = serde_json::to_value(&run(5)[0]).unwrap();
         let mut sent: Vec<&str> = msg.as_object().unwrap().keys().map(String::as_str).collect();
         required.sort();

@@ -197,7 +197,13 @@ mod tests {
     fn states_and_counters() {
         let h = CameraHealth::new("cam", true);
         assert_eq!(h.state(), CameraState::Starting);
-        let info = StreamInfo { codec: Codec::H264, rfc6381_codec: "avc1.4d401e".into(), width: 768, height: 576, fps: Some(10.0) };
+        let info = StreamInfo {
+            codec: Codec::H264,
+            rfc6381_codec: "avc1.4d401e".into(),
+            width: 768,
+            height: 576,
+            fps: Some(10.0),
+        };
         assert!(h.connected(&info));
         assert!(!h.connected(&info), "no change, no report");
         h.frame_received(SystemTime::now());

@@ -42,7 +42,12 @@ pub struct InferenceService {
 
 impl InferenceService {
     /// Starts the detector thread. It ends when the last handle is dropped.
-    pub fn start(mut detector: Detector, min_score: f32, nms_iou: f32, queue: usize) -> std::io::Result<InferenceService> {
+    pub fn start(
+        mut detector: Detector,
+        min_score: f32,
+        nms_iou: f32,
+        queue: usize,
+    ) -> std::io::Result<InferenceService> {
         let (tx, rx) = sync_channel::<Job>(queue.max(1));
         std::thread::Builder::new().name("gridwatch-detect".into()).spawn(move || {
             for job in rx {

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use gridwatch::commands::{demo, detect, run, serve};
 
 #[derive(Parser)]
-#[command(name = "gridwatch", version, about = "Edge video monitoring: RTSP cameras -> on-device detection -> MQTT events with snapshots")]
+#[command(
+    name = "gridwatch",
+    version,
+    about = "Edge video monitoring: RTSP cameras -> on-device detection -> MQTT events with snapshots"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -35,7 +35,10 @@ fn binary() -> anyhow::Result<PathBuf> {
     {
         return Ok(p);
     }
-    bail!("mosquitto is not installed (looked in {} and $PATH): run ./scripts/setup.sh, or apt-get install mosquitto", candidates.join(", "))
+    bail!(
+        "mosquitto is not installed (looked in {} and $PATH): run ./scripts/setup.sh, or apt-get install mosquitto",
+        candidates.join(", ")
+    )
 }
 
 impl Mosquitto {
@@ -49,8 +52,11 @@ impl Mosquitto {
         let dir = std::env::temp_dir().join(format!("gridwatch-mosquitto-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let conf = dir.join("mosquitto.conf");
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n"))
-            .with_context(|| format!("writing {}", conf.display()))?;
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n"),
+        )
+        .with_context(|| format!("writing {}", conf.display()))?;
         let bin = binary()?;
         let child = Command::new(&bin)
             .arg("-c")

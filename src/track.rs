@@ -263,7 +263,11 @@ mod tests {
         let mut tr = Tracker::new(cfg());
         let mut confirmed = Vec::new();
         for _ in 0..3 {
-            let out = tr.update(&[det(0, 10.0, 10.0, 40.0, 80.0), det(2, 10.0, 10.0, 40.0, 80.0), det(0, 400.0, 10.0, 40.0, 80.0)]);
+            let out = tr.update(&[
+                det(0, 10.0, 10.0, 40.0, 80.0),
+                det(2, 10.0, 10.0, 40.0, 80.0),
+                det(0, 400.0, 10.0, 40.0, 80.0),
+            ]);
             confirmed.extend(out.into_iter().filter(|c| c.0 == Change::Confirmed).map(|c| (c.1.id, c.1.class_id)));
         }
         confirmed.sort();

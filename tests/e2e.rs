@@ -101,7 +101,9 @@ impl Desk {
 }
 
 fn last_status_is(want: &'static str) -> impl Fn(&[Msg]) -> bool {
-    move |seen: &[Msg]| seen.iter().rev().find(|m| m.topic == "gridwatch/e2e/status").is_some_and(|m| m.payload == want.as_bytes())
+    move |seen: &[Msg]| {
+        seen.iter().rev().find(|m| m.topic == "gridwatch/e2e/status").is_some_and(|m| m.payload == want.as_bytes())
+    }
 }
 
 /// `gridwatch run` as a child process, its log in a file.
@@ -188,7 +190,11 @@ fn check_contract(desk: &Desk) -> Vec<EventMessage> {
         assert_eq!((e.schema.as_str(), e.site.as_str(), e.camera.as_str()), ("gridwatch.event/1", "e2e", "walkway"));
         assert_eq!(e.kind, "object");
         assert_eq!(e.label, "person", "only tracked labels make events");
-        assert!(e.bbox.iter().all(|v| (0.0..=1.0).contains(v)) && e.bbox[0] < e.bbox[2] && e.bbox[1] < e.bbox[3], "{:?}", e.bbox);
+        assert!(
+            e.bbox.iter().all(|v| (0.0..=1.0).contains(v)) && e.bbox[0] < e.bbox[2] && e.bbox[1] < e.bbox[3],
+            "{:?}",
+            e.bbox
+        );
         by_id.entry(&e.event_id).or_default().push(e.kind_of_message);
     }
     for (id, seq) in &by_id {
@@ -202,7 +208,10 @@ fn check_contract(desk: &Desk) -> Vec<EventMessage> {
         if e.kind_of_message == EventType::End {
             continue;
         }
-        let s = e.snapshot.as_ref().unwrap_or_else(|| panic!("{:?} event {} has no snapshot", e.kind_of_message, e.event_id));
+        let s = e
+            .snapshot
+            .as_ref()
+            .unwrap_or_else(|| panic!("{:?} event {} has no snapshot", e.kind_of_message, e.event_id));
         assert!(s.topic.starts_with("gridwatch/e2e/snapshots/") && s.topic.contains(&e.event_id), "{}", s.topic);
         let snap = desk.on(&s.topic);
         let snap = snap.first().unwrap_or_else(|| panic!("snapshot {} never arrived", s.topic));
@@ -210,7 +219,8 @@ fn check_contract(desk: &Desk) -> Vec<EventMessage> {
         assert_eq!(snap.payload.len(), s.bytes);
         let sha: String = Sha256::digest(&snap.payload).iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(sha, s.sha256, "sha256 of {}", s.topic);
-        let img = image::load_from_memory_with_format(&snap.payload, image::ImageFormat::Jpeg).expect("snapshot is a JPEG");
+        let img =
+            image::load_from_memory_with_format(&snap.payload, image::ImageFormat::Jpeg).expect("snapshot is a JPEG");
         assert_eq!((img.width(), img.height()), (s.width, s.height));
         assert_eq!((s.width, s.height), (768, 576), "the clip's own size");
     }
@@ -241,7 +251,8 @@ fn daemon_publishes_the_contract_and_survives_restarts() {
     assert!(status.success(), "exit status {status}; log:\n{}", daemon.log());
     assert!(desk.wait_for(Duration::from_secs(5), last_status_is("stopped")), "status stopped after SIGTERM");
 
-    let statuses: Vec<_> = desk.on("gridwatch/e2e/status").iter().map(|m| String::from_utf8_lossy(&m.payload).into_owned()).collect();
+    let statuses: Vec<_> =
+        desk.on("gridwatch/e2e/status").iter().map(|m| String::from_utf8_lossy(&m.payload).into_owned()).collect();
     assert_eq!(statuses, ["online", "stopped"]);
     let info: serde_json::Value = serde_json::from_slice(&desk.on("gridwatch/e2e/info")[0].payload).unwrap();
     assert_eq!(info["site"], "e2e");
@@ -250,7 +261,10 @@ fn daemon_publishes_the_contract_and_survives_restarts() {
     assert_eq!(info["model"]["sha256"].as_str().map(str::len), Some(64));
     let health: Vec<serde_json::Value> =
         desk.on("gridwatch/e2e/walkway/health").iter().map(|m| serde_json::from_slice(&m.payload).unwrap()).collect();
-    assert!(health.iter().any(|h| h["state"] == "streaming" && h["codec"] == "h264" && h["width"] == 768), "{health:?}");
+    assert!(
+        health.iter().any(|h| h["state"] == "streaming" && h["codec"] == "h264" && h["width"] == 768),
+        "{health:?}"
+    );
 
     let events = check_contract(&desk);
     let news = events.iter().filter(|e| e.kind_of_message == EventType::New).count();
@@ -264,12 +278,16 @@ fn daemon_publishes_the_contract_and_survives_restarts() {
     let mut daemon = Daemon::start(&config, dir.join("run2.log"));
     let n_before = desk.seen.len();
     assert!(
-        desk.wait_for(Duration::from_secs(20), |seen| seen[n_before..].iter().any(|m| m.topic == "gridwatch/e2e/events")),
+        desk.wait_for(Duration::from_secs(20), |seen| seen[n_before..]
+            .iter()
+            .any(|m| m.topic == "gridwatch/e2e/events")),
         "events after a restart; log:\n{}",
         daemon.log()
     );
-    let first_again: EventMessage =
-        serde_json::from_slice(&desk.seen[n_before..].iter().find(|m| m.topic == "gridwatch/e2e/events").unwrap().payload).unwrap();
+    let first_again: EventMessage = serde_json::from_slice(
+        &desk.seen[n_before..].iter().find(|m| m.topic == "gridwatch/e2e/events").unwrap().payload,
+    )
+    .unwrap();
     assert_eq!(first_again.seq, last_seq_run1 + 1, "seq survives a restart and is never reused");
     daemon.signal(libc::SIGKILL);
     daemon.wait(Duration::from_secs(5)).expect("killed");
@@ -326,7 +344,8 @@ fn detect_json_reports_what_the_model_sees() {
         String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2, "one JSON line per image");
     assert_eq!((lines[0]["width"].as_u64(), lines[0]["height"].as_u64()), (Some(768), Some(576)));
-    let labels: Vec<&str> = lines[0]["detections"].as_array().unwrap().iter().map(|d| d["label"].as_str().unwrap()).collect();
+    let labels: Vec<&str> =
+        lines[0]["detections"].as_array().unwrap().iter().map(|d| d["label"].as_str().unwrap()).collect();
     for want in ["dog", "bicycle", "car"] {
         assert!(labels.contains(&want), "{want} in {labels:?}");
     }

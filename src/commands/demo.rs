@@ -69,7 +69,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     println!("gridwatch demo");
     println!("  camera   {} streams {}", camera.url("/street"), clip.display());
-    println!("  broker   mosquitto on 127.0.0.1:{} (subscribe: mosquitto_sub -p {} -t 'gridwatch/#' -v)", broker.port(), broker.port());
+    println!(
+        "  broker   mosquitto on 127.0.0.1:{} (subscribe: mosquitto_sub -p {} -t 'gridwatch/#' -v)",
+        broker.port(),
+        broker.port()
+    );
     println!("  tracking {}", args.track.join(", "));
     println!("  snapshots go to {}", out.display());
     println!("Ctrl-C stops. Events as the duty desk receives them:");
