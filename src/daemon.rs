@@ -9,7 +9,6 @@
 //! sent; on stop every open event gets its `end`, and the publisher gets a few seconds
 //! to deliver before `status` turns `stopped`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -193,7 +192,8 @@ async fn camera_pipeline(
     let analysis = tokio::spawn(analyse(cam.clone(), shared, health.clone(), frame_rx, shutdown.clone()));
 
     let mut decoder: Option<Decoder> = None;
-    let decode_failed = Arc::new(AtomicBool::new(false));
+    // Log the first decoder error of a session, not one line per frame.
+    let mut decode_failed = false;
     while let Some(msg) = ingest_rx.recv().await {
         match msg {
             Ingest::Connected(info) => {
@@ -222,13 +222,13 @@ async fn camera_pipeline(
                         None
                     }
                 };
-                decode_failed.store(false, Ordering::Relaxed);
+                decode_failed = false;
             }
             Ingest::Frame(f) => {
                 health.frame_received(f.received_at);
                 if let Some(d) = decoder.as_mut() {
                     if let Err(e) = d.push(&f) {
-                        if !decode_failed.swap(true, Ordering::Relaxed) {
+                        if !std::mem::replace(&mut decode_failed, true) {
                             warn!(camera = %cam.id, "decoder error: {e}");
                         }
                     }

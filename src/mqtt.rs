@@ -131,6 +131,12 @@ pub async fn run(
                     current = Some(p);
                 }
                 Ok(None) if drain_deadline.is_some() => {
+                    // Last health words (cameras offline) go out before "stopped".
+                    while let Ok(r) = retained.try_recv() {
+                        if client.publish(r.topic, QoS::AtLeastOnce, true, r.payload).await.is_ok() {
+                            asked.push_back(Tag::Other);
+                        }
+                    }
                     let _ = client.publish(topics.status(), QoS::AtLeastOnce, true, "stopped").await;
                     asked.push_back(Tag::Stopped);
                     stopped_sent = true;

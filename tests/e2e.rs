@@ -265,6 +265,7 @@ fn daemon_publishes_the_contract_and_survives_restarts() {
         health.iter().any(|h| h["state"] == "streaming" && h["codec"] == "h264" && h["width"] == 768),
         "{health:?}"
     );
+    assert_eq!(health.last().unwrap()["state"], "offline", "a stopped daemon's cameras read offline");
 
     let events = check_contract(&desk);
     let news = events.iter().filter(|e| e.kind_of_message == EventType::New).count();
