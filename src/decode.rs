@@ -1,0 +1,404 @@
+//! GStreamer decoder: encoded access units in, RGB pictures at the analysis size and rate
+//! out.
+//!
+//! A [`Decoder`] serves one camera session: create it on `Ingest::Connected`, push every
+//! frame, drop it on disconnect. `push` never blocks on decoding; pictures arrive on a
+//! GStreamer thread through the `on_frame` callback, at most `max_fps` per second of
+//! stream time, each carrying the receive time of the access unit it came from. Bad
+//! data costs pictures (counted in [`DecodeStats`]), never a panic. The decoder does not
+//! buffer without bound: if it falls behind, input is dropped up to the next keyframe.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+use gstreamer_video::prelude::*;
+use tracing::{debug, warn};
+
+use crate::frame::{Codec, EncodedFrame, Frame, StreamInfo};
+
+/// Size and rate of the pictures the analysis wants.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeOptions {
+    pub width: u32,
+    pub height: u32,
+    /// Upper bound on pictures per second of stream time, rounded up to a whole number;
+    /// 0 or less means every frame.
+    pub max_fps: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("cannot build the decoder: {0}")]
+    Init(String),
+    #[error("decoder failed: {0}")]
+    Pipeline(String),
+}
+
+/// Counters since the decoder was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodeStats {
+    /// Access units handed to GStreamer.
+    pub frames_in: u64,
+    /// Pictures delivered to `on_frame`.
+    pub frames_out: u64,
+    /// Access units not decoded: before the first keyframe, or while catching up.
+    pub frames_dropped: u64,
+    /// Decoder warnings (corrupt data) and errors.
+    pub decode_errors: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    frames_in: AtomicU64,
+    frames_out: AtomicU64,
+    frames_dropped: AtomicU64,
+    decode_errors: AtomicU64,
+}
+
+/// Access units that may wait inside GStreamer before input is dropped. Decoding takes
+/// a few ms per frame, so a full queue means the machine cannot keep up.
+const MAX_QUEUED: u64 = 30;
+
+/// One session's decoder. Dropping it stops the pipeline.
+pub struct Decoder {
+    camera_id: String,
+    pipeline: gst::Pipeline,
+    appsrc: gst_app::AppSrc,
+    bus: gst::Bus,
+    counters: Arc<Counters>,
+    /// Caps naming the clock of the receive time carried on each buffer.
+    unix_caps: gst::Caps,
+    awaiting_keyframe: bool,
+    failed: Option<String>,
+}
+
+impl Decoder {
+    /// Builds and starts the pipeline for `info.codec`. `on_frame` runs on a GStreamer
+    /// thread: it should only hand the picture on (e.g. `try_send` on a bounded channel).
+    pub fn new(
+        camera_id: &str,
+        info: &StreamInfo,
+        out: DecodeOptions,
+        mut on_frame: Box<dyn FnMut(Frame) + Send>,
+    ) -> Result<Decoder, DecodeError> {
+        gst::init().map_err(|e| DecodeError::Init(e.to_string()))?;
+        let codec = info.codec.as_str();
+        let appsrc = gst_app::AppSrc::builder()
+            .caps(
+                &gst::Caps::builder(format!("video/x-{codec}"))
+                    .field("stream-format", "byte-stream")
+                    .field("alignment", "au")
+                    .build(),
+            )
+            .format(gst::Format::Time)
+            .is_live(true)
+            .build();
+        let (parser, decoder) = match info.codec {
+            Codec::H264 => ("h264parse", "avdec_h264"),
+            Codec::H265 => ("h265parse", "avdec_h265"),
+        };
+        let decoder = make(decoder)?;
+        // Corrupt input (packet loss) is reported as a warning and skipped instead of
+        // stopping the pipeline after a handful of errors.
+        decoder.set_property("max-errors", -1i32);
+        // The rate limit sits after the decoder on purpose: P-frames refer to earlier
+        // frames, so every frame must be decoded; conversion and scaling, costly at full
+        // size, then run only at the rate the analysis uses.
+        let videorate = make("videorate")?;
+        videorate.set_property("drop-only", true);
+        if out.max_fps > 0.0 {
+            let max_rate = out.max_fps.ceil().min(f64::from(i32::MAX)) as i32;
+            videorate.set_property("max-rate", max_rate.max(1));
+        }
+        let capsfilter = make("capsfilter")?;
+        capsfilter.set_property(
+            "caps",
+            gst::Caps::builder("video/x-raw")
+                .field("format", "RGB")
+                .field("width", i32::try_from(out.width).unwrap_or(i32::MAX))
+                .field("height", i32::try_from(out.height).unwrap_or(i32::MAX))
+                .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+                .build(),
+        );
+        let appsink = gst_app::AppSink::builder().max_buffers(2).drop(true).sync(false).build();
+        let pipeline = gst::Pipeline::new();
+        let elements = [
+            appsrc.upcast_ref(),
+            &make(parser)?,
+            &decoder,
+            &videorate,
+            &make("videoconvert")?,
+            &make("videoscale")?,
+            &capsfilter,
+            appsink.upcast_ref(),
+        ];
+        pipeline
+            .add_many(elements)
+            .and_then(|()| gst::Element::link_many(elements))
+            .map_err(|e| DecodeError::Init(e.to_string()))?;
+
+        let counters = Arc::new(Counters::default());
+        let sink_counters = counters.clone();
+        let id = camera_id.to_owned();
+        appsink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    match to_frame(&sample) {
+                        Some(frame) => {
+                            sink_counters.frames_out.fetch_add(1, Ordering::Relaxed);
+                            on_frame(frame);
+                        }
+                        None => {
+                            sink_counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                            warn!(camera = %id, "decoded picture could not be read");
+                        }
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+
+        let bus = pipeline.bus().ok_or_else(|| DecodeError::Init("pipeline without a bus".into()))?;
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| DecodeError::Init(format!("cannot start the pipeline: {e}")))?;
+        debug!(camera = %camera_id, codec, width = out.width, height = out.height,
+               max_fps = out.max_fps, "decoder started");
+        Ok(Decoder {
+            camera_id: camera_id.to_owned(),
+            pipeline,
+            appsrc,
+            bus,
+            counters,
+            unix_caps: gst::Caps::new_empty_simple("timestamp/x-unix"),
+            awaiting_keyframe: true,
+            failed: None,
+        })
+    }
+
+    /// Queues one access unit for decoding; returns at once. An error means this
+    /// decoder is dead (every later push fails too): build a new one.
+    pub fn push(&mut self, f: &EncodedFrame) -> Result<(), DecodeError> {
+        self.check_bus();
+        if let Some(e) = &self.failed {
+            return Err(DecodeError::Pipeline(e.clone()));
+        }
+        if !f.keyframe && self.awaiting_keyframe {
+            self.counters.frames_dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        if self.appsrc.current_level_buffers() >= MAX_QUEUED {
+            if !self.awaiting_keyframe {
+                warn!(camera = %self.camera_id, "decoder falling behind; skipping to the next keyframe");
+            }
+            self.awaiting_keyframe = true;
+            self.counters.frames_dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        self.awaiting_keyframe = false;
+
+        let mut buffer = gst::Buffer::from_slice(f.data.clone());
+        if let Some(b) = buffer.get_mut() {
+            b.set_pts(clock_time(f.pts));
+            if !f.keyframe {
+                b.set_flags(gst::BufferFlags::DELTA_UNIT);
+            }
+            // The receive time rides along as a meta: decoder, rate limiter and scaler
+            // keep metas, so each picture knows when its access unit arrived.
+            let received = f.received_at.duration_since(UNIX_EPOCH).unwrap_or_default();
+            gst::ReferenceTimestampMeta::add(b, &self.unix_caps, clock_time(received), None);
+        }
+        self.counters.frames_in.fetch_add(1, Ordering::Relaxed);
+        self.appsrc.push_buffer(buffer).map_err(|e| {
+            let e = format!("pushing a frame: {e:?}");
+            self.failed = Some(e.clone());
+            DecodeError::Pipeline(e)
+        })?;
+        Ok(())
+    }
+
+    pub fn stats(&self) -> DecodeStats {
+        let c = &self.counters;
+        DecodeStats {
+            frames_in: c.frames_in.load(Ordering::Relaxed),
+            frames_out: c.frames_out.load(Ordering::Relaxed),
+            frames_dropped: c.frames_dropped.load(Ordering::Relaxed),
+            decode_errors: c.decode_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts warnings and remembers the first error; drains everything else so the
+    /// bus does not grow.
+    fn check_bus(&mut self) {
+        use gst::MessageView;
+        while let Some(msg) = self.bus.pop() {
+            let source = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
+            match msg.view() {
+                MessageView::Error(e) => {
+                    self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(camera = %self.camera_id, element = %source, error = %e.error(), "decoder error");
+                    self.failed.get_or_insert_with(|| format!("{source}: {}", e.error()));
+                }
+                MessageView::Warning(w) => {
+                    self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    debug!(camera = %self.camera_id, element = %source, warning = %w.error(), "decoder warning");
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Drop for Decoder {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// The analysis size for a `src_w` x `src_h` stream: at most `max_width` wide (0: no
+/// limit), same aspect ratio, never upscaled, even numbers (what chroma subsampling and
+/// the scaler like).
+pub fn analysis_size(src_w: u32, src_h: u32, max_width: u32) -> (u32, u32) {
+    let w = if max_width == 0 { src_w } else { src_w.min(max_width) };
+    let h = if src_w == 0 {
+        src_h
+    } else {
+        let h = (u64::from(src_h) * u64::from(w) + u64::from(src_w) / 2) / u64::from(src_w);
+        u32::try_from(h).unwrap_or(src_h)
+    };
+    let even = |v: u32| (v & !1).max(2);
+    (even(w), even(h))
+}
+
+fn make(name: &str) -> Result<gst::Element, DecodeError> {
+    gst::ElementFactory::make(name).build().map_err(|_| {
+        DecodeError::Init(format!(
+            "GStreamer element {name} is missing (packages gstreamer1.0-plugins-base, \
+             -plugins-bad and gstreamer1.0-libav provide what the decoder needs)"
+        ))
+    })
+}
+
+fn clock_time(d: Duration) -> gst::ClockTime {
+    gst::ClockTime::from_nseconds(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Copies a decoded picture into a packed image: GStreamer pads rows, the image not.
+fn to_frame(sample: &gst::Sample) -> Option<Frame> {
+    let buffer = sample.buffer()?;
+    let info = gst_video::VideoInfo::from_caps(sample.caps()?).ok()?;
+    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).ok()?;
+    let (width, height) = (info.width(), info.height());
+    let row = usize::try_from(width).ok()? * 3;
+    let rows = usize::try_from(height).ok()?;
+    let stride = usize::try_from(*frame.plane_stride().first()?).ok()?;
+    let data = frame.plane_data(0).ok()?;
+    let mut pixels = Vec::with_capacity(row * rows);
+    for y in 0..rows {
+        pixels.extend_from_slice(data.get(y * stride..y * stride + row)?);
+    }
+    let image = image::RgbImage::from_raw(width, height, pixels)?;
+    let captured_at = buffer
+        .iter_meta::<gst::ReferenceTimestampMeta>()
+        .find(|m| m.reference().structure(0).is_some_and(|s| s.name() == "timestamp/x-unix"))
+        .map(|m| UNIX_EPOCH + Duration::from_nanos(m.timestamp().nseconds()))
+        .unwrap_or_else(SystemTime::now);
+    Some(Frame {
+        image,
+        captured_at,
+        pts: buffer.pts().map(|t| Duration::from_nanos(t.nseconds())).unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::camera::{self, Ingest, IngestOptions};
+    use crate::rtsp_server::RtspServer;
+    use tokio_util::sync::CancellationToken;
+
+    #[test]
+    fn analysis_size_keeps_aspect_and_never_upscales() {
+        assert_eq!(analysis_size(768, 576, 384), (384, 288));
+        assert_eq!(analysis_size(1920, 1080, 640), (640, 360));
+        assert_eq!(analysis_size(768, 576, 1280), (768, 576));
+        assert_eq!(analysis_size(704, 480, 0), (704, 480));
+        assert_eq!(analysis_size(1000, 563, 500), (500, 282));
+        assert_eq!(analysis_size(0, 0, 640), (2, 2));
+    }
+
+    /// Receives `n` frames of a served clip, from its first keyframe.
+    async fn ingest(file: &str, n: usize) -> (StreamInfo, Vec<EncodedFrame>) {
+        let clip = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/video").join(file);
+        let server = RtspServer::start(0, &[("/cam", &clip)]).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let token = CancellationToken::new();
+        let url = url::Url::parse(&server.url("/cam")).unwrap();
+        let task = tokio::spawn(camera::run("test-cam".into(), url, IngestOptions::default(), tx, token.clone()));
+        let mut info = None;
+        let mut frames = Vec::new();
+        while frames.len() < n {
+            match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+                Ok(Some(Ingest::Connected(i))) => info = Some(i),
+                Ok(Some(Ingest::Frame(f))) => frames.push(f),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        token.cancel();
+        task.await.unwrap();
+        (info.unwrap(), frames)
+    }
+
+    /// Garbage first, then a burst of 1080p frames decoded without a rate limit: the
+    /// decoder survives the garbage, recovers at the keyframe, and shows its speed.
+    #[tokio::test]
+    async fn survives_garbage_and_decodes_1080p_burst() {
+        let (info, frames) = ingest("vtest_1080p.h264", 25).await;
+        assert_eq!((info.width, info.height), (1920, 1080));
+        let (tx, pictures) = std::sync::mpsc::channel();
+        let opts = DecodeOptions { width: 640, height: 360, max_fps: 0.0 };
+        let on_frame = Box::new(move |f: Frame| {
+            let _ = tx.send((std::time::Instant::now(), f));
+        });
+        let mut decoder = Decoder::new("test-cam", &info, opts, on_frame).unwrap();
+
+        let mut junk = vec![0, 0, 0, 1, 0x65];
+        junk.extend((0..5000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+        for i in 0..3u64 {
+            let garbage = EncodedFrame {
+                data: junk.clone(),
+                pts: Duration::from_millis(100 * i),
+                received_at: SystemTime::now(),
+                keyframe: true,
+            };
+            decoder.push(&garbage).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+
+        let start = std::time::Instant::now();
+        for f in &frames {
+            let mut f = f.clone();
+            f.pts += Duration::from_secs(1);
+            decoder.push(&f).unwrap();
+        }
+        let mut got = Vec::new();
+        while let Ok(p) = pictures.recv_timeout(Duration::from_millis(1000)) {
+            got.push(p);
+        }
+        let stats = decoder.stats();
+        let last = got.last().map(|(t, _)| t.duration_since(start)).unwrap_or_default();
+        eprintln!(
+            "1080p -> 640x360: {} pictures in {last:?} ({:.1} ms each), {stats:?}",
+            got.len(),
+            last.as_secs_f64() * 1000.0 / got.len().max(1) as f64
+        );
+        assert!(got.len() >= frames.len() - 1, "{} pictures", got.len());
+        assert!(got.iter().all(|(_, p)| p.image.dimensions() == (640, 360)));
+    }
+}
