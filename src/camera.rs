@@ -212,7 +212,7 @@ impl Camera {
             let encoded = encoded(frame, keyframe, param_sets);
             if let Some(new) = announce {
                 info!(camera = %self.id, width = new.width, height = new.height,
-                      codec = %new.rfc6381_codec, fps = ?new.fps, skipped_before_keyframe = skipped,
+                      codec = %new.rfc6381_codec, fps = new.fps.unwrap_or(0.0), skipped_before_keyframe = skipped,
                       "streaming");
                 self.send(Ingest::Connected(new.clone())).await?;
                 info = Some(new);

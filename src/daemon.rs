@@ -17,7 +17,7 @@ use serde_json::json;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::camera::{self, Ingest, IngestOptions};
 use crate::config::{CameraConfig, Config};
@@ -201,8 +201,8 @@ async fn camera_pipeline(
                     health_changed.notify_one();
                 }
                 let (width, height) = decode::analysis_size(info.width, info.height, cam.analysis_width);
-                info!(camera = %cam.id, codec = info.codec.as_str(), width = info.width, height = info.height,
-                      analysis = %format!("{width}x{height}"), "streaming");
+                // camera.rs has logged the stream itself; this adds only what we make of it.
+                debug!(camera = %cam.id, analysis = %format!("{width}x{height}"), "decoder started");
                 let tx = frame_tx.clone();
                 let h = health.clone();
                 let on_frame = Box::new(move |f: Frame| {

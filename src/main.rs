@@ -1,6 +1,7 @@
 //! The `gridwatch` command line: parses arguments, sets up logging, and hands over
 //! to the library's commands.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -34,12 +35,19 @@ enum Command {
 fn init_logging(default_level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("GRIDWATCH_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    // A log line that cannot be written (stderr closed, a pipe reader gone) is dropped:
+    // by default tracing reports it with eprintln!, which panics on the same closed
+    // stream, in whichever task logged, such as the one that handles SIGTERM.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .log_internal_errors(false);
     // journald stamps every line itself and shows levels; no colour codes there either.
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.without_time().with_ansi(false).init();
     } else {
-        builder.init();
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
     }
 }
 

@@ -18,11 +18,12 @@ pub fn stop_on_signals() -> CancellationToken {
             tracing::warn!("cannot listen for signals; stop with SIGKILL");
             return;
         };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("interrupted"),
-        }
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
         t.cancel();
+        tracing::info!("{name} received: stopping");
         int.recv().await;
         std::process::exit(130);
     });
