@@ -103,6 +103,9 @@ struct OpenEvent {
     label: String,
     started_at: SystemTime,
     last_sent_at: SystemTime,
+    /// When the object was last detected: an event lost from view ends then, not
+    /// when the tracker gave up waiting for it.
+    last_seen: SystemTime,
     best_score: f32,
     /// Quality of the snapshot last sent; a new one must beat it clearly.
     sent_quality: f32,
@@ -134,7 +137,7 @@ impl ObjectEvents {
             match change {
                 Change::Confirmed => out.push(self.open_event(track, frame)),
                 Change::Seen => out.extend(self.maybe_update(track, frame)),
-                Change::Lost => out.extend(self.end_event(track.id, &track.bbox, frame_size(frame), frame.captured_at)),
+                Change::Lost => out.extend(self.end_event(track.id, &track.bbox, frame_size(frame), None)),
             }
         }
         out
@@ -142,7 +145,7 @@ impl ObjectEvents {
 
     /// Ends every open event (the camera is stopping), `at` being the end time.
     pub fn end_all(&mut self, tracks: &[Track], size: (u32, u32), at: SystemTime) -> Vec<Outgoing> {
-        tracks.iter().filter_map(|t| self.end_event(t.id, &t.bbox, size, at)).collect()
+        tracks.iter().filter_map(|t| self.end_event(t.id, &t.bbox, size, Some(at))).collect()
     }
 
     fn open_event(&mut self, track: &Track, frame: &Frame) -> Outgoing {
@@ -152,6 +155,7 @@ impl ObjectEvents {
             label,
             started_at: frame.captured_at,
             last_sent_at: frame.captured_at,
+            last_seen: frame.captured_at,
             best_score: track.score,
             sent_quality: quality(track, frame_size(frame)),
             snapshots: 0,
@@ -169,6 +173,7 @@ impl ObjectEvents {
         let interval = self.settings.update_interval;
         let mut ev = self.open.remove(&track.id)?;
         ev.best_score = ev.best_score.max(track.score);
+        ev.last_seen = frame.captured_at;
         let q = quality(track, size);
         let due = frame.captured_at.duration_since(ev.last_sent_at).unwrap_or_default() >= interval;
         let out = if due && q > ev.sent_quality * ratio {
@@ -184,8 +189,10 @@ impl ObjectEvents {
         out
     }
 
-    fn end_event(&mut self, track_id: u64, bbox: &BBox, size: (u32, u32), at: SystemTime) -> Option<Outgoing> {
+    /// Ends the event of `track_id` at `at`, or when it was last seen.
+    fn end_event(&mut self, track_id: u64, bbox: &BBox, size: (u32, u32), at: Option<SystemTime>) -> Option<Outgoing> {
         let ev = self.open.remove(&track_id)?;
+        let at = at.unwrap_or(ev.last_seen);
         let mut msg = self.message(&ev, EventType::End, bbox, size, at);
         msg.ended_at = Some(timestamp(at));
         Some(Outgoing { message: msg, snapshot_jpeg: None })
@@ -326,6 +333,7 @@ mod tests {
         assert!(msgs.iter().all(|m| m.event_id == msgs[0].event_id));
         let end = msgs.last().unwrap();
         assert_eq!(end.ended_at.as_deref(), Some(end.at.as_str()));
+        assert_eq!(end.at, timestamp(frame(49.0 * 0.2).captured_at), "ends when last seen, not when given up");
         assert!(end.snapshot.is_some(), "end names the event's last snapshot");
         let topics: Vec<_> = msgs
             .iter()
