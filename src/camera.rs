@@ -35,10 +35,8 @@ pub enum Ingest {
     Connected(StreamInfo),
     Frame(EncodedFrame),
     /// A session ended or could not start; a reconnect follows. `reason` is short and
-    /// free of credentials; a stall says "stalled".
-    Disconnected {
-        reason: String,
-    },
+    /// free of credentials. `stalled`: the session was up but video stopped coming.
+    Disconnected { reason: String, stalled: bool },
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +104,8 @@ struct Camera {
 /// Why a session stopped.
 enum Stop {
     Failed(String),
+    /// Connected, but no (key)frame within the stall timeout.
+    Stalled(String),
     /// The receiver of `out` was dropped: nobody wants frames any more.
     ConsumerGone,
 }
@@ -129,20 +129,21 @@ impl Camera {
         let mut backoff = Backoff::default();
         loop {
             let mut streaming_since = None;
-            let reason = match self.session(&mut streaming_since).await {
+            let (reason, stalled) = match self.session(&mut streaming_since).await {
                 Err(Stop::ConsumerGone) => {
                     info!(camera = %self.id, "consumer gone; ingest ends");
                     return;
                 }
-                Err(Stop::Failed(reason)) => reason,
-                Ok(()) => "server ended the stream".to_owned(),
+                Err(Stop::Failed(reason)) => (reason, false),
+                Err(Stop::Stalled(reason)) => (reason, true),
+                Ok(()) => ("server ended the stream".to_owned(), false),
             };
             if streaming_since.is_some_and(|t: Instant| t.elapsed() >= HEALTHY_SESSION) {
                 backoff.reset();
             }
             let delay = backoff.next_delay();
             warn!(camera = %self.id, url = %self.shown_url, %reason, retry_in = ?delay, "disconnected");
-            if self.send(Ingest::Disconnected { reason }).await.is_err() {
+            if self.send(Ingest::Disconnected { reason, stalled }).await.is_err() {
                 info!(camera = %self.id, "consumer gone; ingest ends");
                 return;
             }
@@ -178,9 +179,9 @@ impl Camera {
         loop {
             let item = match timeout_at(deadline, demuxed.next()).await {
                 Err(_) if info.is_none() => {
-                    return Err(Stop::Failed(format!("stalled: no keyframe within {stall:?}")));
+                    return Err(Stop::Stalled(format!("stalled: no keyframe within {stall:?}")));
                 }
-                Err(_) => return Err(Stop::Failed(format!("stalled: no frame for {stall:?}"))),
+                Err(_) => return Err(Stop::Stalled(format!("stalled: no frame for {stall:?}"))),
                 Ok(None) => return Ok(()),
                 Ok(Some(Err(e))) => {
                     return Err(Stop::Failed(format!("stream error: {}", first_line(&e))));
@@ -385,7 +386,7 @@ mod tests {
     async fn disconnected(rx: &mut mpsc::Receiver<Ingest>, within: Duration) -> String {
         let deadline = Instant::now() + within;
         loop {
-            if let Ingest::Disconnected { reason } = next(rx, deadline - Instant::now()).await {
+            if let Ingest::Disconnected { reason, .. } = next(rx, deadline - Instant::now()).await {
                 return reason;
             }
         }
@@ -397,7 +398,7 @@ mod tests {
             match next(rx, deadline - Instant::now()).await {
                 Ingest::Connected(info) => return info,
                 Ingest::Frame(_) => panic!("frame before Connected"),
-                Ingest::Disconnected { reason } => eprintln!("disconnected: {reason}"),
+                Ingest::Disconnected { reason, .. } => eprintln!("disconnected: {reason}"),
             }
         }
     }

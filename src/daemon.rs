@@ -234,9 +234,8 @@ async fn camera_pipeline(
                     }
                 }
             }
-            Ingest::Disconnected { reason } => {
+            Ingest::Disconnected { reason, stalled } => {
                 decoder = None;
-                let stalled = reason.contains("stall") || reason.contains("no frame");
                 if health.disconnected(&reason, stalled) {
                     health_changed.notify_one();
                 }
