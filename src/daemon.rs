@@ -1,51 +1,60 @@
 //! The daemon: wires the stages together for every configured camera and runs them
 //! until told to stop.
 //!
-//! Per camera: `camera` (RTSP) -> `decode` (GStreamer, at detect_fps) -> a bounded
-//! queue of one frame -> the shared `inference` thread -> `track` -> `event` ->
-//! `outbox`; one `mqtt` publisher drains the outbox for the whole site.
+//! Per camera: `camera` (RTSP, async) -> a decode thread (GStreamer, at detect_fps)
+//! -> a queue of one frame -> an analysis thread (detection on the one shared model,
+//! tracking, events, snapshots) -> `outbox`; one async `mqtt` publisher drains the
+//! outbox for the whole site. Blocking work (GStreamer state changes, ONNX Runtime,
+//! JPEG, SQLite) stays on threads of its own, off the async workers that keep RTSP
+//! and MQTT moving.
+//!
 //! Promises: a slow stage makes the one before it drop frames (counted as
 //! frames_skipped), never queue them; every event is in the outbox before anything is
-//! sent; on stop every open event gets its `end`, and the publisher gets a few seconds
-//! to deliver before `status` turns `stopped`.
+//! sent; an event whose camera stops delivering pictures ends about 2 s after it was
+//! last seen; on stop every open event gets its `end`; events left open by a crash
+//! get theirs at the next start.
 
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use serde_json::json;
 use tokio::sync::{Notify, mpsc};
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::camera::{self, Ingest, IngestOptions};
 use crate::config::{CameraConfig, Config};
 use crate::decode::{self, DecodeOptions, Decoder};
-use crate::detect::{Detector, Labels, ModelSource};
-use crate::event::{EventSettings, ObjectEvents, Outgoing, timestamp};
+use crate::detect::{Detector, ModelSource};
+use crate::event::{EventSettings, EventType, ObjectEvents, Outgoing, timestamp};
 use crate::frame::Frame;
 use crate::health::CameraHealth;
-use crate::inference::{InferenceError, InferenceService};
 use crate::mqtt::{self, MqttSettings, Retained, Topics};
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, SharedOutbox};
+use crate::track::{Tracker, TrackerConfig};
 
 /// How often health is published when nothing changes (the contract says <= 30 s).
 const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
+/// How often an idle analysis thread looks up (stop asked, pictures gone).
+const IDLE_TICK: Duration = Duration::from_millis(250);
 
 /// Everything the camera pipelines share.
 struct Shared {
-    inference: InferenceService,
-    outbox: Arc<Mutex<Outbox>>,
+    /// One model for all cameras: ONNX Runtime sessions are large, and a second
+    /// would only compete for the same cores.
+    detector: Mutex<Detector>,
+    min_score: f32,
+    nms_iou: f32,
+    outbox: SharedOutbox,
     wake: Arc<Notify>,
     events: EventSettings,
-    min_score: f32,
-    labels: Arc<Labels>,
 }
 
-/// Runs the daemon for `cfg` until `shutdown` is cancelled. `ready` is called once
-/// every camera has been started (systemd's READY).
-pub async fn run(cfg: Config, shutdown: CancellationToken, ready: impl FnOnce()) -> anyhow::Result<()> {
+/// Runs the daemon for `cfg` until `shutdown` is cancelled.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let labels = Arc::new(cfg.labels().map_err(anyhow::Error::msg)?);
     let model = match &cfg.detector.model {
         Some(p) => ModelSource::File(p.clone()),
@@ -68,12 +77,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken, ready: impl FnOnce())
     })
     .to_string();
 
-    let outbox = Outbox::open(&cfg.storage.dir)?;
-    let pending = outbox.pending_count()?;
-    if pending > 0 {
-        info!(pending, "outbox holds events from before; they go out first");
-    }
-    let outbox = Arc::new(Mutex::new(outbox));
+    let outbox = open_outbox(&cfg)?;
     let wake = Arc::new(Notify::new());
     let (retained_tx, retained_rx) = mpsc::channel::<Retained>(64);
     let publisher_stop = CancellationToken::new();
@@ -89,53 +93,64 @@ pub async fn run(cfg: Config, shutdown: CancellationToken, ready: impl FnOnce())
     let publisher =
         tokio::spawn(mqtt::run(settings, info_json, outbox.clone(), wake.clone(), retained_rx, publisher_stop.clone()));
 
-    let cameras: Vec<&CameraConfig> = cfg.cameras.iter().filter(|c| c.enabled).collect();
     let shared = Arc::new(Shared {
-        inference: InferenceService::start(detector, cfg.detector.min_score, cfg.detector.nms_iou, cameras.len())?,
+        detector: Mutex::new(detector),
+        min_score: cfg.detector.min_score,
+        nms_iou: cfg.detector.nms_iou,
         outbox,
         wake,
         events: EventSettings {
             topic_root: topics.root.clone(),
             site: cfg.site.clone(),
-            labels: labels.clone(),
+            labels,
             jpeg_quality: cfg.snapshot.quality,
             update_interval: Duration::from_secs(5),
             better_snapshot_ratio: 1.25,
         },
-        min_score: cfg.detector.min_score,
-        labels,
     });
 
     let healths: Vec<Arc<CameraHealth>> =
         cfg.cameras.iter().map(|c| Arc::new(CameraHealth::new(&c.id, c.enabled))).collect();
     let health_changed = Arc::new(Notify::new());
-    let mut pipelines = JoinSet::new();
+    let mut pipelines = Vec::new();
     for (cam, health) in cfg.cameras.iter().zip(&healths) {
         if !cam.enabled {
             info!(camera = %cam.id, "camera disabled in the configuration");
             continue;
         }
-        pipelines.spawn(camera_pipeline(
-            cam.clone(),
-            shared.clone(),
-            health.clone(),
-            health_changed.clone(),
-            shutdown.clone(),
-        ));
+        match CameraPipeline::start(cam, &shared, health, &health_changed, &shutdown) {
+            Ok(p) => pipelines.push(p),
+            Err(e) => error!(camera = %cam.id, "cannot start the camera's pipeline: {e:#}"),
+        }
     }
-    info!(site = %cfg.site, cameras = cameras.len(), "gridwatch running");
-    ready();
+    info!(site = %cfg.site, cameras = pipelines.len(), "gridwatch running");
 
     let health_task = tokio::spawn(publish_health(healths, topics, retained_tx, health_changed, shutdown.clone()));
 
     shutdown.cancelled().await;
     info!("stopping: ending open events");
-    while pipelines.join_next().await.is_some() {}
+    for p in pipelines {
+        p.join().await;
+    }
     let _ = health_task.await;
     publisher_stop.cancel();
     let _ = publisher.await;
     info!("stopped");
     Ok(())
+}
+
+/// Opens the outbox and ends the events a crash left open, before anything new.
+fn open_outbox(cfg: &Config) -> anyhow::Result<SharedOutbox> {
+    let mut outbox = Outbox::open(&cfg.storage.dir)?;
+    for ev in outbox.end_orphans()? {
+        warn!(camera = %ev.camera, seq = ev.seq, event = %ev.event_id,
+              "{} event ended at start: gridwatch had stopped without a clean shutdown", ev.label);
+    }
+    let pending = outbox.pending_count()?;
+    if pending > 0 {
+        info!(pending, "outbox holds events from before; they go out first");
+    }
+    Ok(SharedOutbox::new(outbox))
 }
 
 /// Publishes every camera's health when one changes state, and every 30 s.
@@ -146,13 +161,14 @@ async fn publish_health(
     changed: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        for h in &healths {
-            let report = h.report();
-            if let Ok(payload) = serde_json::to_vec(&report) {
-                let _ = tx.try_send(Retained { topic: topics.health(&report.camera), payload });
-            }
+    let send = |h: &CameraHealth| {
+        let report = h.report();
+        if let Ok(payload) = serde_json::to_vec(&report) {
+            let _ = tx.try_send(Retained { topic: topics.health(&report.camera), payload });
         }
+    };
+    loop {
+        healths.iter().for_each(|h| send(h));
         tokio::select! {
             _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
             _ = changed.notified() => {}
@@ -162,63 +178,87 @@ async fn publish_health(
     // Final word: every camera offline, sent before the publisher says "stopped".
     for h in &healths {
         h.stopped();
-        if let Ok(payload) = serde_json::to_vec(&h.report()) {
-            let _ = tx.try_send(Retained { topic: topics.health(&h.report().camera), payload });
-        }
+        send(h);
     }
 }
 
-/// One camera, from RTSP to the outbox, until `shutdown`.
-async fn camera_pipeline(
-    cam: CameraConfig,
-    shared: Arc<Shared>,
-    health: Arc<CameraHealth>,
-    health_changed: Arc<Notify>,
-    shutdown: CancellationToken,
+/// One camera's running stages.
+struct CameraPipeline {
+    ingest: tokio::task::JoinHandle<()>,
+    threads: [JoinHandle<()>; 2],
+}
+
+impl CameraPipeline {
+    fn start(
+        cam: &CameraConfig,
+        shared: &Arc<Shared>,
+        health: &Arc<CameraHealth>,
+        health_changed: &Arc<Notify>,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<CameraPipeline> {
+        let url = url::Url::parse(&cam.url).context("camera url")?;
+        let (ingest_tx, ingest_rx) = mpsc::channel::<Ingest>(16);
+        // One decoded frame may wait for analysis; a newer one meanwhile is skipped.
+        let (frame_tx, frame_rx) = sync_channel::<Frame>(1);
+        let decode = {
+            let (cam, health, changed) = (cam.clone(), health.clone(), health_changed.clone());
+            std::thread::Builder::new()
+                .name(format!("decode-{}", cam.id))
+                .spawn(move || decode_loop(&cam, ingest_rx, frame_tx, &health, &changed))?
+        };
+        let analysis = {
+            let (cam, shared, health, shutdown) = (cam.clone(), shared.clone(), health.clone(), shutdown.clone());
+            std::thread::Builder::new()
+                .name(format!("analyse-{}", cam.id))
+                .spawn(move || analyse(&cam, &shared, &health, frame_rx, &shutdown))?
+        };
+        let ingest =
+            tokio::spawn(camera::run(cam.id.clone(), url, IngestOptions::default(), ingest_tx, shutdown.clone()));
+        Ok(CameraPipeline { ingest, threads: [decode, analysis] })
+    }
+
+    /// Waits until every stage has ended (after the shutdown token was cancelled).
+    async fn join(self) {
+        let _ = self.ingest.await;
+        let _ = tokio::task::spawn_blocking(move || self.threads.map(JoinHandle::join)).await;
+    }
+}
+
+/// Feeds the session's frames to a decoder made for the session's stream; ends when
+/// ingest does.
+fn decode_loop(
+    cam: &CameraConfig,
+    mut ingest: mpsc::Receiver<Ingest>,
+    frames: SyncSender<Frame>,
+    health: &Arc<CameraHealth>,
+    health_changed: &Notify,
 ) {
-    let url = match url::Url::parse(&cam.url) {
-        Ok(u) => u,
-        Err(e) => {
-            // Validated at load; kept as a log line rather than a panic all the same.
-            warn!(camera = %cam.id, "bad camera url: {e}");
-            return;
-        }
-    };
-    let (ingest_tx, mut ingest_rx) = mpsc::channel::<Ingest>(16);
-    let ingest = tokio::spawn(camera::run(cam.id.clone(), url, IngestOptions::default(), ingest_tx, shutdown.clone()));
-
-    // One decoded frame may wait for analysis; a newer one while it waits is skipped.
-    let (frame_tx, frame_rx) = mpsc::channel::<Frame>(1);
-    let analysis = tokio::spawn(analyse(cam.clone(), shared, health.clone(), frame_rx, shutdown.clone()));
-
     let mut decoder: Option<Decoder> = None;
     // Log the first decoder error of a session, not one line per frame.
     let mut decode_failed = false;
-    while let Some(msg) = ingest_rx.recv().await {
+    while let Some(msg) = ingest.blocking_recv() {
         match msg {
             Ingest::Connected(info) => {
                 if health.connected(&info) {
                     health_changed.notify_one();
                 }
                 let (width, height) = decode::analysis_size(info.width, info.height, cam.analysis_width);
-                // camera.rs has logged the stream itself; this adds only what we make of it.
-                debug!(camera = %cam.id, analysis = %format!("{width}x{height}"), "decoder started");
-                let tx = frame_tx.clone();
-                let h = health.clone();
+                let (tx, h) = (frames.clone(), health.clone());
                 let on_frame = Box::new(move |f: Frame| {
                     if tx.try_send(f).is_err() {
                         h.frame_skipped();
                     }
                 });
-                decoder = match Decoder::new(
-                    &cam.id,
-                    &info,
-                    DecodeOptions { width, height, max_fps: cam.detect_fps },
-                    on_frame,
-                ) {
-                    Ok(d) => Some(d),
+                drop(decoder.take()); // the old pipeline stops before the new one starts
+                let opts = DecodeOptions { width, height, max_fps: cam.detect_fps };
+                decoder = match Decoder::new(&cam.id, &info, opts, on_frame) {
+                    Ok(d) => {
+                        // camera.rs has logged the stream itself; this adds what we make of it.
+                        debug!(camera = %cam.id, analysis = %format!("{width}x{height}"), "decoder started");
+                        Some(d)
+                    }
                     Err(e) => {
-                        warn!(camera = %cam.id, "cannot decode this stream: {e}");
+                        error!(camera = %cam.id, "cannot decode this stream: {e}");
                         None
                     }
                 };
@@ -226,11 +266,9 @@ async fn camera_pipeline(
             }
             Ingest::Frame(f) => {
                 health.frame_received(f.received_at);
-                if let Some(d) = decoder.as_mut() {
-                    if let Err(e) = d.push(&f) {
-                        if !std::mem::replace(&mut decode_failed, true) {
-                            warn!(camera = %cam.id, "decoder error: {e}");
-                        }
+                if let Some(Err(e)) = decoder.as_mut().map(|d| d.push(&f)) {
+                    if !std::mem::replace(&mut decode_failed, true) {
+                        warn!(camera = %cam.id, "decoder error: {e}");
                     }
                 }
             }
@@ -242,69 +280,82 @@ async fn camera_pipeline(
             }
         }
     }
-    drop(decoder);
-    drop(frame_tx);
-    let _ = ingest.await;
-    let _ = analysis.await;
 }
 
-/// Detection, tracking and events for one camera's decoded frames.
-async fn analyse(
-    cam: CameraConfig,
-    shared: Arc<Shared>,
-    health: Arc<CameraHealth>,
-    mut frames: mpsc::Receiver<Frame>,
-    shutdown: CancellationToken,
+/// Detection, tracking and events for one camera's decoded frames, until the decode
+/// thread ends or `shutdown`.
+fn analyse(
+    cam: &CameraConfig,
+    shared: &Shared,
+    health: &CameraHealth,
+    frames: Receiver<Frame>,
+    shutdown: &CancellationToken,
 ) {
-    let tracked: Vec<usize> = cam.track.iter().filter_map(|l| shared.labels.id(l)).collect();
-    let mut tracker = crate::track::Tracker::new(crate::track::TrackerConfig::for_fps(cam.detect_fps));
+    let labels = &shared.events.labels;
+    let tracked: Vec<usize> = cam.track.iter().filter_map(|l| labels.id(l)).collect();
+    let tracker_cfg = TrackerConfig::for_fps(cam.detect_fps);
+    // Pictures that stop coming (camera gone, stream stalled) end the open events as
+    // the tracker would have after that many frames without the object.
+    let loss_window = Duration::from_secs_f64(f64::from(tracker_cfg.max_misses) / cam.detect_fps);
+    let mut tracker = Tracker::new(tracker_cfg);
     let mut events = ObjectEvents::new(shared.events.clone(), &cam.id);
     let mut last_size = (0, 0);
-    loop {
-        let frame = tokio::select! {
-            f = frames.recv() => match f { Some(f) => Arc::new(f), None => break },
-            _ = shutdown.cancelled() => break,
+    let mut last_frame = Instant::now();
+    while !shutdown.is_cancelled() {
+        let frame = match frames.recv_timeout(IDLE_TICK) {
+            Ok(f) => f,
+            Err(RecvTimeoutError::Timeout) => {
+                if last_frame.elapsed() > loss_window {
+                    let gone = tracker.drain_confirmed();
+                    let out = events.end_all(&gone, last_size, None);
+                    store(&cam.id, shared, &mut events, out);
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
         };
-        last_size = (frame.image.width(), frame.image.height());
-        let found = match shared.inference.detect(frame.clone()).await {
+        last_frame = Instant::now();
+        last_size = frame.image.dimensions();
+        let found = {
+            let mut detector = shared.detector.lock().unwrap_or_else(|p| p.into_inner());
+            detector.detect(&frame.image, shared.min_score, shared.nms_iou).map(|d| (d, detector.last_inference_ms()))
+        };
+        let (detections, inference_ms) = match found {
             Ok(found) => found,
-            Err(InferenceError::Busy) => {
-                health.frame_skipped();
-                continue;
-            }
             Err(e) => {
-                warn!(camera = %cam.id, "{e}");
+                warn!(camera = %cam.id, "detection failed: {e}");
                 continue;
             }
         };
-        health.frame_analysed(found.inference_ms);
-        let detections: Vec<_> = found
-            .detections
-            .into_iter()
-            .filter(|d| d.score >= shared.min_score && tracked.contains(&d.class_id))
-            .collect();
+        health.frame_analysed(inference_ms);
+        let detections: Vec<_> = detections.into_iter().filter(|d| tracked.contains(&d.class_id)).collect();
         let changes = tracker.update(&detections);
         if !changes.is_empty() {
             let out = events.on_frame(&changes, &frame);
-            store(&cam.id, &shared, out).await;
+            store(&cam.id, shared, &mut events, out);
         }
     }
     let open = tracker.drain_confirmed();
-    let out = events.end_all(&open, last_size, SystemTime::now());
-    store(&cam.id, &shared, out).await;
+    let out = events.end_all(&open, last_size, Some(SystemTime::now()));
+    store(&cam.id, shared, &mut events, out);
 }
 
 /// Puts events into the outbox (numbering them) and wakes the publisher.
-async fn store(camera: &str, shared: &Shared, events: Vec<Outgoing>) {
-    for ev in events {
-        let (kind, label, id) = (ev.message.kind_of_message, ev.message.label.clone(), ev.message.event_id.clone());
-        let score = ev.message.score;
-        match mqtt::with_outbox(&shared.outbox, move |o| o.push(ev)).await {
+fn store(camera: &str, shared: &Shared, events: &mut ObjectEvents, out: Vec<Outgoing>) {
+    for ev in out {
+        let m = &ev.message;
+        let (event_type, label, id, score) = (m.event_type, m.label.clone(), m.event_id.clone(), m.score);
+        match shared.outbox.with(|o| o.push(ev)) {
             Ok(seq) => {
-                info!(camera = %camera, seq, event = %id, "{label} {} (score {score:.2})", kind.as_str());
+                info!(camera = %camera, seq, event = %id, "{label} {} (score {score:.2})", event_type.as_str());
                 shared.wake.notify_one();
             }
-            Err(e) => warn!(camera = %camera, event = %id, "cannot store event: {e}"),
+            Err(e) => {
+                error!(camera = %camera, event = %id, "cannot store the {label} {} event, so it is not sent: {e}", event_type.as_str());
+                if event_type == EventType::New {
+                    events.discard(&id);
+                }
+            }
         }
     }
 }

@@ -46,7 +46,7 @@ pub struct EventMessage {
     pub seq: u64,
     pub event_id: String,
     #[serde(rename = "type")]
-    pub kind_of_message: EventType,
+    pub event_type: EventType,
     pub kind: String,
     pub site: String,
     pub camera: String,
@@ -125,11 +125,6 @@ impl ObjectEvents {
         ObjectEvents { settings, camera: camera.to_owned(), open: HashMap::new() }
     }
 
-    /// Events open now (confirmed and not yet ended).
-    pub fn open_count(&self) -> usize {
-        self.open.len()
-    }
-
     /// The messages this frame's track changes call for.
     pub fn on_frame(&mut self, changes: &[(Change, Track)], frame: &Frame) -> Vec<Outgoing> {
         let mut out = Vec::new();
@@ -143,9 +138,16 @@ impl ObjectEvents {
         out
     }
 
-    /// Ends every open event (the camera is stopping), `at` being the end time.
-    pub fn end_all(&mut self, tracks: &[Track], size: (u32, u32), at: SystemTime) -> Vec<Outgoing> {
-        tracks.iter().filter_map(|t| self.end_event(t.id, &t.bbox, size, Some(at))).collect()
+    /// Ends the events of `tracks`: at `at` (the camera is stopping), or, with `None`,
+    /// when each object was last seen (the picture went away).
+    pub fn end_all(&mut self, tracks: &[Track], size: (u32, u32), at: Option<SystemTime>) -> Vec<Outgoing> {
+        tracks.iter().filter_map(|t| self.end_event(t.id, &t.bbox, size, at)).collect()
+    }
+
+    /// Forgets the event `event_id` without a message: its `new` could not be stored,
+    /// so nothing later may refer to it.
+    pub fn discard(&mut self, event_id: &str) {
+        self.open.retain(|_, ev| ev.event_id != event_id);
     }
 
     fn open_event(&mut self, track: &Track, frame: &Frame) -> Outgoing {
@@ -223,7 +225,7 @@ impl ObjectEvents {
             schema: EVENT_SCHEMA.into(),
             seq: 0,
             event_id: ev.event_id.clone(),
-            kind_of_message: kind,
+            event_type: kind,
             kind: "object".into(),
             site: self.settings.site.clone(),
             camera: self.camera.clone(),
@@ -324,7 +326,7 @@ mod tests {
     #[test]
     fn lifecycle_is_new_then_sparse_updates_then_one_end() {
         let msgs = run(50); // 10 s in view
-        let types: Vec<EventType> = msgs.iter().map(|m| m.kind_of_message).collect();
+        let types: Vec<EventType> = msgs.iter().map(|m| m.event_type).collect();
         assert_eq!(types.first(), Some(&EventType::New));
         assert_eq!(types.last(), Some(&EventType::End));
         assert_eq!(types.iter().filter(|t| **t == EventType::End).count(), 1);
@@ -335,11 +337,8 @@ mod tests {
         assert_eq!(end.ended_at.as_deref(), Some(end.at.as_str()));
         assert_eq!(end.at, timestamp(frame(49.0 * 0.2).captured_at), "ends when last seen, not when given up");
         assert!(end.snapshot.is_some(), "end names the event's last snapshot");
-        let topics: Vec<_> = msgs
-            .iter()
-            .filter(|m| m.kind_of_message != EventType::End)
-            .map(|m| m.snapshot.clone().unwrap().topic)
-            .collect();
+        let topics: Vec<_> =
+            msgs.iter().filter(|m| m.event_type != EventType::End).map(|m| m.snapshot.clone().unwrap().topic).collect();
         let mut uniq = topics.clone();
         uniq.dedup();
         assert_eq!(uniq.len(), topics.len(), "a topic per image: {topics:?}");

@@ -14,7 +14,6 @@ pub mod detect;
 pub mod event;
 pub mod frame;
 pub mod health;
-pub mod inference;
 pub mod mosquitto;
 pub mod mqtt;
 pub mod outbox;

@@ -6,17 +6,23 @@
 //! connection forgets everything in flight and starts again from the outbox, so
 //! delivery is at least once and never out of order. `status` is retained: `online`
 //! after every connect, `offline` as the last will, `stopped` on a clean stop.
+//!
+//! Each connection gets a fresh rumqttc client and event loop, polled by a task of its
+//! own: rumqttc's `poll` must not be cancelled mid-connect (the broker would see a
+//! dropped connection and publish the last will), and nothing from a dead connection
+//! can then leak into the next one.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::outbox::{Outbox, Pending};
+use crate::outbox::{Pending, SharedOutbox};
 
 /// Where and as whom to connect.
 #[derive(Clone)]
@@ -84,7 +90,11 @@ enum Tag {
 
 /// Largest message we send: a snapshot JPEG with room to spare.
 const MAX_PACKET: usize = 8 * 1024 * 1024;
+/// How long a clean stop waits for the broker to take what is in the outbox.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the last words ("stopped", DISCONNECT) may take after that.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Runs until `stop` is cancelled and the outbox is drained (or `DRAIN_TIMEOUT`
 /// passed): connects, reconnects with backoff, and feeds the outbox to the broker.
@@ -92,170 +102,244 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn run(
     settings: MqttSettings,
     info_json: String,
-    outbox: Arc<Mutex<Outbox>>,
+    outbox: SharedOutbox,
     wake: Arc<Notify>,
-    mut retained: mpsc::Receiver<Retained>,
+    retained: mpsc::Receiver<Retained>,
     stop: CancellationToken,
 ) {
-    let topics = settings.topics.clone();
     let mut opts = MqttOptions::new(&settings.client_id, &settings.host, settings.port);
     opts.set_keep_alive(settings.keep_alive)
         .set_clean_session(false)
         .set_max_packet_size(MAX_PACKET, MAX_PACKET)
-        .set_last_will(LastWill::new(topics.status(), "offline", QoS::AtLeastOnce, true));
+        .set_last_will(LastWill::new(settings.topics.status(), "offline", QoS::AtLeastOnce, true));
     if let Some(user) = &settings.username {
         opts.set_credentials(user, settings.password.clone().unwrap_or_default());
     }
-    let broker = format!("{}:{}", settings.host, settings.port);
-    let (client, mut eventloop) = AsyncClient::new(opts, 64);
-
-    let mut connected = false;
-    let mut ever_connected = false;
+    let mut publisher = Publisher {
+        broker: format!("{}:{}", settings.host, settings.port),
+        topics: settings.topics,
+        info_json,
+        outbox,
+        wake,
+        retained,
+        latest: BTreeMap::new(),
+        stop,
+        drain_deadline: None,
+        ever_connected: false,
+    };
     let mut backoff = Duration::from_secs(1);
-    // Publishes asked for but not yet given a packet id, in the order asked: rumqttc
-    // sends them in that order and reports each as Outgoing::Publish(pkid).
-    let mut asked: VecDeque<Tag> = VecDeque::new();
-    let mut by_pkid: HashMap<u16, Tag> = HashMap::new();
-    // The event being delivered (snapshot first, then the event itself).
-    let mut current: Option<Pending> = None;
-    let mut drain_deadline: Option<tokio::time::Instant> = None;
-    let mut stopped_sent = false;
-
     loop {
-        // Start the next event when idle; when stopping and the outbox is empty, say so.
-        if connected && current.is_none() && !stopped_sent {
-            match with_outbox(&outbox, |o| o.oldest()).await {
-                Ok(Some(p)) => {
-                    let tag = publish_pending(&client, &topics, &p).await;
-                    asked.push_back(tag);
-                    current = Some(p);
-                }
-                Ok(None) if drain_deadline.is_some() => {
-                    // Last health words (cameras offline) go out before "stopped".
-                    while let Ok(r) = retained.try_recv() {
-                        if client.publish(r.topic, QoS::AtLeastOnce, true, r.payload).await.is_ok() {
-                            asked.push_back(Tag::Other);
-                        }
-                    }
-                    let _ = client.publish(topics.status(), QoS::AtLeastOnce, true, "stopped").await;
-                    asked.push_back(Tag::Stopped);
-                    stopped_sent = true;
-                }
-                Ok(None) => {}
-                Err(e) => warn!("outbox: {e}"),
-            }
+        let (client, eventloop) = AsyncClient::new(opts.clone(), 64);
+        let (tx, rx) = mpsc::channel(64);
+        let poller = tokio::spawn(forward_events(eventloop, tx));
+        let outcome = publisher.connection(&client, rx).await;
+        poller.abort();
+        let (was_connected, error) = match outcome {
+            Outcome::Done => break,
+            Outcome::Lost { was_connected, error } => (was_connected, error),
+        };
+        if was_connected {
+            backoff = Duration::from_secs(1);
+            warn!(broker = %publisher.broker, "MQTT connection lost: {error}; events wait in the outbox");
+        } else if publisher.drain_deadline.is_none() {
+            let hint = if publisher.ever_connected {
+                ""
+            } else {
+                " (check mqtt.host and mqtt.port, and that the broker runs)"
+            };
+            warn!(broker = %publisher.broker, "cannot reach the MQTT broker: {error}; retrying in {}s{hint}", backoff.as_secs());
         }
+        if !publisher.pause(backoff).await {
+            break;
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
 
-        let deadline = drain_deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
-        tokio::select! {
-            ev = eventloop.poll() => match ev {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    connected = true;
-                    ever_connected = true;
-                    backoff = Duration::from_secs(1);
-                    let pending = with_outbox(&outbox, |o| o.pending_count()).await.unwrap_or(0);
-                    info!(broker = %broker, pending, "MQTT connected");
-                    for (topic, payload) in [(topics.status(), "online".to_owned()), (topics.info(), info_json.clone())] {
-                        if client.publish(topic, QoS::AtLeastOnce, true, payload).await.is_ok() {
-                            asked.push_back(Tag::Other);
-                        }
+/// Hands every event of one connection to the publisher, and ends with the first error.
+async fn forward_events(mut eventloop: EventLoop, tx: mpsc::Sender<Result<Event, ConnectionError>>) {
+    loop {
+        let ev = eventloop.poll().await;
+        let failed = ev.is_err();
+        if tx.send(ev).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+enum Outcome {
+    /// Stopped as asked (or gave up delivering at the stop deadline).
+    Done,
+    Lost {
+        was_connected: bool,
+        error: String,
+    },
+}
+
+/// What outlives one connection.
+struct Publisher {
+    broker: String,
+    topics: Topics,
+    info_json: String,
+    outbox: SharedOutbox,
+    wake: Arc<Notify>,
+    retained: mpsc::Receiver<Retained>,
+    /// Latest payload per retained topic, republished after every connect.
+    latest: BTreeMap<String, Vec<u8>>,
+    stop: CancellationToken,
+    drain_deadline: Option<Instant>,
+    ever_connected: bool,
+}
+
+impl Publisher {
+    /// Serves one connection, from CONNECT until it is lost or the stop is complete.
+    async fn connection(
+        &mut self,
+        client: &AsyncClient,
+        mut events: mpsc::Receiver<Result<Event, ConnectionError>>,
+    ) -> Outcome {
+        let mut connected = false;
+        // Publishes asked for but not yet given a packet id, in the order asked: the
+        // event loop sends them in that order and reports each as Outgoing::Publish.
+        let mut asked: VecDeque<Tag> = VecDeque::new();
+        let mut by_pkid: HashMap<u16, Tag> = HashMap::new();
+        // The event being delivered: its snapshot first, then the event itself.
+        let mut current: Option<Pending> = None;
+        let mut stopped_sent = false;
+        let lost = |connected: bool, error: String| Outcome::Lost { was_connected: connected, error };
+
+        loop {
+            if connected && current.is_none() && !stopped_sent {
+                match self.outbox.with_async(|o| o.oldest()).await {
+                    Ok(Some(p)) => {
+                        asked.push_back(publish_pending(client, &self.topics, &p).await);
+                        current = Some(p);
                     }
-                }
-                Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
-                    if let Some(tag) = asked.pop_front() {
-                        by_pkid.insert(pkid, tag);
+                    Ok(None) if self.drain_deadline.is_some() => {
+                        self.say_stopped(client, &mut asked).await;
+                        stopped_sent = true;
                     }
-                }
-                Ok(Event::Incoming(Packet::PubAck(ack))) => match by_pkid.remove(&ack.pkid) {
-                    Some(Tag::Snapshot(seq)) => {
-                        if let Some(p) = current.as_ref().filter(|p| p.seq == seq) {
-                            let _ = client.publish(topics.events(), QoS::AtLeastOnce, false, p.payload.clone()).await;
-                            asked.push_back(Tag::Event(seq));
-                        }
-                    }
-                    Some(Tag::Event(seq)) => {
-                        match with_outbox(&outbox, move |o| o.ack(seq)).await {
-                            Ok(()) => debug!(seq, "event delivered"),
-                            Err(e) => warn!(seq, "outbox: cannot mark event delivered: {e}"),
-                        }
-                        current = None;
-                    }
-                    Some(Tag::Stopped) => break,
-                    _ => {}
-                },
-                Ok(_) => {}
-                Err(e) => {
-                    if connected {
-                        warn!(broker = %broker, "MQTT connection lost: {e}; events wait in the outbox");
-                    } else if drain_deadline.is_none() {
-                        let hint = if ever_connected { "" } else { " (check mqtt.host and mqtt.port, and that the broker runs)" };
-                        warn!(broker = %broker, "cannot reach the MQTT broker: {e}; retrying in {}s{hint}", backoff.as_secs());
-                    }
-                    connected = false;
-                    // Forget what was in flight: the outbox is the one source of truth,
-                    // and replaying from it keeps `seq` order across reconnects.
-                    eventloop.pending.clear();
-                    asked.clear();
-                    by_pkid.clear();
-                    current = None;
-                    stopped_sent = false;
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = tokio::time::sleep_until(deadline) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-            },
-            Some(r) = retained.recv() => {
-                if connected && client.publish(r.topic, QoS::AtLeastOnce, true, r.payload).await.is_ok() {
-                    asked.push_back(Tag::Other);
+                    Ok(None) => {}
+                    Err(e) => warn!("outbox: {e}"),
                 }
             }
-            _ = wake.notified(), if current.is_none() => {}
-            _ = stop.cancelled(), if drain_deadline.is_none() => {
-                drain_deadline = Some(tokio::time::Instant::now() + DRAIN_TIMEOUT);
-            }
-            _ = tokio::time::sleep_until(deadline), if drain_deadline.is_some() => {
-                let left = with_outbox(&outbox, |o| o.pending_count()).await.unwrap_or(0);
-                warn!(pending = left, "stopping before the broker took every event; they stay in the outbox for the next start");
-                if connected && !stopped_sent {
-                    // Still say "stopped", or the retained status would read "online".
-                    let _ = client.publish(topics.status(), QoS::AtLeastOnce, true, "stopped").await;
-                    asked.push_back(Tag::Stopped);
-                    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                        while let Ok(ev) = eventloop.poll().await {
-                            match ev {
-                                Event::Outgoing(Outgoing::Publish(pkid)) => {
-                                    if let Some(tag) = asked.pop_front() {
-                                        by_pkid.insert(pkid, tag);
-                                    }
-                                }
-                                Event::Incoming(Packet::PubAck(ack)) if by_pkid.remove(&ack.pkid) == Some(Tag::Stopped) => break,
-                                _ => {}
+
+            let deadline = self.drain_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    None => return lost(connected, "event loop ended".into()),
+                    Some(Err(e)) => return lost(connected, e.to_string()),
+                    Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                        connected = true;
+                        self.ever_connected = true;
+                        let pending = self.outbox.with_async(|o| o.pending_count()).await.unwrap_or(0);
+                        info!(broker = %self.broker, pending, "MQTT connected");
+                        let hello = [(self.topics.status(), b"online".to_vec()), (self.topics.info(), self.info_json.clone().into_bytes())];
+                        for (topic, payload) in hello.into_iter().chain(self.latest.clone()) {
+                            if client.publish(topic, QoS::AtLeastOnce, true, payload).await.is_ok() {
+                                asked.push_back(Tag::Other);
                             }
                         }
-                    })
-                    .await;
+                    }
+                    Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
+                        if let Some(tag) = asked.pop_front() {
+                            by_pkid.insert(pkid, tag);
+                        }
+                    }
+                    Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => match by_pkid.remove(&ack.pkid) {
+                        Some(Tag::Snapshot(seq)) => {
+                            if let Some(p) = current.as_ref().filter(|p| p.seq == seq) {
+                                let _ = client.publish(self.topics.events(), QoS::AtLeastOnce, false, p.payload.clone()).await;
+                                asked.push_back(Tag::Event(seq));
+                            }
+                        }
+                        Some(Tag::Event(seq)) => {
+                            match self.outbox.with_async(move |o| o.ack(seq)).await {
+                                Ok(()) => debug!(seq, "event delivered"),
+                                Err(e) => warn!(seq, "outbox: cannot mark event delivered: {e}"),
+                            }
+                            current = None;
+                        }
+                        Some(Tag::Stopped) => {
+                            goodbye(client, &mut events).await;
+                            info!(broker = %self.broker, "MQTT disconnected cleanly (status: stopped)");
+                            return Outcome::Done;
+                        }
+                        _ => {}
+                    },
+                    Some(Ok(_)) => {}
+                },
+                Some(r) = self.retained.recv() => {
+                    if connected && client.publish(r.topic.clone(), QoS::AtLeastOnce, true, r.payload.clone()).await.is_ok() {
+                        asked.push_back(Tag::Other);
+                    }
+                    self.latest.insert(r.topic, r.payload);
                 }
-                break;
+                _ = self.wake.notified(), if current.is_none() => {}
+                _ = self.stop.cancelled(), if self.drain_deadline.is_none() => {
+                    self.drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
+                }
+                _ = tokio::time::sleep_until(deadline), if self.drain_deadline.is_some() => {
+                    let left = self.outbox.with_async(|o| o.pending_count()).await.unwrap_or(0);
+                    if left > 0 {
+                        warn!(pending = left, "stopping before the broker took every event; they stay in the outbox for the next start");
+                    }
+                    if !connected || stopped_sent {
+                        return Outcome::Done;
+                    }
+                    // Still say "stopped", or the retained status would read "online".
+                    self.say_stopped(client, &mut asked).await;
+                    stopped_sent = true;
+                    self.drain_deadline = Some(Instant::now() + GOODBYE_TIMEOUT);
+                }
             }
         }
     }
 
-    if connected {
-        let _ = client.disconnect().await;
-        // Let the DISCONNECT out, so the broker does not publish the last will.
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                    Ok(_) => {}
+    /// Publishes the last retained words (health, then status `stopped`).
+    async fn say_stopped(&mut self, client: &AsyncClient, asked: &mut VecDeque<Tag>) {
+        while let Ok(r) = self.retained.try_recv() {
+            if client.publish(r.topic, QoS::AtLeastOnce, true, r.payload).await.is_ok() {
+                asked.push_back(Tag::Other);
+            }
+        }
+        if client.publish(self.topics.status(), QoS::AtLeastOnce, true, "stopped").await.is_ok() {
+            asked.push_back(Tag::Stopped);
+        }
+    }
+
+    /// Waits `backoff` before the next connection attempt; false when it is time to
+    /// give up (stopping, and the drain deadline has passed).
+    async fn pause(&mut self, backoff: Duration) -> bool {
+        loop {
+            let deadline = self.drain_deadline.unwrap_or_else(|| Instant::now() + backoff);
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => return true,
+                _ = tokio::time::sleep_until(deadline), if self.drain_deadline.is_some() => {
+                    let left = self.outbox.with_async(|o| o.pending_count()).await.unwrap_or(0);
+                    warn!(pending = left, "stopping while the broker is unreachable; events stay in the outbox for the next start");
+                    return false;
+                }
+                _ = self.stop.cancelled(), if self.drain_deadline.is_none() => {
+                    self.drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
                 }
             }
-        })
-        .await;
-        info!(broker = %broker, "MQTT disconnected cleanly (status: stopped)");
+        }
     }
+}
+
+/// Sends DISCONNECT and waits (briefly) until it is out, so the broker does not
+/// publish the last will.
+async fn goodbye(client: &AsyncClient, events: &mut mpsc::Receiver<Result<Event, ConnectionError>>) {
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(GOODBYE_TIMEOUT, async {
+        while let Some(Ok(ev)) = events.recv().await {
+            if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+                return;
+            }
+        }
+    })
+    .await;
 }
 
 async fn publish_pending(client: &AsyncClient, topics: &Topics, p: &Pending) -> Tag {
@@ -269,18 +353,4 @@ async fn publish_pending(client: &AsyncClient, topics: &Topics, p: &Pending) -> 
             Tag::Event(p.seq)
         }
     }
-}
-
-/// Runs a (blocking) SQLite call off the async workers.
-pub async fn with_outbox<R: Send + 'static>(
-    outbox: &Arc<Mutex<Outbox>>,
-    f: impl FnOnce(&mut Outbox) -> Result<R, crate::outbox::OutboxError> + Send + 'static,
-) -> Result<R, crate::outbox::OutboxError> {
-    let outbox = outbox.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut guard = outbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&mut guard)
-    })
-    .await
-    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }

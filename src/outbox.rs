@@ -5,13 +5,18 @@
 //! synchronous=FULL), so an event that was pushed survives a crash or power cut and
 //! its `seq` is never reused. Rows leave only through `ack`, after the broker
 //! acknowledged the event. `oldest` hands them out in `seq` order.
+//!
+//! It also remembers, in the same transaction, which events are open (a `new` without
+//! its `end`), so that after a crash or power cut `end_orphans` can give each its one
+//! `end`: the desk never keeps an event open forever.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::event::Outgoing;
+use crate::event::{EventMessage, EventType, Outgoing};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -31,7 +36,6 @@ pub struct Pending {
     pub payload: String,
     /// Topic and JPEG of the snapshot to publish before the event.
     pub snapshot: Option<(String, Vec<u8>)>,
-    pub created_at: SystemTime,
 }
 
 pub struct Outbox {
@@ -61,6 +65,10 @@ impl Outbox {
                      payload TEXT NOT NULL,
                      snapshot_topic TEXT,
                      snapshot BLOB
+                 );
+                 CREATE TABLE IF NOT EXISTS open_events (
+                     event_id TEXT PRIMARY KEY,
+                     last_message TEXT NOT NULL
                  );",
             )
             .map_err(|e| outbox.err(e))?;
@@ -91,6 +99,14 @@ impl Outbox {
             params![seq, unix_ms(SystemTime::now()), payload, topic, ev.snapshot_jpeg],
         )
         .map_err(err)?;
+        match ev.message.event_type {
+            EventType::End => tx.execute("DELETE FROM open_events WHERE event_id = ?1", params![ev.message.event_id]),
+            EventType::New | EventType::Update => tx.execute(
+                "INSERT OR REPLACE INTO open_events (event_id, last_message) VALUES (?1, ?2)",
+                params![ev.message.event_id, payload],
+            ),
+        }
+        .map_err(err)?;
         tx.commit().map_err(err)?;
         Ok(seq)
     }
@@ -98,20 +114,11 @@ impl Outbox {
     /// The stored event with the lowest `seq`, if any.
     pub fn oldest(&self) -> Result<Option<Pending>, OutboxError> {
         self.conn
-            .query_row(
-                "SELECT seq, created_ms, payload, snapshot_topic, snapshot FROM outbox ORDER BY seq LIMIT 1",
-                [],
-                |r| {
-                    let topic: Option<String> = r.get(3)?;
-                    let jpeg: Option<Vec<u8>> = r.get(4)?;
-                    Ok(Pending {
-                        seq: r.get(0)?,
-                        created_at: UNIX_EPOCH + Duration::from_millis(r.get::<_, i64>(1)?.max(0) as u64),
-                        payload: r.get(2)?,
-                        snapshot: topic.zip(jpeg),
-                    })
-                },
-            )
+            .query_row("SELECT seq, payload, snapshot_topic, snapshot FROM outbox ORDER BY seq LIMIT 1", [], |r| {
+                let topic: Option<String> = r.get(2)?;
+                let jpeg: Option<Vec<u8>> = r.get(3)?;
+                Ok(Pending { seq: r.get(0)?, payload: r.get(1)?, snapshot: topic.zip(jpeg) })
+            })
             .optional()
             .map_err(|e| self.err(e))
     }
@@ -127,14 +134,50 @@ impl Outbox {
         self.conn.query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0)).map_err(|e| self.err(e))
     }
 
-    /// The last `seq` handed out (0 before the first event).
-    pub fn last_seq(&self) -> Result<u64, OutboxError> {
-        Ok(self
-            .conn
-            .query_row("SELECT value FROM meta WHERE key = 'last_seq'", [], |r| r.get(0))
-            .optional()
-            .map_err(|e| self.err(e))?
-            .unwrap_or(0))
+    /// Ends every event left open by a daemon that did not stop cleanly: each gets
+    /// its `end`, dated at its last message (the last time it is known to have been
+    /// seen). Returns the ended events' messages.
+    pub fn end_orphans(&mut self) -> Result<Vec<EventMessage>, OutboxError> {
+        let rows: Vec<String> = {
+            let mut stmt = self.conn.prepare("SELECT last_message FROM open_events").map_err(|e| self.err(e))?;
+            let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.err(e))?;
+            rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?
+        };
+        let mut ended = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut message: EventMessage = serde_json::from_str(&row)?;
+            message.event_type = EventType::End;
+            message.ended_at = Some(message.at.clone());
+            message.seq = self.push(Outgoing { message: message.clone(), snapshot_jpeg: None })?;
+            ended.push(message);
+        }
+        Ok(ended)
+    }
+}
+
+/// The outbox as the analysis threads (writers) and the publisher share it.
+#[derive(Clone)]
+pub struct SharedOutbox(Arc<Mutex<Outbox>>);
+
+impl SharedOutbox {
+    pub fn new(outbox: Outbox) -> SharedOutbox {
+        SharedOutbox(Arc::new(Mutex::new(outbox)))
+    }
+
+    /// Runs `f` on the outbox; blocks (SQLite, fsync): call it from a thread that may.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Outbox) -> R) -> R {
+        // A panic elsewhere while holding the lock leaves SQLite consistent (every
+        // change is one transaction), so the outbox stays usable.
+        f(&mut self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// Runs `f` on the outbox from async code, on tokio's blocking pool.
+    pub async fn with_async<R: Send + 'static>(&self, f: impl FnOnce(&mut Outbox) -> R + Send + 'static) -> R {
+        let this = self.clone();
+        match tokio::task::spawn_blocking(move || this.with(f)).await {
+            Ok(r) => r,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
     }
 }
 
@@ -153,7 +196,7 @@ mod tests {
                 schema: "gridwatch.event/1".into(),
                 seq: 0,
                 event_id: "01TEST".into(),
-                kind_of_message: EventType::New,
+                event_type: EventType::New,
                 kind: "object".into(),
                 site: "s".into(),
                 camera: "c".into(),
@@ -213,6 +256,28 @@ mod tests {
         assert_eq!((second.seq, second.snapshot), (2, None));
         ob.ack(2).unwrap();
         assert!(ob.oldest().unwrap().is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn orphans_get_exactly_one_end_after_a_crash() {
+        let dir = tempdir("orphans");
+        let mut ob = Outbox::open(&dir).unwrap();
+        let mut new = outgoing(true);
+        ob.push(new.clone()).unwrap();
+        new.message.event_id = "01CLOSED".into();
+        ob.push(new.clone()).unwrap();
+        let mut end = new.clone();
+        end.message.event_type = EventType::End;
+        ob.push(end).unwrap();
+        drop(ob); // the "crash": 01TEST is open, 01CLOSED is not
+
+        let mut ob = Outbox::open(&dir).unwrap();
+        let ended = ob.end_orphans().unwrap();
+        assert_eq!(ended.len(), 1);
+        assert_eq!((ended[0].event_id.as_str(), ended[0].event_type, ended[0].seq), ("01TEST", EventType::End, 4));
+        assert_eq!(ended[0].ended_at.as_deref(), Some("2026-11-28T08:15:02.120Z"));
+        assert!(ob.end_orphans().unwrap().is_empty(), "ended once, not at every start");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
