@@ -128,18 +128,30 @@ pub async fn run(
         ever_connected: false,
     };
     let mut backoff = Duration::from_secs(1);
+    // The event in flight at the last losses, and how many times in a row.
+    let mut stuck: (Option<u64>, u32) = (None, 0);
     loop {
         let (client, eventloop) = AsyncClient::new(opts.clone(), 64);
         let (tx, rx) = mpsc::channel(64);
         let poller = tokio::spawn(forward_events(eventloop, tx));
         let outcome = publisher.connection(&client, rx).await;
         poller.abort();
-        let (was_connected, error) = match outcome {
+        let (was_connected, error, in_flight) = match outcome {
             Outcome::Done => break,
-            Outcome::Lost { was_connected, error } => (was_connected, error),
+            Outcome::Lost { was_connected, error, in_flight } => (was_connected, error, in_flight),
         };
+        let seq = in_flight.map(|(seq, _)| seq);
+        stuck = if seq.is_some() && seq == stuck.0 { (seq, stuck.1 + 1) } else { (seq, 1) };
+        if let (Some((seq, bytes)), 3) = (in_flight, stuck.1) {
+            warn!(broker = %publisher.broker, seq, snapshot_bytes = bytes,
+                  "the connection dropped 3 times while delivering this event; a broker that refuses it (message size limit?) holds up every later event");
+        }
         if was_connected {
-            backoff = Duration::from_secs(1);
+            // Retry fast after a connection that worked, but not when the same event
+            // keeps failing: that would hammer the broker once a second forever.
+            if stuck.1 == 1 {
+                backoff = Duration::from_secs(1);
+            }
             warn!(broker = %publisher.broker, "MQTT connection lost: {error}; events wait in the outbox");
         } else if publisher.drain_deadline.is_none() {
             let hint = if publisher.ever_connected {
@@ -170,10 +182,8 @@ async fn forward_events(mut eventloop: EventLoop, tx: mpsc::Sender<Result<Event,
 enum Outcome {
     /// Stopped as asked (or gave up delivering at the stop deadline).
     Done,
-    Lost {
-        was_connected: bool,
-        error: String,
-    },
+    /// `in_flight`: the event being delivered when it happened (seq, snapshot bytes).
+    Lost { was_connected: bool, error: String, in_flight: Option<(u64, usize)> },
 }
 
 /// What outlives one connection.
@@ -206,7 +216,6 @@ impl Publisher {
         // The event being delivered: its snapshot first, then the event itself.
         let mut current: Option<Pending> = None;
         let mut stopped_sent = false;
-        let lost = |connected: bool, error: String| Outcome::Lost { was_connected: connected, error };
 
         loop {
             if connected && current.is_none() && !stopped_sent {
@@ -227,8 +236,11 @@ impl Publisher {
             let deadline = self.drain_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 ev = events.recv() => match ev {
-                    None => return lost(connected, "event loop ended".into()),
-                    Some(Err(e)) => return lost(connected, e.to_string()),
+                    None | Some(Err(_)) => {
+                        let error = ev.and_then(Result::err).map_or("event loop ended".into(), |e| e.to_string());
+                        let in_flight = current.map(|p| (p.seq, p.snapshot.map_or(0, |s| s.1.len())));
+                        return Outcome::Lost { was_connected: connected, error, in_flight };
+                    }
                     Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                         connected = true;
                         self.ever_connected = true;
