@@ -36,7 +36,10 @@ pub enum Ingest {
     Frame(EncodedFrame),
     /// A session ended or could not start; a reconnect follows. `reason` is short and
     /// free of credentials. `stalled`: the session was up but video stopped coming.
-    Disconnected { reason: String, stalled: bool },
+    Disconnected {
+        reason: String,
+        stalled: bool,
+    },
 }
 
 #[derive(Debug, Clone)]

@@ -195,7 +195,7 @@ fn check_contract(desk: &Desk) -> Vec<EventMessage> {
             "{:?}",
             e.bbox
         );
-        by_id.entry(&e.event_id).or_default().push(e.kind_of_message);
+        by_id.entry(&e.event_id).or_default().push(e.event_type);
     }
     for (id, seq) in &by_id {
         assert_eq!(seq.first(), Some(&EventType::New), "event {id}: {seq:?}");
@@ -205,13 +205,11 @@ fn check_contract(desk: &Desk) -> Vec<EventMessage> {
     // Every snapshot arrives before the event naming it, and is the picture it describes.
     let event_msgs = desk.on("gridwatch/e2e/events");
     for (e, m) in events.iter().zip(&event_msgs) {
-        if e.kind_of_message == EventType::End {
+        if e.event_type == EventType::End {
             continue;
         }
-        let s = e
-            .snapshot
-            .as_ref()
-            .unwrap_or_else(|| panic!("{:?} event {} has no snapshot", e.kind_of_message, e.event_id));
+        let s =
+            e.snapshot.as_ref().unwrap_or_else(|| panic!("{:?} event {} has no snapshot", e.event_type, e.event_id));
         assert!(s.topic.starts_with("gridwatch/e2e/snapshots/") && s.topic.contains(&e.event_id), "{}", s.topic);
         let snap = desk.on(&s.topic);
         let snap = snap.first().unwrap_or_else(|| panic!("snapshot {} never arrived", s.topic));
@@ -268,7 +266,7 @@ fn daemon_publishes_the_contract_and_survives_restarts() {
     assert_eq!(health.last().unwrap()["state"], "offline", "a stopped daemon's cameras read offline");
 
     let events = check_contract(&desk);
-    let news = events.iter().filter(|e| e.kind_of_message == EventType::New).count();
+    let news = events.iter().filter(|e| e.event_type == EventType::New).count();
     assert!(news >= 2, "the clip shows several people; got {news} new events");
     assert!(news <= 40, "one event per person, not per frame; got {news}");
     let last_seq_run1 = events.last().unwrap().seq;

@@ -89,7 +89,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             });
         }
         let desk = tokio::spawn(watch_as_desk(broker.port(), out.clone()));
-        let result = crate::daemon::run(cfg, stop, || {}).await;
+        let result = crate::daemon::run(cfg, stop).await;
         // Let the last messages (ends, "stopped") reach the desk before leaving.
         tokio::time::sleep(Duration::from_millis(500)).await;
         desk.abort();
@@ -128,7 +128,7 @@ async fn watch_as_desk(port: u16, out: PathBuf) -> anyhow::Result<()> {
 
 fn desk_line(ev: &EventMessage, out: &Path) -> String {
     let time = ev.at.get(11..23).unwrap_or(&ev.at);
-    let snap = match (&ev.snapshot, ev.kind_of_message) {
+    let snap = match (&ev.snapshot, ev.event_type) {
         (Some(s), crate::event::EventType::New | crate::event::EventType::Update) => {
             let name = s.topic.rsplit('/').next().unwrap_or_default();
             format!("  {}", out.join(format!("{name}.jpg")).display())
@@ -138,7 +138,7 @@ fn desk_line(ev: &EventMessage, out: &Path) -> String {
     format!(
         "{time}  seq {:<4} {:<6} {:<7} {:.2}  {}  {}{snap}",
         ev.seq,
-        ev.kind_of_message.as_str(),
+        ev.event_type.as_str(),
         ev.label,
         ev.score,
         ev.camera,

@@ -31,7 +31,7 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let stop = super::stop_on_signals();
-        crate::daemon::run(cfg, stop, || {}).await
+        crate::daemon::run(cfg, stop).await
     })?;
     Ok(ExitCode::SUCCESS)
 }
