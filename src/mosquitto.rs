@@ -2,9 +2,13 @@
 //! tests: the real broker the desk would use, with nothing of the user's touched.
 //!
 //! Promises: `start` returns once the broker accepts connections; dropping the value
-//! stops the broker and removes its folder.
+//! stops the broker and removes its folder. The broker never outlives us: it runs in a
+//! process group of its own (a terminal's Ctrl-C reaches only gridwatch, which then
+//! still needs the broker to deliver its last events) and gets SIGTERM when the thread
+//! that started it dies, even by `exit` or SIGKILL, when no destructor runs.
 
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -52,20 +56,35 @@ impl Mosquitto {
         let dir = std::env::temp_dir().join(format!("gridwatch-mosquitto-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let conf = dir.join("mosquitto.conf");
+        // `user root`: started as root, mosquitto would switch to its own user, and a
+        // change of user clears the death signal set below (it does nothing otherwise).
         std::fs::write(
             &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n"),
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\nuser root\n"),
         )
         .with_context(|| format!("writing {}", conf.display()))?;
         let bin = binary()?;
-        let child = Command::new(&bin)
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut cmd = Command::new(&bin);
+        cmd.arg("-c").arg(&conf).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.process_group(0);
+        let parent = std::process::id();
+        // SAFETY: the closure runs between fork and exec and calls only prctl and
+        // getppid, both async-signal-safe; it allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                // Linux sends it when the spawning *thread* ends: start the broker on
+                // a thread that lives as long as the value (`demo` and the tests do).
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The parent may have died before prctl took effect.
+                if libc::getppid() as u32 != parent {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
         let mut m = Mosquitto { child: Some(child), port, dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
