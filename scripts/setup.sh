@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything gridwatch needs to build, run and test on Debian 12 / Ubuntu 22.04+:
-# the GStreamer packages (decode, RTSP server), mosquitto (demo and tests), and a pinned
-# libonnxruntime.so from the PyPI onnxruntime wheel into /usr/local/lib/gridwatch, where
-# the binary looks for it. Idempotent: a second run checks and returns in a second.
+# a C toolchain, the GStreamer packages (decode, RTSP server), mosquitto (demo and tests),
+# and a pinned libonnxruntime.so from the PyPI onnxruntime wheel into
+# /usr/local/lib/gridwatch, where the binary looks for it. Idempotent: a second run checks and returns in a second.
 # Needs root (or sudo) for apt-get and /usr/local; needs python3 with pip for the wheel.
 set -euo pipefail
 
@@ -14,7 +14,8 @@ declare -A ORT_SHA256=(
   [aarch64]=8aa3b76b28c778a2b1dd660d34161adb1d508c9ccd04ff9dc80e26eca5df8467
 )
 PACKAGES=(
-  pkg-config
+  # cc and ld: Rust links with them, and ring and rusqlite's bundled SQLite compile C.
+  build-essential pkg-config
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav
   mosquitto mosquitto-clients
