@@ -63,14 +63,7 @@ const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 
 /// `url` with any user name and password replaced by `***`, for logs and status.
 pub fn redact_url(url: &Url) -> String {
-    if url.username().is_empty() && url.password().is_none() {
-        return url.to_string();
-    }
-    let mut shown = url.clone();
-    // Fails only for URLs that cannot carry credentials, and those have none.
-    let _ = shown.set_password(None);
-    let _ = shown.set_username("***");
-    shown.to_string()
+    crate::redact::userinfo(url.as_str())
 }
 
 /// Streams `url` into `out` until `shutdown` is cancelled or `out` is closed.

@@ -18,6 +18,7 @@ pub mod mosquitto;
 pub mod mqtt;
 pub mod outbox;
 pub mod picture;
+pub mod redact;
 pub mod rtsp_server;
 pub mod snapshot;
 pub mod track;

@@ -63,7 +63,7 @@ pub fn check(args: ConfigArgs) -> anyhow::Result<ExitCode> {
                 println!(
                     "  camera   {}  {}  {} fps, track {}{state}",
                     c.id,
-                    crate::config::redact_userinfo(&c.url),
+                    crate::redact::userinfo(&c.url),
                     c.detect_fps,
                     c.track.join(",")
                 );
