@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use url::Url;
 
-use crate::detect::Labels;
+use crate::detect::{Labels, ModelSource};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -208,9 +208,11 @@ impl Config {
 
     /// Parses and validates `text`; `file` is only used to name it in errors.
     pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Config, ConfigError> {
-        let mut cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            file: file.to_owned(),
-            message: crate::redact::userinfo(&e.to_string()),
+        let mut cfg: Config = toml::from_str(text).map_err(|e| {
+            // toml quotes the line but not the key, which for `[[cameras]]` is ambiguous.
+            let key = e.span().and_then(|at| key_at(text, at.start));
+            let message = key.map_or_else(|| e.to_string(), |k| format!("{k}: {e}"));
+            ConfigError::Parse { file: file.to_owned(), message: crate::redact::userinfo(&message) }
         })?;
         cfg.resolve_paths(base);
         let problems = cfg.problems();
@@ -228,6 +230,11 @@ impl Config {
         self.detector.onnxruntime.as_mut().map(fix);
         self.mqtt.password_file.as_mut().map(fix);
         fix(&mut self.storage.dir);
+    }
+
+    /// The model the detector will load: `detector.model`, or the built-in one.
+    pub fn model_source(&self) -> ModelSource {
+        self.detector.model.clone().map_or(ModelSource::Builtin, ModelSource::File)
     }
 
     /// The label list the detector will use (the file's, or the built-in one).
@@ -387,6 +394,31 @@ pub fn check_id(id: &str) -> Result<(), String> {
     }
 }
 
+/// The full path (`cameras[1].detect_fps`) of the innermost key at byte `at` of `text`,
+/// where the key or its value is.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    use toml::de::{DeTable, DeValue};
+    // Every table is searched: a `[table]`'s span covers its header, not its keys.
+    fn find(value: &DeValue, at: usize) -> Option<String> {
+        match value {
+            DeValue::Table(t) => t.iter().find_map(|(k, v)| match find(v.get_ref(), at) {
+                Some(sub) if sub.starts_with('[') => Some(format!("{}{sub}", k.get_ref())),
+                Some(sub) => Some(format!("{}.{sub}", k.get_ref())),
+                None if k.span().contains(&at) || v.span().contains(&at) => Some(k.get_ref().to_string()),
+                None => None,
+            }),
+            DeValue::Array(a) => a.iter().enumerate().find_map(|(i, v)| match find(v.get_ref(), at) {
+                Some(sub) if sub.starts_with('[') => Some(format!("[{i}]{sub}")),
+                Some(sub) => Some(format!("[{i}].{sub}")),
+                None if v.span().contains(&at) => Some(format!("[{i}]")),
+                None => None,
+            }),
+            _ => None,
+        }
+    }
+    find(&DeValue::Table(DeTable::parse(text).ok()?.into_inner()), at)
+}
+
 /// Checks an RTSP URL without ever echoing the password in the message.
 fn check_camera_url(raw: &str) -> Result<Url, String> {
     let url = Url::parse(raw).map_err(|e| format!("is not a valid URL ({e}); expected rtsp://host[:port]/path"))?;
@@ -441,19 +473,33 @@ track = ["person", "car"]
     }
 
     #[test]
+    fn model_source_is_the_file_or_the_builtin() {
+        let mut cfg = parse(GOOD).unwrap();
+        assert_eq!(cfg.model_source(), ModelSource::Builtin);
+        cfg.detector.model = Some(PathBuf::from("/opt/m.onnx"));
+        assert_eq!(cfg.model_source(), ModelSource::File(PathBuf::from("/opt/m.onnx")));
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let text = GOOD.replace("port = 1883", "port = 1883\nhots = \"x\"");
         let err = parse(&text).unwrap_err().to_string();
-        assert!(err.starts_with("/etc/gridwatch/test.toml: "), "{err}");
+        assert!(err.starts_with("/etc/gridwatch/test.toml: mqtt.hots: "), "{err}");
         assert!(err.contains("unknown field `hots`"), "{err}");
     }
 
     #[test]
-    fn wrong_type_is_named_with_its_line() {
+    fn wrong_type_is_named_with_its_key_and_line() {
         let text = GOOD.replace("detect_fps = 5", "detect_fps = \"fast\"");
         let err = parse(&text).unwrap_err().to_string();
-        assert!(err.contains("detect_fps"), "{err}");
+        assert!(err.contains("/etc/gridwatch/test.toml: cameras[0].detect_fps: "), "{err}");
         assert!(err.contains("line 11"), "{err}");
+
+        let err = parse(&GOOD.replace("port = 1883", "port = 99999")).unwrap_err().to_string();
+        assert!(err.contains("mqtt.port: "), "{err}");
+        assert!(err.contains("99999"), "{err}");
+        let err = parse(&GOOD.replace("track = [\"person\", \"car\"]", "track = [\"person\", 3]")).unwrap_err();
+        assert!(err.to_string().contains("cameras[0].track[1]: "), "{err}");
     }
 
     #[test]

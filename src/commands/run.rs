@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::config::Config;
-use crate::detect::{Detector, ModelSource};
+use crate::detect::Detector;
 
 #[derive(Debug, clap::Args)]
 pub struct ConfigArgs {
@@ -41,11 +41,7 @@ pub fn check(args: ConfigArgs) -> anyhow::Result<ExitCode> {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
-    let model = match &cfg.detector.model {
-        Some(p) => ModelSource::File(p.clone()),
-        None => ModelSource::Builtin,
-    };
-    match Detector::load(model, cfg.detector.onnxruntime.as_deref(), cfg.detector.threads) {
+    match Detector::load(cfg.model_source(), cfg.detector.onnxruntime.as_deref(), cfg.detector.threads) {
         Ok(d) => {
             println!("{}: OK", args.config.display());
             println!("  site     {}", cfg.site);
