@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::event::EventMessage;
 use crate::mosquitto::Mosquitto;
 use crate::rtsp_server::RtspServer;
@@ -32,12 +32,10 @@ pub struct DemoArgs {
 
 /// Where the bundled clip may be: installed by the package, or in the source tree.
 fn find_clip() -> anyhow::Result<PathBuf> {
-    let mut candidates = Vec::new();
-    if let Some(dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_owned)) {
-        candidates.push(dir.join("../share/gridwatch/demo.h264"));
-    }
-    candidates.push(PathBuf::from("/usr/share/gridwatch/demo.h264"));
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/video/vtest.h264"));
+    let candidates = [
+        PathBuf::from("/usr/share/gridwatch/demo.h264"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/video/vtest.h264"),
+    ];
     if let Some(c) = candidates.iter().find(|c| c.is_file()) {
         return Ok(c.clone());
     }
@@ -57,15 +55,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let broker = Mosquitto::start()?;
     let camera = RtspServer::start(0, &[("/street", clip.as_path())])?;
     let state = std::env::temp_dir().join(format!("gridwatch-demo-{}", std::process::id()));
-    let track = args.track.iter().map(|l| format!("\"{l}\"")).collect::<Vec<_>>().join(", ");
-    let toml = format!(
-        "site = \"demo\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = {}\n[storage]\ndir = \"{}\"\n\
-         [[cameras]]\nid = \"street\"\nurl = \"{}\"\ndetect_fps = 5\ntrack = [{track}]\n",
-        broker.port(),
-        state.display(),
-        camera.url("/street"),
-    );
-    let cfg = Config::parse(&toml, Path::new("(demo configuration)"), Path::new("."))?;
+    let cfg = demo_config(broker.port(), &state, &camera.url("/street"), &args.track)?;
 
     println!("gridwatch demo");
     println!("  camera   {} streams {}", camera.url("/street"), clip.display());
@@ -99,6 +89,28 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     result?;
     println!("demo stopped; snapshots are in {}", out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The demo's configuration, validated like a file's. Built as a TOML document rather
+/// than as text, so that any `--track` value (quotes included) stays one string.
+fn demo_config(port: u16, state: &Path, camera_url: &str, track: &[String]) -> Result<Config, ConfigError> {
+    fn table<const N: usize>(entries: [(&str, toml::Value); N]) -> toml::Table {
+        entries.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+    }
+    let camera = table([
+        ("id", "street".into()),
+        ("url", camera_url.into()),
+        ("detect_fps", 5.into()),
+        ("track", track.to_vec().into()),
+    ]);
+    let doc = table([
+        ("site", "demo".into()),
+        ("mqtt", table([("host", "127.0.0.1".into()), ("port", i64::from(port).into())]).into()),
+        ("storage", table([("dir", state.display().to_string().into())]).into()),
+        ("cameras", vec![camera].into()),
+    ]);
+    let text = toml::to_string(&doc).expect("a toml::Table always serialises");
+    Config::parse(&text, Path::new("(demo configuration)"), Path::new("."))
 }
 
 /// Subscribes like a duty desk would, prints each event on one line, and writes each
@@ -144,4 +156,28 @@ fn desk_line(ev: &EventMessage, out: &Path) -> String {
         ev.camera,
         &ev.event_id[ev.event_id.len().saturating_sub(6)..],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_config_holds_any_track_value() {
+        let state = Path::new("/tmp/gridwatch-demo-test \"x\"");
+        let cfg = demo_config(1884, state, "rtsp://127.0.0.1:8554/street", &["person".into(), "car".into()]).unwrap();
+        assert_eq!(cfg.mqtt.port, 1884);
+        assert_eq!(cfg.storage.dir, state);
+        assert_eq!(cfg.cameras[0].track, ["person", "car"]);
+
+        // A quote is refused as an unknown label, not by a broken TOML document.
+        let err = demo_config(1884, state, "rtsp://127.0.0.1:8554/street", &["per\"son".into()]).unwrap_err();
+        match err {
+            ConfigError::Invalid { problems, .. } => {
+                assert_eq!(problems.len(), 1, "{problems:?}");
+                assert!(problems[0].reason.contains("\"per\"son\" is not a label"), "{problems:?}");
+            }
+            other => panic!("expected a validation problem, got {other}"),
+        }
+    }
 }
