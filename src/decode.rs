@@ -3,10 +3,11 @@
 //!
 //! A [`Decoder`] serves one camera session: create it on `Ingest::Connected`, push every
 //! frame, drop it on disconnect. `push` never blocks on decoding; pictures arrive on a
-//! GStreamer thread through the `on_frame` callback, at most `max_fps` per second of
-//! stream time, each carrying the receive time of the access unit it came from. Bad
-//! data costs pictures (counted in [`DecodeStats`]), never a panic. The decoder does not
-//! buffer without bound: if it falls behind, input is dropped up to the next keyframe.
+//! GStreamer thread through the `on_frame` callback, `max_fps` per second of stream time
+//! on average (fractions included; every frame of a slower stream), each carrying the
+//! receive time of the access unit it came from. Bad data costs pictures (counted in
+//! [`DecodeStats`]), never a panic. The decoder does not buffer without bound: if it
+//! falls behind, input is dropped up to the next keyframe.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,8 +27,8 @@ use crate::frame::{Codec, EncodedFrame, Frame, StreamInfo};
 pub struct DecodeOptions {
     pub width: u32,
     pub height: u32,
-    /// Upper bound on pictures per second of stream time, rounded up to a whole number;
-    /// 0 or less means every frame.
+    /// Pictures per second of stream time, at most (on average exactly, when the stream
+    /// is faster); 0 or less means every frame.
     pub max_fps: f64,
 }
 
@@ -108,7 +109,8 @@ impl Decoder {
         decoder.set_property("max-errors", -1i32);
         // The rate limit sits after the decoder on purpose: P-frames refer to earlier
         // frames, so every frame must be decoded; conversion and scaling, costly at full
-        // size, then run only at the rate the analysis uses.
+        // size, then run only at about the rate the analysis uses. videorate takes whole
+        // rates only, so it keeps ceil(max_fps) and `RateGate` below makes it exact.
         let videorate = make("videorate")?;
         videorate.set_property("drop-only", true);
         if out.max_fps > 0.0 {
@@ -145,10 +147,15 @@ impl Decoder {
         let counters = Arc::new(Counters::default());
         let sink_counters = counters.clone();
         let id = camera_id.to_owned();
+        let mut gate = RateGate::new(out.max_fps);
         appsink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
                     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let pts = sample.buffer().and_then(|b| b.pts()).map(|t| Duration::from_nanos(t.nseconds()));
+                    if pts.is_some_and(|pts| !gate.admit(pts)) {
+                        return Ok(gst::FlowSuccess::Ok);
+                    }
                     match to_frame(&sample) {
                         Some(frame) => {
                             sink_counters.frames_out.fetch_add(1, Ordering::Relaxed);
@@ -261,6 +268,40 @@ impl Drop for Decoder {
     }
 }
 
+/// Lets pictures through at `fps` per second of stream time on average, by their PTS:
+/// one is due every 1/fps, and the first picture at or after that time goes through.
+#[derive(Debug)]
+struct RateGate {
+    /// None: every picture passes.
+    interval: Option<Duration>,
+    next_due: Option<Duration>,
+}
+
+impl RateGate {
+    fn new(fps: f64) -> RateGate {
+        let interval = (fps > 0.0).then(|| Duration::try_from_secs_f64(1.0 / fps).ok()).flatten();
+        RateGate { interval, next_due: None }
+    }
+
+    /// Whether the picture at `pts` goes on.
+    fn admit(&mut self, pts: Duration) -> bool {
+        let Some(interval) = self.interval else { return true };
+        let due = match self.next_due {
+            // Earlier than the last picture passed: the stream's clock went back (a new
+            // stream, a wrap). Start over from here.
+            Some(due) if pts + interval < due => pts,
+            Some(due) if pts < due => return false,
+            Some(due) => due,
+            None => pts,
+        };
+        // Stepping from `due`, not from `pts`, keeps the average exact when pictures come
+        // a little late; after a gap, start over instead of letting a burst through.
+        let next = due + interval;
+        self.next_due = Some(if next <= pts { pts + interval } else { next });
+        true
+    }
+}
+
 /// The analysis size for a `src_w` x `src_h` stream: at most `max_width` wide (0: no
 /// limit), same aspect ratio, never upscaled, even numbers (what chroma subsampling and
 /// the scaler like).
@@ -323,6 +364,39 @@ mod tests {
     use crate::rtsp_server::RtspServer;
     use tokio_util::sync::CancellationToken;
 
+    /// The pictures `gate` passes out of `n` frames `step_ms` apart from `start_ms`.
+    fn passed(gate: &mut RateGate, start_ms: u64, step_ms: u64, n: u64) -> Vec<u64> {
+        (0..n).map(|i| start_ms + i * step_ms).filter(|&t| gate.admit(Duration::from_millis(t))).collect()
+    }
+
+    #[test]
+    fn rate_gate_keeps_fractional_rates_exact_on_average() {
+        // 2.5 fps out of 10: every 400 ms.
+        let mut gate = RateGate::new(2.5);
+        assert_eq!(passed(&mut gate, 0, 100, 20), [0, 400, 800, 1200, 1600]);
+        // 0.5 fps (videorate alone would give 1) of a 3 fps stream: every 2 s on average.
+        let mut gate = RateGate::new(0.5);
+        let got = passed(&mut gate, 0, 333, 62);
+        assert_eq!(got.len(), 11, "{got:?}");
+        assert!(got.windows(2).all(|w| (1998..=2331).contains(&(w[1] - w[0]))), "{got:?}");
+        // 2.5 fps out of videorate's 3: 5 pictures in 2 s.
+        let mut gate = RateGate::new(2.5);
+        assert_eq!(passed(&mut gate, 0, 333, 6).len(), 5);
+        // Every frame when the stream is slower, or without a limit.
+        assert_eq!(passed(&mut RateGate::new(5.0), 0, 500, 4).len(), 4);
+        assert_eq!(passed(&mut RateGate::new(0.0), 0, 1, 50).len(), 50);
+    }
+
+    #[test]
+    fn rate_gate_resyncs_after_gaps_and_jumps_back() {
+        let mut gate = RateGate::new(2.5);
+        assert_eq!(passed(&mut gate, 0, 100, 5), [0, 400]);
+        // A 10 s gap: the next picture passes, then 400 ms steps again, no burst.
+        assert_eq!(passed(&mut gate, 10_000, 100, 9), [10_000, 10_400, 10_800]);
+        // The stream's clock starts over at 0: it is followed at once.
+        assert_eq!(passed(&mut gate, 0, 100, 9), [0, 400, 800]);
+    }
+
     #[test]
     fn analysis_size_keeps_aspect_and_never_upscales() {
         assert_eq!(analysis_size(768, 576, 384), (384, 288));
@@ -353,6 +427,38 @@ mod tests {
         token.cancel();
         task.await.unwrap();
         (info.unwrap(), frames)
+    }
+
+    /// 2.5 fps of the 10 fps clip: videorate passes 3 a second, the gate makes it 2.5.
+    #[tokio::test]
+    async fn fractional_max_fps_is_exact() {
+        let (info, frames) = ingest("vtest.h264", 40).await;
+        let (tx, pictures) = std::sync::mpsc::channel();
+        let opts = DecodeOptions { width: 384, height: 288, max_fps: 2.5 };
+        let on_frame = Box::new(move |f: Frame| {
+            let _ = tx.send(f.pts);
+        });
+        let mut decoder = Decoder::new("test-cam", &info, opts, on_frame).unwrap();
+        for f in &frames {
+            // Paced like a camera, so no frame is skipped for a full queue.
+            while decoder.appsrc.current_level_buffers() >= 10 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            decoder.push(f).unwrap();
+        }
+        let mut pts = Vec::new();
+        while let Ok(p) = pictures.recv_timeout(Duration::from_millis(1000)) {
+            pts.push(p.as_millis() as i64);
+        }
+        let stats = decoder.stats();
+        eprintln!("2.5 fps of 10 fps: {} pictures at {pts:?} ms, {stats:?}", pts.len());
+        assert_eq!(stats.frames_in, 40, "{stats:?}");
+        assert!((9..=11).contains(&pts.len()), "{} pictures: {pts:?}", pts.len());
+        let gaps: Vec<i64> = pts.windows(2).map(|w| w[1] - w[0]).collect();
+        let mean = gaps.iter().sum::<i64>() as f64 / gaps.len() as f64;
+        assert!((mean - 400.0).abs() <= 40.0, "mean gap {mean} ms: {pts:?}");
+        // Each gap is a whole number of frames of the stream, around the 400 ms due.
+        assert!(gaps.iter().all(|g| (300..=700).contains(g)), "{gaps:?}");
     }
 
     /// Garbage first, then a burst of 1080p frames decoded without a rate limit: the
