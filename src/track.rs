@@ -1,10 +1,13 @@
 //! Object tracking: ties each frame's detections to the objects seen before, so that
 //! one physical object is one track from when it is confirmed until it leaves.
 //!
-//! Promises, per track: `Confirmed` is reported once, after `min_hits` matched frames
-//! with no more than `max_tentative_misses` misses in between (one-frame flickers never
-//! confirm); then `Seen` on every frame it is matched; then exactly one `Lost` after
-//! `max_misses` frames in a row without a match. Pure logic: no pictures, no clocks.
+//! Promises, per track: `Confirmed` is reported once, on its `min_hits`-th matched frame,
+//! if it never went more than `max_tentative_misses` frames in a row unmatched before
+//! that (otherwise it is dropped unreported). With the defaults (`for_fps`): 3 matched
+//! frames, never 2 misses in a row, so an object detected on every other frame confirms
+//! on its 3rd detection and one detected on every third frame never does. Then `Seen` on
+//! every frame it is matched; then exactly one `Lost`, on its (`max_misses` + 1)-th frame
+//! in a row without a match. Pure logic: no pictures, no clocks.
 
 use crate::detect::{BBox, Detection};
 
@@ -14,7 +17,7 @@ pub struct TrackerConfig {
     pub min_iou: f32,
     /// Matched frames needed before a track counts as a real object.
     pub min_hits: u32,
-    /// Misses a tentative track survives; more and it is dropped unreported.
+    /// Misses in a row a tentative track survives; more and it is dropped unreported.
     pub max_tentative_misses: u32,
     /// Frames in a row a confirmed object may go unseen (occlusion) before it is lost.
     pub max_misses: u32,
@@ -230,15 +233,27 @@ mod tests {
         assert_eq!(log.iter().filter(|c| c.0 == Change::Seen).count(), 17);
     }
 
-    #[test]
-    fn one_frame_flicker_never_confirms() {
-        let mut tr = Tracker::new(cfg());
-        let mut all = Vec::new();
-        for f in 0..10 {
-            let dets = if f % 3 == 0 { vec![det(0, 200.0, 200.0, 30.0, 60.0)] } else { vec![] };
-            all.extend(tr.update(&dets));
+    /// The frames on which an object seen on every `period`-th frame changes, and how.
+    fn detected_every(period: usize, frames: usize) -> Vec<(usize, Change)> {
+        let mut tr = Tracker::new(TrackerConfig::for_fps(5.0));
+        let mut log = Vec::new();
+        for f in 0..frames {
+            let dets = if f % period == 0 { vec![det(0, 200.0, 200.0, 30.0, 60.0)] } else { vec![] };
+            log.extend(tr.update(&dets).into_iter().map(|(c, _)| (f, c)));
         }
-        assert!(all.is_empty(), "{all:?}");
+        log
+    }
+
+    #[test]
+    fn every_other_frame_confirms_every_third_never_does() {
+        // Hit, miss, hit, miss, hit: one miss at a time is survived; the 3rd hit confirms.
+        let log = detected_every(2, 10);
+        assert_eq!(log.first(), Some(&(4, Change::Confirmed)), "{log:?}");
+        assert_eq!(log.iter().filter(|c| c.1 == Change::Confirmed).count(), 1, "{log:?}");
+        // Hit, miss, miss: dropped each time, so a flicker like this never confirms.
+        assert_eq!(detected_every(3, 30), [], "nothing reported");
+        // Three frames in a row confirm on the third.
+        assert_eq!(detected_every(1, 3), [(2, Change::Confirmed)]);
     }
 
     #[test]
