@@ -293,24 +293,24 @@ impl Config {
         }
 
         let d = &self.detector;
-        if let Some(m) = &d.model {
-            if !m.is_file() {
-                bad(
-                    "detector.model".into(),
-                    format!(
-                        "{} does not exist; give the path of an ONNX model, or remove the key to use the built-in YOLOX-Nano",
-                        m.display()
-                    ),
-                );
-            }
+        if let Some(m) = &d.model
+            && !m.is_file()
+        {
+            bad(
+                "detector.model".into(),
+                format!(
+                    "{} does not exist; give the path of an ONNX model, or remove the key to use the built-in YOLOX-Nano",
+                    m.display()
+                ),
+            );
         }
-        if let Some(p) = &d.onnxruntime {
-            if !p.is_file() {
-                bad(
-                    "detector.onnxruntime".into(),
-                    format!("{} does not exist; run scripts/setup.sh or remove the key", p.display()),
-                );
-            }
+        if let Some(p) = &d.onnxruntime
+            && !p.is_file()
+        {
+            bad(
+                "detector.onnxruntime".into(),
+                format!("{} does not exist; run scripts/setup.sh or remove the key", p.display()),
+            );
         }
         if !(1..=64).contains(&d.threads) {
             bad("detector.threads".into(), format!("{} is outside 1..=64", d.threads));
