@@ -28,7 +28,7 @@ use tracing::{debug, error, info, warn};
 use crate::camera::{self, Ingest, IngestOptions};
 use crate::config::{CameraConfig, Config};
 use crate::decode::{self, DecodeOptions, Decoder};
-use crate::detect::{Detector, ModelSource};
+use crate::detect::Detector;
 use crate::event::{EventSettings, EventType, ObjectEvents, Outgoing, timestamp};
 use crate::frame::Frame;
 use crate::health::CameraHealth;
@@ -56,10 +56,7 @@ struct Shared {
 /// Runs the daemon for `cfg` until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let labels = Arc::new(cfg.labels().map_err(anyhow::Error::msg)?);
-    let model = match &cfg.detector.model {
-        Some(p) => ModelSource::File(p.clone()),
-        None => ModelSource::Builtin,
-    };
+    let model = cfg.model_source();
     let (runtime, threads) = (cfg.detector.onnxruntime.clone(), cfg.detector.threads);
     let detector = tokio::task::spawn_blocking(move || Detector::load(model, runtime.as_deref(), threads))
         .await
@@ -266,10 +263,10 @@ fn decode_loop(
             }
             Ingest::Frame(f) => {
                 health.frame_received(f.received_at);
-                if let Some(Err(e)) = decoder.as_mut().map(|d| d.push(&f)) {
-                    if !std::mem::replace(&mut decode_failed, true) {
-                        warn!(camera = %cam.id, "decoder error: {e}");
-                    }
+                if let Some(Err(e)) = decoder.as_mut().map(|d| d.push(&f))
+                    && !std::mem::replace(&mut decode_failed, true)
+                {
+                    warn!(camera = %cam.id, "decoder error: {e}");
                 }
             }
             Ingest::Disconnected { reason, stalled } => {

@@ -92,11 +92,36 @@ impl Desk {
         self.seen.iter().filter(|m| m.topic == topic).collect()
     }
 
-    fn events(&self) -> Vec<EventMessage> {
-        self.on("gridwatch/e2e/events")
-            .iter()
-            .map(|m| serde_json::from_slice(&m.payload).expect("event JSON follows the contract"))
-            .collect()
+    /// Events as a consumer keeps them: deduplicated on (event_id, seq), as the
+    /// at-least-once contract asks (a crash mid-delivery sends one again), with the
+    /// time each first arrived. A repeat must be the same message.
+    fn events(&self) -> Vec<(EventMessage, Instant)> {
+        let mut seen: HashMap<(String, u64), EventMessage> = HashMap::new();
+        let mut out = Vec::new();
+        for m in self.on("gridwatch/e2e/events") {
+            let e: EventMessage = serde_json::from_slice(&m.payload).expect("event JSON follows the contract");
+            match seen.get(&(e.event_id.clone(), e.seq)) {
+                Some(first) => assert_eq!(first, &e, "a repeated (event_id, seq) must be the same message"),
+                None => {
+                    seen.insert((e.event_id.clone(), e.seq), e.clone());
+                    out.push((e, m.at));
+                }
+            }
+        }
+        out
+    }
+
+    /// Events that had their `new` but not yet their `end`.
+    fn open_events(&self) -> Vec<String> {
+        let mut open: Vec<String> = Vec::new();
+        for (e, _) in self.events() {
+            match e.event_type {
+                EventType::New => open.push(e.event_id),
+                EventType::End => open.retain(|id| *id != e.event_id),
+                EventType::Update => {}
+            }
+        }
+        open
     }
 }
 
@@ -179,7 +204,8 @@ track = ["person"]
 
 /// Asserts the contract on everything the desk saw; returns the events.
 fn check_contract(desk: &Desk) -> Vec<EventMessage> {
-    let events = desk.events();
+    let delivered = desk.events();
+    let events: Vec<EventMessage> = delivered.iter().map(|(e, _)| e.clone()).collect();
     // seq strictly increasing in arrival order.
     for w in events.windows(2) {
         assert!(w[1].seq > w[0].seq, "seq must increase: {} then {}", w[0].seq, w[1].seq);
@@ -203,8 +229,7 @@ fn check_contract(desk: &Desk) -> Vec<EventMessage> {
         assert_eq!(seq.last(), Some(&EventType::End), "event {id}: {seq:?}");
     }
     // Every snapshot arrives before the event naming it, and is the picture it describes.
-    let event_msgs = desk.on("gridwatch/e2e/events");
-    for (e, m) in events.iter().zip(&event_msgs) {
+    for (e, arrived) in &delivered {
         if e.event_type == EventType::End {
             continue;
         }
@@ -213,7 +238,7 @@ fn check_contract(desk: &Desk) -> Vec<EventMessage> {
         assert!(s.topic.starts_with("gridwatch/e2e/snapshots/") && s.topic.contains(&e.event_id), "{}", s.topic);
         let snap = desk.on(&s.topic);
         let snap = snap.first().unwrap_or_else(|| panic!("snapshot {} never arrived", s.topic));
-        assert!(snap.at <= m.at, "snapshot {} arrived after its event", s.topic);
+        assert!(snap.at <= *arrived, "snapshot {} arrived after its event", s.topic);
         assert_eq!(snap.payload.len(), s.bytes);
         let sha: String = Sha256::digest(&snap.payload).iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(sha, s.sha256, "sha256 of {}", s.topic);
@@ -293,8 +318,31 @@ fn daemon_publishes_the_contract_and_survives_restarts() {
     assert!(desk.wait_for(Duration::from_secs(15), last_status_is("offline")), "last will after SIGKILL");
     let log2 = daemon.log();
 
+    // Run 3: what SIGKILL left open gets its one `end`, and the contract holds over
+    // all three runs.
+    let left_open = desk.open_events();
+    assert!(!left_open.is_empty(), "SIGKILL while people are in view leaves events open");
+    let mut daemon = Daemon::start(&config, dir.join("run3.log"));
+    let n_before = desk.seen.len();
+    let ended = desk.wait_for(Duration::from_secs(20), |seen| {
+        let ends: Vec<EventMessage> = seen[n_before..]
+            .iter()
+            .filter(|m| m.topic == "gridwatch/e2e/events")
+            .filter_map(|m| serde_json::from_slice(&m.payload).ok())
+            .filter(|e: &EventMessage| e.event_type == EventType::End)
+            .collect();
+        left_open.iter().all(|id| ends.iter().any(|e| e.event_id == *id))
+    });
+    assert!(ended, "events open at SIGKILL {left_open:?} never ended; log:\n{}", daemon.log());
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait(Duration::from_secs(20)).is_some_and(|s| s.success()), "run 3 stops cleanly");
+    assert!(desk.wait_for(Duration::from_secs(5), last_status_is("stopped")));
+    let log3 = daemon.log();
+    check_contract(&desk);
+    assert!(desk.open_events().is_empty(), "every event ended: {:?}", desk.open_events());
+
     // Secrets stay secret: in logs and in everything published.
-    for (what, text) in [("run 1 log", &log1), ("run 2 log", &log2)] {
+    for (what, text) in [("run 1 log", &log1), ("run 2 log", &log2), ("run 3 log", &log3)] {
         assert!(!text.contains(PASSWORD), "{what} shows the camera password:\n{text}");
     }
     assert!(desk.seen.iter().all(|m| !m.payload.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes())));
