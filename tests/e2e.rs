@@ -350,6 +350,64 @@ fn daemon_publishes_the_contract_and_survives_restarts() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Polls what the desk receives until `cond` holds, or `timeout`.
+fn wait_until(desk: &mut Desk, timeout: Duration, cond: impl Fn(&Desk) -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !cond(desk) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        desk.wait_for(Duration::from_millis(200), |_| false);
+    }
+    true
+}
+
+fn last_health_state(desk: &Desk) -> String {
+    desk.on("gridwatch/e2e/walkway/health")
+        .last()
+        .and_then(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
+        .and_then(|h| h["state"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[test]
+fn camera_outage_ends_events_and_the_camera_comes_back() {
+    let dir = scratch("outage");
+    let broker = Mosquitto::start().expect("mosquitto");
+    let clip = fixture("video/vtest.h264");
+    let camera = RtspServer::start(0, &[("/walkway", clip.as_path())]).expect("RTSP server");
+    let port = camera.port();
+    let config = write_config(&dir, broker.port(), &camera.url("/walkway"));
+    let mut desk = Desk::connect(broker.port());
+    let mut daemon = Daemon::start(&config, dir.join("run.log"));
+    assert!(wait_until(&mut desk, Duration::from_secs(15), |d| !d.open_events().is_empty()), "{}", daemon.log());
+
+    // The camera goes away: its open events end within seconds, not when it returns.
+    let gone = Instant::now();
+    camera.stop();
+    let ended = wait_until(&mut desk, Duration::from_secs(10), |d| {
+        d.open_events().is_empty() && last_health_state(d) == "reconnecting"
+    });
+    assert!(ended, "open {:?}, health {}; log:\n{}", desk.open_events(), last_health_state(&desk), daemon.log());
+    eprintln!("events ended {:.1} s after the camera went away", gone.elapsed().as_secs_f32());
+
+    // It comes back on the same address: streaming again, new events.
+    let events_before = desk.events().len();
+    let _camera = RtspServer::start(port, &[("/walkway", clip.as_path())]).expect("RTSP server again");
+    let back = wait_until(&mut desk, Duration::from_secs(40), |d| {
+        last_health_state(d) == "streaming"
+            && d.events()[events_before..].iter().any(|(e, _)| e.event_type == EventType::New)
+    });
+    assert!(back, "health {}; log:\n{}", last_health_state(&desk), daemon.log());
+
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait(Duration::from_secs(20)).is_some_and(|s| s.success()), "{}", daemon.log());
+    assert!(desk.wait_for(Duration::from_secs(5), last_status_is("stopped")));
+    check_contract(&desk);
+    assert!(desk.open_events().is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn check_names_file_key_and_reason() {
     let dir = scratch("check");
