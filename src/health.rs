@@ -93,10 +93,6 @@ impl CameraHealth {
         f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    pub fn state(&self) -> CameraState {
-        self.with(|i| i.state)
-    }
-
     /// A session started streaming. Returns true when the state changed.
     pub fn connected(&self, info: &StreamInfo) -> bool {
         self.with(|i| {
@@ -196,7 +192,7 @@ mod tests {
     #[test]
     fn states_and_counters() {
         let h = CameraHealth::new("cam", true);
-        assert_eq!(h.state(), CameraState::Starting);
+        assert_eq!(h.report().state, CameraState::Starting);
         let info = StreamInfo {
             codec: Codec::H264,
             rfc6381_codec: "avc1.4d401e".into(),

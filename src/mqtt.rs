@@ -216,9 +216,13 @@ impl Publisher {
         // The event being delivered: its snapshot first, then the event itself.
         let mut current: Option<Pending> = None;
         let mut stopped_sent = false;
+        // Whether the outbox may hold something to send: set by whatever can change
+        // that (a push, an ack, a stop), so that pings and health acks do not each cost
+        // a query.
+        let mut look = true;
 
         loop {
-            if connected && current.is_none() && !stopped_sent {
+            if connected && look && current.is_none() && !stopped_sent {
                 match self.outbox.with_async(|o| o.oldest()).await {
                     Ok(Some(p)) => {
                         asked.push_back(publish_pending(client, &self.topics, &p).await);
@@ -228,7 +232,8 @@ impl Publisher {
                         self.say_stopped(client, &mut asked).await;
                         stopped_sent = true;
                     }
-                    Ok(None) => {}
+                    Ok(None) => look = false,
+                    // Keep looking: the next event of the connection tries again.
                     Err(e) => warn!("outbox: {e}"),
                 }
             }
@@ -271,6 +276,7 @@ impl Publisher {
                                 Err(e) => warn!(seq, "outbox: cannot mark event delivered: {e}"),
                             }
                             current = None;
+                            look = true;
                         }
                         Some(Tag::Stopped) => {
                             goodbye(client, &mut events).await;
@@ -287,9 +293,10 @@ impl Publisher {
                     }
                     self.latest.insert(r.topic, r.payload);
                 }
-                _ = self.wake.notified(), if current.is_none() => {}
+                _ = self.wake.notified(), if current.is_none() => look = true,
                 _ = self.stop.cancelled(), if self.drain_deadline.is_none() => {
                     self.drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
+                    look = true; // an empty outbox now means: say "stopped"
                 }
                 _ = tokio::time::sleep_until(deadline), if self.drain_deadline.is_some() => {
                     let left = self.outbox.with_async(|o| o.pending_count()).await.unwrap_or(0);
