@@ -1,0 +1,7 @@
+//! End-to-end tests on real parts: mosquitto, GStreamer's RTSP server streaming the
+//! street clip, the real model, and `gridwatch` itself as a separate process, watched
+//! through the broker the way the duty desk watches it. One test binary (builds are
+//! slow); one module per area.
+
+mod slice;
+mod support;
