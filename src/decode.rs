@@ -482,6 +482,7 @@ mod tests {
                 pts: Duration::from_millis(100 * i),
                 received_at: SystemTime::now(),
                 keyframe: true,
+                lost_packets: 0,
             };
             decoder.push(&garbage).unwrap();
         }

@@ -21,4 +21,5 @@ pub mod picture;
 pub mod redact;
 pub mod rtsp_server;
 pub mod snapshot;
+pub mod tls;
 pub mod track;
