@@ -45,7 +45,7 @@ pub struct HealthReport {
     /// RTP packets that never arrived, since start.
     pub packets_lost: u64,
     /// This camera's snapshots and events dropped to keep the outbox within
-    /// storage.max_bytes, since start.
+    /// storage.max_bytes, over the outbox's life.
     pub snapshots_evicted: u64,
     pub events_evicted: u64,
 }

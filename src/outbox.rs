@@ -82,6 +82,7 @@ impl Outbox {
             .execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=5000;")
             .map_err(|e| outbox.err(e))?;
         outbox.migrate()?;
+        outbox.evictions = outbox.load_evictions()?;
         Ok(outbox)
     }
 
@@ -120,7 +121,8 @@ impl Outbox {
                  );
                  CREATE INDEX events_pending ON events (seq) WHERE delivered = 0;
                  CREATE TABLE snapshots (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, jpeg BLOB NOT NULL);
-                 CREATE TABLE IF NOT EXISTS open_events (event_id TEXT PRIMARY KEY, last_message TEXT NOT NULL);",
+                 CREATE TABLE IF NOT EXISTS open_events (event_id TEXT PRIMARY KEY, last_message TEXT NOT NULL);
+                 CREATE TABLE evictions (camera TEXT PRIMARY KEY, snapshots INTEGER NOT NULL, events INTEGER NOT NULL);",
             )
             .map_err(err)?;
             // The first release kept pending events and their pictures in one table.
@@ -144,6 +146,14 @@ impl Outbox {
         tx.commit().map_err(err)
     }
 
+    fn load_evictions(&self) -> Result<HashMap<String, Evictions>, OutboxError> {
+        let mut stmt = self.conn.prepare("SELECT camera, snapshots, events FROM evictions").map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, Evictions { snapshots: r.get(1)?, events: r.get(2)? })))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
     fn err(&self, source: rusqlite::Error) -> OutboxError {
         OutboxError::Sqlite { path: self.path.clone(), source }
     }
@@ -165,16 +175,24 @@ impl Outbox {
         let jpeg_len = ev.snapshot_jpeg.as_ref().map_or(0, |j| j.len() as u64);
         let room =
             make_room(&tx, self.budget, payload.len() as u64 + jpeg_len + ROW_OVERHEAD, jpeg_len).map_err(err)?;
-        for (camera, evicted) in &room.evicted {
-            let e = self.evictions.entry(camera.clone()).or_default();
-            e.snapshots += evicted.snapshots;
-            e.events += evicted.events;
-        }
+        let mut room = room;
         let camera = ev.message.camera.clone();
         if room.drop_own_snapshot && ev.snapshot_jpeg.take().is_some() {
             warn!(camera = %camera, seq, budget = self.budget, "storage budget too small for this snapshot; the event goes without it");
             payload = without_snapshot(&payload)?;
-            self.evictions.entry(camera.clone()).or_default().snapshots += 1;
+            room.evicted.entry(camera.clone()).or_default().snapshots += 1;
+        }
+        let mut counted = Vec::new();
+        for (cam, evicted) in &room.evicted {
+            let mut e = self.evictions.get(cam).copied().unwrap_or_default();
+            e.snapshots += evicted.snapshots;
+            e.events += evicted.events;
+            tx.execute(
+                "INSERT OR REPLACE INTO evictions (camera, snapshots, events) VALUES (?1, ?2, ?3)",
+                params![cam, e.snapshots, e.events],
+            )
+            .map_err(err)?;
+            counted.push((cam.clone(), e));
         }
         tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_seq', ?1)", params![seq]).map_err(err)?;
         tx.execute(
@@ -195,6 +213,8 @@ impl Outbox {
         }
         .map_err(err)?;
         tx.commit().map_err(err)?;
+        // Only what is on disk counts.
+        self.evictions.extend(counted);
         Ok(seq)
     }
 
@@ -248,7 +268,7 @@ impl Outbox {
         used_bytes(&self.conn).map_err(|e| self.err(e))
     }
 
-    /// Evictions per camera since the outbox was opened.
+    /// Evictions per camera over the outbox's life (kept across restarts).
     pub fn evictions(&self) -> &HashMap<String, Evictions> {
         &self.evictions
     }
@@ -548,6 +568,9 @@ mod tests {
         assert!(ob.used_bytes().unwrap() <= base + 400_000, "{} > budget", ob.used_bytes().unwrap());
         let c = *ob.evictions().get("c").unwrap();
         assert!(c.snapshots >= 2 && c.events == 0, "{c:?}");
+        drop(ob);
+        let ob = Outbox::open(&dir).unwrap();
+        assert_eq!(ob.evictions().get("c"), Some(&c), "counts survive a restart");
         assert_eq!(ob.pending_count().unwrap(), 6, "no event lost while pictures could go");
         let first = ob.oldest().unwrap().unwrap();
         assert_eq!((first.seq, first.snapshot.is_none()), (4, true));
