@@ -59,7 +59,8 @@ impl Default for IngestOptions {
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A session that streamed this long counts as healthy: the next retry starts fast.
-const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+/// Long enough that a camera which accepts and then drops at once keeps backing off.
+const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 
 /// `url` with any user name and password replaced by `***`, for logs and status.
 pub fn redact_url(url: &Url) -> String {
