@@ -2,7 +2,7 @@
 # Cross-builds gridwatch for aarch64 (arm64) on a Debian 12 x86_64 machine without
 # containers, then proves the binary under qemu-user: `gridwatch --version`, `gridwatch
 # detect --json` on a photo compared with this machine's native run (same labels, IoU >=
-# 0.99, score within 0.01), and the library's unit tests (`cargo test --release --lib`).
+# 0.99, score within 0.01) on every photo in tests/fixtures/photos, and the library's unit tests (`cargo test --release --lib`).
 #
 # What it uses: rustup's aarch64-unknown-linux-gnu target, Debian's aarch64 gcc, an arm64
 # sysroot extracted by mmdebstrap into target/aarch64-sysroot (made once, reused), qemu-user
@@ -24,7 +24,7 @@ SYSROOT=$ROOT/target/aarch64-sysroot
 export CARGO_TARGET_DIR=$ROOT/target/aarch64
 OUT=$CARGO_TARGET_DIR/$TRIPLE/release
 JOBS=${GRIDWATCH_JOBS:-2}
-PHOTO=tests/fixtures/photos/darknet_dog.jpg
+PHOTOS=(tests/fixtures/photos/*.jpg)
 RUN_TESTS=1
 [ "${1:-}" = "--no-test" ] && RUN_TESTS=0
 
@@ -166,32 +166,39 @@ version=$(qrun "$OUT/gridwatch" --version)
 say "  $version"
 step_end
 
-step_start "gridwatch detect --json $PHOTO under qemu, and natively"
-arm_json=$(qrun "$OUT/gridwatch" detect --json --onnxruntime "$ORT_LIB" "$PHOTO")
+step_start "gridwatch detect --json on ${#PHOTOS[@]} photos under qemu, and natively"
+arm_json=$(qrun "$OUT/gridwatch" detect --json --onnxruntime "$ORT_LIB" "${PHOTOS[@]}")
 native_bin=$ROOT/target/release/gridwatch
 [ -x "$native_bin" ] || cargo build --release -j"$JOBS" --bin gridwatch --target-dir "$ROOT/target"
-x86_json=$("$native_bin" detect --json "$PHOTO")
+x86_json=$("$native_bin" detect --json "${PHOTOS[@]}")
 step_end
 if ! python3 - "$x86_json" "$arm_json" <<'PY'
 import json, sys
-x86, arm = (json.loads(s)["detections"] for s in sys.argv[1:3])
+def lines(text):
+    return {d["image"]: d["detections"] for d in map(json.loads, text.splitlines())}
+x86, arm = lines(sys.argv[1]), lines(sys.argv[2])
 def iou(a, b):
     w = max(0.0, min(a[2], b[2]) - max(a[0], b[0])); h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = w * h
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
-ok = len(x86) == len(arm) and len(x86) > 0
-for d in x86:
-    # the aarch64 detection of the same label that overlaps this one most
-    same = [e for e in arm if e["label"] == d["label"]]
-    best = max(same, key=lambda e: iou(d["box"], e["box"]), default=None)
-    if best is None:
-        print(f"cross-aarch64:   x86_64 {d['label']} {d['score']:.4f}: no aarch64 match"); ok = False; continue
-    i, ds = iou(d["box"], best["box"]), abs(d["score"] - best["score"])
-    good = i >= 0.99 and ds <= 0.01
-    ok &= good
-    print(f"cross-aarch64:   {d['label']:<10} x86_64 {d['score']:.4f} aarch64 {best['score']:.4f}  IoU {i:.4f}  {'ok' if good else 'DIFFERENT'}")
-print(f"cross-aarch64:   {len(x86)} detections on x86_64, {len(arm)} on aarch64")
+ok = x86.keys() == arm.keys() and len(x86) > 0
+worst_iou, worst_ds, total = 1.0, 0.0, 0
+for image, want in x86.items():
+    got = arm.get(image, [])
+    ok &= len(want) == len(got) and len(want) > 0
+    for d in want:
+        # the aarch64 detection of the same label that overlaps this one most
+        best = max((e for e in got if e["label"] == d["label"]), key=lambda e: iou(d["box"], e["box"]), default=None)
+        if best is None:
+            print(f"cross-aarch64:   {image}: x86_64 {d['label']} {d['score']:.4f} has no aarch64 match"); ok = False; continue
+        i, ds = iou(d["box"], best["box"]), abs(d["score"] - best["score"])
+        total += 1; worst_iou = min(worst_iou, i); worst_ds = max(worst_ds, ds)
+        if i < 0.99 or ds > 0.01:
+            ok = False
+            print(f"cross-aarch64:   {image}: {d['label']} x86_64 {d['score']:.4f} aarch64 {best['score']:.4f} IoU {i:.4f}: DIFFERENT")
+    print(f"cross-aarch64:   {image}: {len(want)} detections on x86_64, {len(got)} on aarch64")
+print(f"cross-aarch64:   {total} detections matched; lowest IoU {worst_iou:.4f}, largest score difference {worst_ds:.4f}")
 sys.exit(0 if ok else 1)
 PY
 then

@@ -23,8 +23,7 @@ fn repo(rel: &str) -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    out
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
 fn text(out: &Output) -> String {
@@ -47,7 +46,7 @@ fn verify(unit: &Path) -> Output {
 
 /// `key=value` lines of the unit (last one wins), for the settings the daemon relies on.
 fn setting<'a>(unit: &'a str, key: &str) -> Option<&'a str> {
-    unit.lines().filter_map(|l| l.strip_prefix(key)?.strip_prefix('=')).last()
+    unit.lines().filter_map(|l| l.strip_prefix(key)?.strip_prefix('=')).next_back()
 }
 
 #[test]
