@@ -218,11 +218,13 @@ then
 fi
 
 # 7. Unit tests, built for aarch64 and run by cargo through the qemu runner.
-# Skipped under emulation: this test times 40 frames from after it builds its decoder,
-# and the first decoder in a process loads GStreamer and libav, which takes over a second
-# under qemu (well under one on the device); the frames queued meanwhile then arrive in
-# a burst and the test reads the server as "too fast" (5 of 6 runs here failed so).
-SKIP_UNDER_QEMU=(camera::tests::ingests_and_decodes_h264)
+# Skipped under emulation: these two time 40 frames from after they build a decoder,
+# and the first decoder in a process loads GStreamer and libav, which takes over a
+# second under qemu (far less on the device); the frames queued meanwhile arrive in a
+# burst and the test takes the server for "too fast". Whichever of the two builds the
+# first decoder fails (6 of 7 runs here). The decoder itself is still tested under qemu
+# by decode::tests (1080p burst, garbage input, frame-rate gate).
+SKIP_UNDER_QEMU=(camera::tests::ingests_and_decodes_h264 camera::tests::ingests_and_decodes_h265)
 if [ "$RUN_TESTS" = 1 ]; then
   say "skipping under qemu: ${SKIP_UNDER_QEMU[*]} (timing; see the comment in this script)"
   step_start "cargo test --release --lib --target $TRIPLE (under qemu)"
