@@ -23,6 +23,9 @@ PACKAGES=(
   openssl
   libturbojpeg0-dev
   python3-pip
+  # Package tests: systemd-analyze checks the unit offline; python3-seccomp lets
+  # scripts/unit-seccomp-run.py apply the unit's seccomp policy without systemd.
+  systemd python3-seccomp
 )
 
 say() { printf 'setup: %s\n' "$*"; }

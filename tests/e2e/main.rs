@@ -4,5 +4,6 @@
 //! slow); one module per area.
 
 mod faults;
+mod package;
 mod slice;
 mod support;
