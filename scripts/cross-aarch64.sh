@@ -218,20 +218,11 @@ then
 fi
 
 # 7. Unit tests, built for aarch64 and run by cargo through the qemu runner.
-# Skipped under emulation: these two time 40 frames from after they build a decoder,
-# and the first decoder in a process loads GStreamer and libav, which takes over a
-# second under qemu (far less on the device); the frames queued meanwhile arrive in a
-# burst and the test takes the server for "too fast". Whichever of the two builds the
-# first decoder fails (6 of 7 runs here). The decoder itself is still tested under qemu
-# by decode::tests (1080p burst, garbage input, frame-rate gate).
-SKIP_UNDER_QEMU=(camera::tests::ingests_and_decodes_h264 camera::tests::ingests_and_decodes_h265)
 if [ "$RUN_TESTS" = 1 ]; then
-  say "skipping under qemu: ${SKIP_UNDER_QEMU[*]} (timing; see the comment in this script)"
   step_start "cargo test --release --lib --target $TRIPLE (under qemu)"
   log=$CARGO_TARGET_DIR/unit-tests.log
   rc=0
-  cargo test --release --lib --target "$TRIPLE" -j"$JOBS" -- \
-    $(printf -- '--skip %s ' "${SKIP_UNDER_QEMU[@]}") "${TEST_ARGS[@]}" >"$log" 2>&1 || rc=$?
+  cargo test --release --lib --target "$TRIPLE" -j"$JOBS" -- "${TEST_ARGS[@]}" >"$log" 2>&1 || rc=$?
   grep -E '^test result|^test .*FAILED|panicked' "$log" | sed 's/^/cross-aarch64:   /' || true
   [ "$rc" -eq 0 ] || die "aarch64 unit tests failed (exit $rc; log: $log)"
   step_end
