@@ -237,7 +237,8 @@ impl CameraPipeline {
                 .name(format!("analyse-{}", cam.id))
                 .spawn(move || analyse(&cam, &shared, &health, frame_rx, &shutdown))?
         };
-        let opts = IngestOptions { stall_timeout: Duration::from_secs(cam.stall_timeout_s), ..IngestOptions::default() };
+        let opts =
+            IngestOptions { stall_timeout: Duration::from_secs(cam.stall_timeout_s), ..IngestOptions::default() };
         let ingest = tokio::spawn(camera::run(cam.id.clone(), url, opts, ingest_tx, shutdown.clone()));
         Ok(CameraPipeline { ingest, threads: [decode, analysis] })
     }
