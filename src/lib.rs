@@ -21,5 +21,6 @@ pub mod picture;
 pub mod redact;
 pub mod rtsp_server;
 pub mod snapshot;
+pub mod stages;
 pub mod tls;
 pub mod track;
