@@ -5,6 +5,7 @@
 //! `track` (object lifecycle) -> `event` (ids, snapshots) -> `outbox` (SQLite) -> `mqtt`.
 //! `daemon` wires them together; `commands` holds the CLI's subcommands.
 
+pub mod bench;
 pub mod camera;
 pub mod commands;
 pub mod config;
