@@ -344,11 +344,13 @@ fn analyse(
         let sign = tamper.as_mut().zip(grey.as_ref()).and_then(|(t, g)| t.observe(g));
         let moved = motion.as_mut().zip(grey.as_ref()).map(|(m, g)| m.observe(g));
 
-        // The gate: detect when something moves, while any object is unsettled (new,
-        // moving, or missing), and otherwise only every `recheck`.
+        // The gate: detect when something moves, while any confirmed object is unsettled
+        // (moving, or missing), and otherwise only every `recheck`.
         let due = last_detect.is_none_or(|t| now.duration_since(t).unwrap_or_default() >= recheck);
-        let unsettled =
-            tracker.tracks().iter().any(|t| t.misses > 0 || engine.still_for(t.id, now) < rules::STOPPED_AFTER);
+        let unsettled = tracker
+            .tracks()
+            .iter()
+            .any(|t| t.confirmed && (t.misses > 0 || engine.still_for(t.id, now) < rules::STOPPED_AFTER));
         let run = match &moved {
             None => true,
             Some(m) => m.moving || m.recalibrated || due || unsettled,

@@ -247,7 +247,12 @@ impl RuleEngine {
                 }
             }
             if let Some(r) = &rules.occupation {
-                for t in tracks.iter().filter(|t| t.established && r.classes.contains(&t.class_id)).filter(in_zone) {
+                let vehicles: Vec<&TrackView> = tracks
+                    .iter()
+                    .filter(|t| t.established && r.classes.contains(&t.class_id))
+                    .filter(in_zone)
+                    .collect();
+                for t in distinct(vehicles) {
                     let still = since(self.objects[&t.id].anchor_at);
                     if still >= r.after {
                         out.push(one("occupation", t, json!({ "dwell_s": dwell(still) })));
@@ -255,7 +260,12 @@ impl RuleEngine {
                 }
             }
             if let Some(r) = &rules.abandoned {
-                for t in tracks.iter().filter(|t| t.established && r.classes.contains(&t.class_id)).filter(in_zone) {
+                let items: Vec<&TrackView> = tracks
+                    .iter()
+                    .filter(|t| t.established && r.classes.contains(&t.class_id))
+                    .filter(in_zone)
+                    .collect();
+                for t in distinct(items) {
                     let still = since(self.objects[&t.id].anchor_at);
                     let near = persons.iter().any(|p| is_near(&p.bbox, &t.bbox));
                     if near || still < STOPPED_AFTER {
@@ -272,6 +282,20 @@ impl RuleEngine {
         }
         out
     }
+}
+
+/// One track per physical object: the detector may see one van as a car and a truck at
+/// once (two tracks, one box); the oldest track speaks for it, so its incident keeps one
+/// key for as long as possible.
+fn distinct(mut tracks: Vec<&TrackView>) -> Vec<&TrackView> {
+    tracks.sort_by_key(|t| t.id);
+    let mut kept: Vec<&TrackView> = Vec::new();
+    for t in tracks {
+        if !kept.iter().any(|k| k.bbox.iou(&t.bbox) > 0.5) {
+            kept.push(t);
+        }
+    }
+    kept
 }
 
 /// Whether a person box is within reach of an item: closer than the person's height.
@@ -350,7 +374,7 @@ mod tests {
     fn occupation_is_for_vehicles_that_stay_abandoned_for_items_left_alone() {
         let mut e = engine("[cameras.zones.occupation]\nseconds = 3\n[cameras.zones.abandoned]\nseconds = 2\n");
         let got = run(&mut e, 40, |f| {
-            let mut v = vec![t(1, 2, 10.0, 90.0), t(3, 28, 60.0, 95.0)]; // a car, a suitcase
+            let mut v = vec![t(1, 2, 10.0, 90.0), t(3, 28, 60.0, 95.0), t(5, 7, 11.0, 90.0)]; // car, suitcase, car as truck
             if f < 8 {
                 v.push(t(2, 0, 5.0 + 4.0 * f as f32, 70.0)); // a person walking past
             }
@@ -360,6 +384,7 @@ mod tests {
             v
         });
         let first = |k: &str| got.iter().find(|g| g.1.starts_with(k)).map(|g| g.0);
+        assert!(!got.iter().any(|g| g.1 == "occupation/lane/5"), "the same car seen as a truck is one vehicle");
         assert_eq!(first("occupation/lane/1"), Some(15), "{got:?}");
         assert!(!got.iter().any(|g| g.1.contains("/2")), "the walker makes none: {got:?}");
         let ab = first("abandoned/lane/3").expect("abandoned");
