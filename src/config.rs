@@ -738,10 +738,10 @@ fn camera_rule_problems(cam: &CameraConfig, labels: Option<&Labels>) -> Vec<(Str
     if let Some(t) = &cam.tamper {
         secs("tamper.seconds", t.seconds, &mut bad);
     }
-    if let Some(o) = &cam.camera_offline {
-        if !(o.seconds >= 1.0 && o.seconds <= 86_400.0) {
-            bad("camera_offline.seconds".into(), format!("{} is outside 1..=86400 seconds", o.seconds));
-        }
+    if let Some(o) = &cam.camera_offline
+        && !(1.0..=86_400.0).contains(&o.seconds)
+    {
+        bad("camera_offline.seconds".into(), format!("{} is outside 1..=86400 seconds", o.seconds));
     }
     out
 }
@@ -931,6 +931,78 @@ track = ["person", "car"]
         let broken = GOOD.replace("stream1\"", "stream1");
         let err = parse(&broken).unwrap_err().to_string();
         assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    const RULES: &str = r#"
+[cameras.motion]
+recheck_s = 2
+[cameras.filters.person]
+min_score = 0.6
+masks = [[[0.0, 0.0], [0.2, 0.0], [0.2, 0.2]]]
+[[cameras.privacy_masks]]
+points = [[0.0, 0.8], [0.3, 0.8], [0.3, 1.0]]
+[cameras.tamper]
+[cameras.camera_offline]
+seconds = 60
+[[cameras.zones]]
+name = "fire-lane"
+points = [[0.1, 0.5], [0.9, 0.5], [0.9, 0.9], [0.1, 0.9]]
+[cameras.zones.intrusion]
+schedule = "22:00-06:00"
+[cameras.zones.occupation]
+seconds = 600
+[cameras.zones.crowd]
+count = 8
+seconds = 30
+"#;
+
+    #[test]
+    fn rules_load_with_defaults() {
+        let cfg = parse(&format!("{GOOD}{RULES}")).unwrap();
+        let cam = &cfg.cameras[0];
+        assert_eq!(cam.zones[0].name, "fire-lane");
+        assert_eq!(cam.zones[0].inertia, 3);
+        assert_eq!(cam.zones[0].intrusion.as_ref().unwrap().labels, ["person"]);
+        assert!(cam.zones[0].occupation.as_ref().unwrap().labels.contains(&"truck".to_string()));
+        assert_eq!(cam.tamper.as_ref().unwrap().seconds, 10.0);
+        assert_eq!(cam.filter("person").min_score, Some(0.6));
+        assert_eq!(cam.filter("car").confirm_score, 0.6);
+        assert_eq!(cam.snapshot.max_bytes, 150_000, "[snapshot] reaches every camera");
+        let tracked = cam.tracked_labels();
+        assert!(
+            tracked.starts_with(&["person".to_string(), "car".to_string()]) && tracked.contains(&"bus".to_string())
+        );
+    }
+
+    #[test]
+    fn rule_problems_name_the_key_path() {
+        let text = format!("{GOOD}{RULES}")
+            .replace("[[0.1, 0.5], [0.9, 0.5], [0.9, 0.9], [0.1, 0.9]]", "[[0.1, 0.5], [1.2, 0.5], [0.9, 0.9]]")
+            .replace("[[0.0, 0.8], [0.3, 0.8], [0.3, 1.0]]", "[[0.0, 0.8], [0.3, 0.8]]")
+            .replace("22:00-06:00", "22h-6h")
+            .replace("count = 8", "count = 1")
+            .replace("[cameras.zones.occupation]", "[cameras.zones.occupation]\nlabels = [\"tank\"]");
+        let p = problems(&text);
+        let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "cameras[0].privacy_masks[0].points",
+                "cameras[0].zones[0].points",
+                "cameras[0].zones[0].intrusion.schedule",
+                "cameras[0].zones[0].crowd.count",
+                "cameras[0].zones[0].occupation.labels",
+            ],
+            "{p:?}"
+        );
+        assert!(p[0].reason.contains("at least 3"), "{}", p[0].reason);
+        assert!(p[1].reason.contains("[1.2, 0.5]") && p[1].reason.contains("0..1"), "{}", p[1].reason);
+        assert!(p[2].reason.contains("HH:MM-HH:MM"), "{}", p[2].reason);
+        assert!(p[4].reason.contains("\"tank\""), "{}", p[4].reason);
+        let dup = format!("{GOOD}{RULES}[[cameras.zones]]\nname = \"fire-lane\"\npoints = [[0, 0], [1, 0], [1, 1]]\n");
+        assert_eq!(problems(&dup)[0].key, "cameras[0].zones[1].name");
+        let unknown = parse(&format!("{GOOD}{RULES}").replace("count = 8", "count = 8\npeople = 3")).unwrap_err();
+        assert!(unknown.to_string().contains("cameras[0].zones[0].crowd.people"), "{unknown}");
     }
 
     #[test]

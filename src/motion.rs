@@ -40,7 +40,7 @@ impl Grey {
         let step = img.width().div_ceil(GREY_WIDTH).max(1);
         let (width, height) = ((img.width() / step) as usize, (img.height() / step) as usize);
         let mut data = vec![0u8; width * height];
-        let n = (step * step) as u32;
+        let n = step * step;
         for gy in 0..height {
             for gx in 0..width {
                 let mut sum = 0u32;
