@@ -240,11 +240,15 @@ fn tamper_offline_and_a_still_scene() {
     let dir = scratch("tamper");
     let frame = fixture("reference/frames/vtest_f0200.png");
     let png = format!("filesrc location={} ! pngdec", frame.display());
-    // Normal, blacked out, normal, blurred (scaled down to 32x24 and up again), normal.
+    // Normal, blacked out, normal, blurred (scaled down to 32x24 and up again), normal,
+    // turned (the view upside down, as if the camera was knocked round), normal.
     let blurred = format!("{png} ! videoconvert ! videoscale ! video/x-raw,width=32,height=24");
     let black = "videotestsrc pattern=black num-buffers=1 ! video/x-raw,width=768,height=576";
+    let turned = format!("{png} ! videoconvert ! videoflip video-direction=180");
     let tamper_clip = dir.join("tamper.h265");
-    make_clip(&tamper_clip, &[(&png, 40), (black, 50), (&png, 40), (&blurred, 50), (&png, 40)]);
+    let parts =
+        [(&png, 40), (&black.to_string(), 50), (&png, 40), (&blurred, 50), (&png, 40), (&turned, 50), (&png, 40)];
+    make_clip(&tamper_clip, &parts.map(|(s, n)| (s.as_str(), n)));
     let still_clip = dir.join("still.h265");
     make_clip(&still_clip, &[(&png, 30)]);
 
@@ -261,7 +265,8 @@ fn tamper_offline_and_a_still_scene() {
     let mut desk = Desk::connect(broker.port());
     let mut daemon = Daemon::start(&config, dir.join("run.log"));
 
-    // The clip plays 22 s: blocked from 4 s to 9 s, defocused from 13 s to 18 s.
+    // The clip plays 31 s: blocked from 4 s to 9 s, defocused from 13 s to 18 s, turned
+    // from 22 s to 27 s.
     let tampers = |d: &Desk, cause: &str| {
         d.events()
             .into_iter()
@@ -272,7 +277,8 @@ fn tamper_offline_and_a_still_scene() {
     };
     let ended = |d: &Desk, cause: &str| tampers(d, cause).iter().any(|e| e.event_type == EventType::End);
     let deadline = Instant::now() + Duration::from_secs(45);
-    while !(ended(&desk, "blocked") && ended(&desk, "defocused")) && Instant::now() < deadline {
+    let causes = ["blocked", "defocused", "moved"];
+    while !causes.iter().all(|c| ended(&desk, c)) && Instant::now() < deadline {
         desk.wait_for(Duration::from_millis(500), |_| false);
     }
     let summary = |d: &Desk| {
@@ -281,10 +287,12 @@ fn tamper_offline_and_a_still_scene() {
             .map(|(e, _)| format!("{} {} {} {:?} {}", e.camera, e.kind, e.event_type.as_str(), e.detail, e.at))
             .collect::<Vec<_>>()
     };
-    assert!(ended(&desk, "blocked"), "{:#?}\n{}", summary(&desk), daemon.log());
-    assert!(ended(&desk, "defocused"), "{:#?}\n{}", summary(&desk), daemon.log());
-    for cause in ["blocked", "defocused"] {
+    for cause in causes {
+        assert!(ended(&desk, cause), "{cause}: {:#?}\n{}", summary(&desk), daemon.log());
+    }
+    for cause in causes {
         let life = tampers(&desk, cause);
+        assert_eq!(life.len(), 2, "{cause}: one new, one end: {:#?}", summary(&desk));
         let new = life.iter().find(|e| e.event_type == EventType::New).expect("new");
         let end = life.iter().find(|e| e.event_type == EventType::End).unwrap();
         let secs = |t: &str| humantime::parse_rfc3339(t).unwrap();
