@@ -411,7 +411,6 @@ fn track_views(tracker: &Tracker) -> Vec<TrackView> {
             score: t.score,
             confirmed: t.confirmed,
             established: t.confirmed || tracker.is_established(t),
-            misses: t.misses,
         })
         .collect()
 }

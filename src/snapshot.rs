@@ -9,7 +9,7 @@
 
 use image::{Rgb, RgbImage};
 
-use crate::config::CameraConfig;
+use crate::config::{CameraConfig, SnapshotConfig};
 use crate::detect::BBox;
 use crate::zone::Polygon;
 
@@ -47,9 +47,9 @@ impl Renderer {
         }
     }
 
-    /// A renderer without masks or crop, `quality` and the default 150 KB cap.
+    /// A renderer without masks or crop, `quality` and the default size cap.
     pub fn plain(quality: u8) -> Renderer {
-        Renderer { privacy: Vec::new(), quality, max_bytes: 150_000, crop: false }
+        Renderer { privacy: Vec::new(), quality, max_bytes: SnapshotConfig::default().max_bytes, crop: false }
     }
 
     /// Draws `outlines` and `boxes` (frame pixels) on a copy of `img`, blacks out the

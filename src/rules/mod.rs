@@ -39,7 +39,6 @@ pub struct TrackView {
     pub confirmed: bool,
     /// Seen often and surely enough to be real, moving or not (parked cars, left bags).
     pub established: bool,
-    pub misses: u32,
 }
 
 /// A rule that holds now.
@@ -324,7 +323,7 @@ mod tests {
 
     fn t(id: u64, class_id: usize, x: f32, y: f32) -> TrackView {
         let bbox = BBox { x1: x, y1: y - 40.0, x2: x + 20.0, y2: y };
-        TrackView { id, class_id, bbox, score: 0.8, confirmed: true, established: true, misses: 0 }
+        TrackView { id, class_id, bbox, score: 0.8, confirmed: true, established: true }
     }
 
     /// Runs `frames` at 5 fps; returns the incidents' (frame, kind, detail) per frame.
