@@ -325,13 +325,13 @@ fn analyse(
                     let size = last.as_ref().map_or((0, 0), |f| f.image.dimensions());
                     let gone = tracker.drain_confirmed();
                     let out = events.end_all(&gone, size, None);
-                    store(&cam.id, shared, &mut events, out);
+                    store(&cam.id, shared, out, |id| events.discard(id));
                     engine.observe(SystemTime::now(), &[], size);
                     // Zone and tamper incidents end; the camera may be offline.
                     let last_at = last.as_ref().map(|f| f.captured_at);
                     let offline = camera_rules.offline(silent, last_at).into_iter().collect();
                     let out = rule_events.on_frame(offline, SystemTime::now(), last.as_ref());
-                    store_rules(&cam.id, shared, &mut rule_events, out);
+                    store(&cam.id, shared, out, |id| rule_events.discard(id));
                 }
                 continue;
             }
@@ -383,20 +383,20 @@ fn analyse(
         changes.retain(|(_, t)| object_labels.contains(&t.class_id));
         if !changes.is_empty() {
             let out = events.on_frame_in_zones(&changes, &frame, &|id| engine.zones_of(id));
-            store(&cam.id, shared, &mut events, out);
+            store(&cam.id, shared, out, |id| events.discard(id));
         }
         let mut incidents = engine.evaluate(now, &views);
         incidents.extend(camera_rules.tamper(now, sign));
         let out = rule_events.on_frame(incidents, now, Some(&frame));
-        store_rules(&cam.id, shared, &mut rule_events, out);
+        store(&cam.id, shared, out, |id| rule_events.discard(id));
         last = Some(frame);
     }
     let open = tracker.drain_confirmed();
     let size = last.as_ref().map_or((0, 0), |f| f.image.dimensions());
     let out = events.end_all(&open, size, Some(SystemTime::now()));
-    store(&cam.id, shared, &mut events, out);
+    store(&cam.id, shared, out, |id| events.discard(id));
     let out = rule_events.end_all(Some(SystemTime::now()));
-    store_rules(&cam.id, shared, &mut rule_events, out);
+    store(&cam.id, shared, out, |id| rule_events.discard(id));
 }
 
 /// The tracker's objects as the rules see them.
@@ -415,42 +415,25 @@ fn track_views(tracker: &Tracker) -> Vec<TrackView> {
         .collect()
 }
 
-/// Puts rule events into the outbox, like `store` does for object events.
-fn store_rules(camera: &str, shared: &Shared, events: &mut RuleEvents, out: Vec<Outgoing>) {
+/// Puts events into the outbox (numbering them) and wakes the publisher; an event whose
+/// `new` cannot be stored is `discard`ed, so nothing later refers to it.
+fn store(camera: &str, shared: &Shared, out: Vec<Outgoing>, mut discard: impl FnMut(&str)) {
     for ev in out {
         let m = &ev.message;
-        let (event_type, kind, id) = (m.event_type, m.kind.clone(), m.event_id.clone());
-        let detail = m.detail.as_ref().map(|d| d.to_string()).unwrap_or_default();
-        let zones = m.zones.join(",");
+        let (event_type, id) = (m.event_type, m.event_id.clone());
+        let what = match &m.detail {
+            None => format!("{} {} (score {:.2})", m.label, event_type.as_str(), m.score),
+            Some(d) => format!("{} {} in [{}] {d}", m.kind, event_type.as_str(), m.zones.join(",")),
+        };
         match shared.outbox.with(|o| o.push(ev)) {
             Ok(seq) => {
-                info!(camera = %camera, seq, event = %id, zones = %zones, "{kind} {} {detail}", event_type.as_str());
+                info!(camera = %camera, seq, event = %id, "{what}");
                 shared.wake.notify_one();
             }
             Err(e) => {
-                error!(camera = %camera, event = %id, "cannot store the {kind} {} event, so it is not sent: {e}", event_type.as_str());
+                error!(camera = %camera, event = %id, "cannot store the event ({what}), so it is not sent: {e}");
                 if event_type == EventType::New {
-                    events.discard(&id);
-                }
-            }
-        }
-    }
-}
-
-/// Puts events into the outbox (numbering them) and wakes the publisher.
-fn store(camera: &str, shared: &Shared, events: &mut ObjectEvents, out: Vec<Outgoing>) {
-    for ev in out {
-        let m = &ev.message;
-        let (event_type, label, id, score) = (m.event_type, m.label.clone(), m.event_id.clone(), m.score);
-        match shared.outbox.with(|o| o.push(ev)) {
-            Ok(seq) => {
-                info!(camera = %camera, seq, event = %id, "{label} {} (score {score:.2})", event_type.as_str());
-                shared.wake.notify_one();
-            }
-            Err(e) => {
-                error!(camera = %camera, event = %id, "cannot store the {label} {} event, so it is not sent: {e}", event_type.as_str());
-                if event_type == EventType::New {
-                    events.discard(&id);
+                    discard(&id);
                 }
             }
         }
