@@ -450,6 +450,7 @@ mod tests {
                     width: 1,
                     height: 1,
                 }),
+                detail: None,
             },
             snapshot_jpeg: with_snapshot.then(|| vec![1, 2, 3]),
         }

@@ -5,5 +5,6 @@
 
 mod faults;
 mod package;
+mod rules;
 mod slice;
 mod support;
