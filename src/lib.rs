@@ -29,7 +29,7 @@ pub mod rtsp_server;
 pub mod rules;
 pub mod snapshot;
 pub mod stages;
-pub mod tls;
 pub mod tamper;
+pub mod tls;
 pub mod track;
 pub mod zone;
