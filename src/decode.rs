@@ -97,21 +97,21 @@ fn decoder_threads() -> &'static DecoderThreads {
 /// a few ms per frame, so a full queue means the machine cannot keep up.
 const MAX_QUEUED: u64 = 30;
 
-/// Records `stage` for every buffer from its arrival at `start` to its arrival at
-/// `end`, both on the same streaming thread.
-fn clock_between(start: &gst::Pad, end: &gst::Pad, stage: Stage) {
-    let mark = Arc::new(Mutex::new(None::<(Duration, Instant)>));
-    let m = mark.clone();
-    start.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-        *m.lock().unwrap_or_else(|p| p.into_inner()) = Some((stages::thread_cpu(), Instant::now()));
-        gst::PadProbeReturn::Ok
-    });
-    end.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-        if let Some((cpu, wall)) = mark.lock().unwrap_or_else(|p| p.into_inner()).take() {
+/// When a buffer entered a stage, on the streaming thread that runs it.
+#[derive(Clone, Default)]
+struct Mark(Arc<Mutex<Option<(Duration, Instant)>>>);
+
+impl Mark {
+    fn set(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((stages::thread_cpu(), Instant::now()));
+    }
+
+    /// The buffer left the stage: record its CPU and wall time.
+    fn record(&self, stage: Stage) {
+        if let Some((cpu, wall)) = self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
             stages::record(stage, stages::thread_cpu().saturating_sub(cpu), wall.elapsed());
         }
-        gst::PadProbeReturn::Ok
-    });
+    }
 }
 
 /// One session's decoder. Dropping it stops the pipeline.
@@ -187,13 +187,22 @@ impl Decoder {
             .map_err(|e| DecodeError::Init(e.to_string()))?;
 
         let counters = Arc::new(Counters::default());
-        if let Some(pad) = decoder.static_pad("sink") {
-            let (c, threads) = (counters.clone(), decoder_threads());
-            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        // Decoder, then conversion and scaling, run one after the other on the
+        // streaming thread (no queues): each is clocked between probes around it.
+        let pads = |e: &gst::Element, name| e.static_pad(name);
+        if let (Some(start), Some(end)) = (pads(&decoder, "sink"), pads(&decoder, "src")) {
+            let (mark, c, threads) = (Mark::default(), counters.clone(), decoder_threads());
+            let m = mark.clone();
+            start.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
                 let tid = unsafe { libc::gettid() };
                 if c.decoder_thread.swap(tid, Ordering::Relaxed) != tid {
                     threads.lock().unwrap_or_else(|p| p.into_inner()).insert(tid, c.clone());
                 }
+                m.set();
+                gst::PadProbeReturn::Ok
+            });
+            end.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                mark.record(Stage::Decode);
                 gst::PadProbeReturn::Ok
             });
         }
@@ -202,28 +211,24 @@ impl Decoder {
         // size, then run only for the pictures the analysis wants. A probe rather than
         // videorate: exact for fractional rates, and videorate aborts the process on a
         // stream whose headers carry no frame timing (seen with openh264 streams).
-        if let Some(pad) = convert.static_pad("sink") {
-            let gate = Mutex::new(RateGate::new(out.max_fps));
-            pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        if let (Some(start), Some(end)) = (pads(&convert, "sink"), pads(appsink.upcast_ref(), "sink")) {
+            let (mark, gate) = (Mark::default(), Mutex::new(RateGate::new(out.max_fps)));
+            let m = mark.clone();
+            start.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
                 let pts = info.buffer().and_then(|b| b.pts()).map(|t| Duration::from_nanos(t.nseconds()));
-                let mut gate = gate.lock().unwrap_or_else(|p| p.into_inner());
-                if pts.is_some_and(|pts| !gate.admit(pts)) {
-                    gst::PadProbeReturn::Drop
-                } else {
-                    gst::PadProbeReturn::Ok
+                if pts.is_some_and(|pts| !gate.lock().unwrap_or_else(|p| p.into_inner()).admit(pts)) {
+                    // Taken and freed here: returning Drop instead makes GStreamer 1.22
+                    // warn about unreferencing a null buffer.
+                    drop(info.take_buffer());
+                    return gst::PadProbeReturn::Handled;
                 }
+                m.set();
+                gst::PadProbeReturn::Ok
             });
-        }
-        // Decoder, then conversion and scaling, run one after the other on the
-        // streaming thread (no queues): clock each between the probes around it.
-        let pads = |e: &gst::Element, name| e.static_pad(name);
-        for (start, end, stage) in [
-            (pads(&decoder, "sink"), pads(&decoder, "src"), Stage::Decode),
-            (pads(&convert, "sink"), pads(appsink.upcast_ref(), "sink"), Stage::Convert),
-        ] {
-            if let (Some(start), Some(end)) = (start, end) {
-                clock_between(&start, &end, stage);
-            }
+            end.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                mark.record(Stage::Convert);
+                gst::PadProbeReturn::Ok
+            });
         }
         let sink_counters = counters.clone();
         let id = camera_id.to_owned();
