@@ -187,11 +187,18 @@ pub fn draw_box(img: &mut RgbImage, bbox: &BBox, color: Rgb<u8>) {
     fill(x2 - t + 1, y1, x2, y2); // right
 }
 
-/// Encodes `img` as JPEG at `quality` (1-100).
+/// Encodes `img` as JPEG at `quality` (1-100), 4:2:0, with libjpeg-turbo (several
+/// times faster than the image crate's encoder, which stays as the fallback).
 pub fn encode_jpeg(img: &RgbImage, quality: u8) -> Vec<u8> {
     let _span = crate::stages::Span::start(crate::stages::Stage::Jpeg);
-    let mut out = Vec::with_capacity((img.width() * img.height() / 6) as usize);
-    let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality.clamp(1, 100));
+    let quality = quality.clamp(1, 100);
+    let (width, height) = (img.width() as usize, img.height() as usize);
+    let pixels = turbojpeg::Image { pixels: img.as_raw().as_slice(), width, pitch: width * 3, height, format: turbojpeg::PixelFormat::RGB };
+    if let Ok(jpeg) = turbojpeg::compress(pixels, i32::from(quality), turbojpeg::Subsamp::Sub2x2) {
+        return jpeg.to_vec();
+    }
+    let mut out = Vec::with_capacity(width * height / 6);
+    let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
     // Encoding an in-memory RGB buffer into a Vec cannot fail: dimensions come from
     // an existing image and the writer is infallible.
     enc.encode_image(img).expect("JPEG encoding into memory");
