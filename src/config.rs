@@ -9,12 +9,12 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::detect::{Labels, ModelSource};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// This grid point's id, unique per device; part of every MQTT topic.
@@ -27,9 +27,13 @@ pub struct Config {
     pub snapshot: SnapshotConfig,
     #[serde(default)]
     pub cameras: Vec<CameraConfig>,
+    #[serde(default)]
+    pub control: ControlConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     pub host: String,
@@ -46,7 +50,7 @@ pub struct MqttConfig {
     pub keep_alive_s: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DetectorConfig {
     /// An ONNX model file; the YOLOX-Nano model built into the binary when absent.
@@ -77,14 +81,14 @@ impl Default for DetectorConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
     /// Holds the outbox (events waiting for the broker) and the event sequence.
     pub dir: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotConfig {
     #[serde(default = "default_jpeg_quality")]
@@ -97,7 +101,7 @@ impl Default for SnapshotConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CameraConfig {
     pub id: String,
@@ -230,6 +234,7 @@ impl Config {
         self.detector.onnxruntime.as_mut().map(fix);
         self.mqtt.password_file.as_mut().map(fix);
         fix(&mut self.storage.dir);
+        self.control.socket.as_mut().map(fix);
     }
 
     /// The model the detector will load: `detector.model`, or the built-in one.
@@ -373,6 +378,7 @@ impl Config {
                 bad(key("analysis_width"), format!("{} is outside 64..=3840 pixels", cam.analysis_width));
             }
         }
+        self.control_and_metrics_problems(&mut bad);
         out
     }
 }
@@ -430,6 +436,88 @@ fn check_camera_url(raw: &str) -> Result<Url, String> {
     }
     Ok(url)
 }
+
+/// `[control]`: the local Unix socket `gridwatch status` and `snapshot` talk to.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Where the socket is; by default `$RUNTIME_DIRECTORY/control.sock` under systemd,
+    /// otherwise `control.sock` in `storage.dir`.
+    pub socket: Option<PathBuf>,
+    /// Permission bits of the socket: owner and group only (0o660 lets the service's
+    /// group in, 0o600 only its user).
+    #[serde(default = "default_control_mode")]
+    pub mode: u32,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig { enabled: true, socket: None, mode: default_control_mode() }
+    }
+}
+
+fn default_control_mode() -> u32 {
+    0o660
+}
+
+/// `[metrics]`: an optional Prometheus endpoint, off unless a port is given.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// TCP port for `GET /metrics`; no endpoint when absent.
+    pub port: Option<u16>,
+    /// Address to listen on; loopback unless you mean to expose it.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: std::net::IpAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { port: None, listen: default_metrics_listen() }
+    }
+}
+
+fn default_metrics_listen() -> std::net::IpAddr {
+    std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+}
+
+impl Config {
+    /// The control socket's path: `control.socket`, else `$RUNTIME_DIRECTORY/control.sock`
+    /// (systemd's `RuntimeDirectory=`), else `control.sock` in `storage.dir`.
+    pub fn control_socket(&self) -> PathBuf {
+        if let Some(p) = &self.control.socket {
+            return p.clone();
+        }
+        // RuntimeDirectory= may list several folders, separated by ':'.
+        match std::env::var_os("RUNTIME_DIRECTORY") {
+            Some(dirs) if !dirs.is_empty() => {
+                let first = dirs.to_string_lossy().split(':').next().unwrap_or_default().to_owned();
+                PathBuf::from(first).join(CONTROL_SOCKET_NAME)
+            }
+            _ => self.storage.dir.join(CONTROL_SOCKET_NAME),
+        }
+    }
+
+    fn control_and_metrics_problems(&self, bad: &mut impl FnMut(String, String)) {
+        if self.control.mode & 0o007 != 0 || self.control.mode & !0o777 != 0 {
+            bad(
+                "control.mode".into(),
+                format!(
+                    "{:#o} would let other users on this machine control the daemon; use 0o660 or 0o600",
+                    self.control.mode
+                ),
+            );
+        }
+        if self.metrics.port == Some(0) {
+            bad("metrics.port".into(), "0 is not a port; e.g. 9464, or remove the key to turn metrics off".into());
+        }
+    }
+}
+
+/// The socket's file name in its folder.
+pub const CONTROL_SOCKET_NAME: &str = "control.sock";
 
 #[cfg(test)]
 mod tests {

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::mqtt_link::MqttLink;
 use crate::outbox::{Pending, SharedOutbox};
 
 /// Where and as whom to connect.
@@ -34,6 +35,8 @@ pub struct MqttSettings {
     pub password: Option<String>,
     pub keep_alive: Duration,
     pub topics: Topics,
+    /// Connection state for status, metrics and the watchdog.
+    pub link: Arc<MqttLink>,
 }
 
 impl std::fmt::Debug for MqttSettings {
@@ -126,6 +129,7 @@ pub async fn run(
         stop,
         drain_deadline: None,
         ever_connected: false,
+        link: settings.link.clone(),
     };
     let mut backoff = Duration::from_secs(1);
     // The event in flight at the last losses, and how many times in a row.
@@ -140,6 +144,7 @@ pub async fn run(
             Outcome::Done => break,
             Outcome::Lost { was_connected, error, in_flight } => (was_connected, error, in_flight),
         };
+        publisher.link.lost(&error);
         let seq = in_flight.map(|(seq, _)| seq);
         stuck = if seq.is_some() && seq == stuck.0 { (seq, stuck.1 + 1) } else { (seq, 1) };
         if let (Some((seq, bytes)), 3) = (in_flight, stuck.1) {
@@ -199,6 +204,7 @@ struct Publisher {
     stop: CancellationToken,
     drain_deadline: Option<Instant>,
     ever_connected: bool,
+    link: Arc<MqttLink>,
 }
 
 impl Publisher {
@@ -222,6 +228,7 @@ impl Publisher {
         let mut look = true;
 
         loop {
+            self.link.alive();
             if connected && look && current.is_none() && !stopped_sent {
                 match self.outbox.with_async(|o| o.oldest()).await {
                     Ok(Some(p)) => {
@@ -249,6 +256,7 @@ impl Publisher {
                     Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                         connected = true;
                         self.ever_connected = true;
+                        self.link.connected();
                         let pending = self.outbox.with_async(|o| o.pending_count()).await.unwrap_or(0);
                         info!(broker = %self.broker, pending, "MQTT connected");
                         let hello = [(self.topics.status(), b"online".to_vec()), (self.topics.info(), self.info_json.clone().into_bytes())];
@@ -272,7 +280,10 @@ impl Publisher {
                         }
                         Some(Tag::Event(seq)) => {
                             match self.outbox.with_async(move |o| o.ack(seq)).await {
-                                Ok(()) => debug!(seq, "event delivered"),
+                                Ok(()) => {
+                                    debug!(seq, "event delivered");
+                                    self.link.delivered();
+                                }
                                 Err(e) => warn!(seq, "outbox: cannot mark event delivered: {e}"),
                             }
                             current = None;
