@@ -2,8 +2,12 @@
 
 pub mod demo;
 pub mod detect;
+pub mod output;
+pub mod probe;
 pub mod run;
 pub mod serve;
+pub mod snapshot;
+pub mod status;
 
 use tokio_util::sync::CancellationToken;
 
