@@ -446,9 +446,9 @@ pub struct ControlConfig {
     /// Where the socket is; by default `$RUNTIME_DIRECTORY/control.sock` under systemd,
     /// otherwise `control.sock` in `storage.dir`.
     pub socket: Option<PathBuf>,
-    /// Permission bits of the socket: owner and group only (0o660 lets the service's
-    /// group in, 0o600 only its user).
-    #[serde(default = "default_control_mode")]
+    /// Permission bits of the socket: owner and group only ("0660" lets the service's
+    /// group in, "0600" only its user). Written as a string, or as a TOML octal 0o660.
+    #[serde(default = "default_control_mode", with = "octal_mode")]
     pub mode: u32,
 }
 
@@ -460,6 +460,29 @@ impl Default for ControlConfig {
 
 fn default_control_mode() -> u32 {
     0o660
+}
+
+/// File modes read and written the way people write them: "0660".
+mod octal_mode {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{mode:04o}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u32),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(v) => Ok(v),
+            Raw::Text(t) => u32::from_str_radix(t.trim().trim_start_matches("0o"), 8)
+                .map_err(|_| D::Error::custom(format!("\"{t}\" is not an octal file mode like \"0660\""))),
+        }
+    }
 }
 
 /// `[metrics]`: an optional Prometheus endpoint, off unless a port is given.
@@ -505,7 +528,7 @@ impl Config {
             bad(
                 "control.mode".into(),
                 format!(
-                    "{:#o} would let other users on this machine control the daemon; use 0o660 or 0o600",
+                    "{:04o} would let other users on this machine control the daemon; use \"0660\" or \"0600\"",
                     self.control.mode
                 ),
             );
@@ -635,6 +658,28 @@ track = ["person", "car"]
         let broken = GOOD.replace("stream1\"", "stream1");
         let err = parse(&broken).unwrap_err().to_string();
         assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn control_socket_mode_is_octal_and_never_world_accessible() {
+        let cfg = parse(&format!("{GOOD}\n[control]\nmode = \"0600\"\n")).unwrap();
+        assert_eq!(cfg.control.mode, 0o600);
+        let cfg = parse(&format!("{GOOD}\n[control]\nmode = 0o640\n")).unwrap();
+        assert_eq!(cfg.control.mode, 0o640);
+        assert_eq!(parse(GOOD).unwrap().control.mode, 0o660);
+        let p = problems(&format!("{GOOD}\n[control]\nmode = \"0666\"\n"));
+        assert_eq!(p[0].key, "control.mode");
+        let err = parse(&format!("{GOOD}\n[control]\nmode = \"rw\"\n")).unwrap_err().to_string();
+        assert!(err.contains("control.mode") && err.contains("octal"), "{err}");
+    }
+
+    #[test]
+    fn control_socket_defaults_to_the_storage_folder_or_a_given_path() {
+        let cfg = parse(&format!("{GOOD}\n[control]\nsocket = \"run/c.sock\"\n")).unwrap();
+        assert_eq!(cfg.control_socket(), PathBuf::from("/etc/gridwatch/run/c.sock"));
+        if std::env::var_os("RUNTIME_DIRECTORY").is_none() {
+            assert_eq!(parse(GOOD).unwrap().control_socket(), PathBuf::from("/etc/gridwatch/state/control.sock"));
+        }
     }
 
     #[test]

@@ -269,7 +269,19 @@ async fn probe(url: Url, args: &ProbeArgs) -> Result<Report, (Failure, String)> 
     let limit = Duration::from_secs_f64(args.timeout.clamp(0.5, 600.0));
     let started = Instant::now();
     progress.say("asking the camera what it streams");
-    let described = camera::describe(url.clone(), limit).await.map_err(|r| (Failure::classify(&r), r))?;
+    // 503 is "busy, try again": cameras say it while their session slots are full,
+    // and GStreamer's server while it prepares its first client's stream.
+    let mut tries = 0;
+    let described = loop {
+        match camera::describe(url.clone(), limit).await {
+            Err(r) if r.contains("503") && tries < 2 => {
+                tries += 1;
+                progress.say("the camera is busy (503); asking again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => break other.map_err(|r| (Failure::classify(&r), r))?,
+        }
+    };
 
     progress.say("connecting and waiting for the first keyframe");
     let (tx, mut rx) = mpsc::channel(64);

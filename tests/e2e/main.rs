@@ -3,5 +3,6 @@
 //! through the broker the way the duty desk watches it. One test binary (builds are
 //! slow); one module per area.
 
+mod cli;
 mod slice;
 mod support;
