@@ -101,6 +101,9 @@ fn family<'a>(out: &'a mut String, name: &str, kind: &str, help: &str) -> Family
     Family { out }
 }
 
+/// Reads one per-camera counter.
+type Counter = fn(&crate::health::HealthCounters) -> u64;
+
 /// The exposition text for the daemon as it is now.
 pub async fn render(live: &Live) -> String {
     let mut out = String::new();
@@ -142,7 +145,7 @@ pub async fn render(live: &Live) -> String {
             f64::from(rates.get(i).map_or(0.0, |r| r.fps_analyzed)),
         );
     }
-    let totals: [(&str, &str, fn(&crate::health::HealthCounters) -> u64); 4] = [
+    let totals: [(&str, &str, Counter); 4] = [
         ("gridwatch_frames_received_total", "Access units received from the camera.", |h| h.frames_in),
         ("gridwatch_frames_analyzed_total", "Pictures run through detection.", |h| h.frames_analyzed),
         ("gridwatch_frames_skipped_total", "Pictures dropped because analysis was busy.", |h| h.frames_skipped),

@@ -271,13 +271,11 @@ async fn probe(url: Url, args: &ProbeArgs) -> Result<Report, (Failure, String)> 
     progress.say("asking the camera what it streams");
     // 503 is "busy, try again": cameras say it while their session slots are full,
     // and GStreamer's server while it prepares its first client's stream.
-    let mut tries = 0;
     let described = loop {
         match camera::describe(url.clone(), limit).await {
-            Err(r) if r.contains("503") && tries < 2 => {
-                tries += 1;
+            Err(r) if r.contains("503") && started.elapsed() + Duration::from_millis(500) < limit => {
                 progress.say("the camera is busy (503); asking again");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
             other => break other.map_err(|r| (Failure::classify(&r), r))?,
         }
