@@ -330,8 +330,9 @@ fn encoded(frame: VideoFrame, keyframe: bool, param_sets: &[u8]) -> EncodedFrame
     let nanos = u128::from(elapsed) * 1_000_000_000 / u128::from(ts.clock_rate().get());
     let pts = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
     let received_at = SystemTime::from(frame.end_ctx().received_wall());
+    let lost_packets = frame.loss();
     let data = if param_sets.is_empty() { frame.into_data() } else { [param_sets, frame.data()].concat() };
-    EncodedFrame { data, pts, received_at, keyframe }
+    EncodedFrame { data, pts, received_at, keyframe, lost_packets }
 }
 
 /// Whether an H.265 access unit (Annex-B) is an IRAP picture: IDR, CRA or BLA.

@@ -48,6 +48,23 @@ pub struct MqttConfig {
     pub password_file: Option<PathBuf>,
     #[serde(default = "default_keep_alive_s")]
     pub keep_alive_s: u64,
+    /// Present: connect over TLS (usually port 8883).
+    pub tls: Option<TlsConfig>,
+    /// Upper bound on events sent per second, so a backlog after an outage drains
+    /// steadily instead of flooding a thin uplink; 0 means no bound.
+    #[serde(default = "default_max_events_per_s")]
+    pub max_events_per_s: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the CA(s) that signed the broker's certificate; the system's
+    /// trusted roots when absent.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) and its private key, for brokers that ask.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -84,8 +101,12 @@ impl Default for DetectorConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
-    /// Holds the outbox (events waiting for the broker) and the event sequence.
+    /// Holds the outbox (events waiting for the broker), recent history and the
+    /// event sequence.
     pub dir: PathBuf,
+    /// Disk budget of the outbox in bytes; when full, pictures go before events.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -137,6 +158,14 @@ fn default_topic_root() -> String {
 fn default_keep_alive_s() -> u64 {
     30
 }
+fn default_max_events_per_s() -> u32 {
+    20
+}
+fn default_max_bytes() -> u64 {
+    512 << 20
+}
+/// Below this the outbox cannot hold even a few events with their pictures.
+const MIN_STORAGE_BYTES: u64 = 256 << 10;
 fn default_threads() -> usize {
     1
 }
@@ -233,6 +262,11 @@ impl Config {
         self.detector.labels.as_mut().map(fix);
         self.detector.onnxruntime.as_mut().map(fix);
         self.mqtt.password_file.as_mut().map(fix);
+        if let Some(tls) = &mut self.mqtt.tls {
+            tls.ca_file.as_mut().map(fix);
+            tls.cert_file.as_mut().map(fix);
+            tls.key_file.as_mut().map(fix);
+        }
         fix(&mut self.storage.dir);
         self.control.socket.as_mut().map(fix);
     }
@@ -292,6 +326,33 @@ impl Config {
             if self.mqtt.username.is_none() {
                 bad("mqtt.password_file".into(), "is set but mqtt.username is not; set both or neither".into());
             }
+        }
+        if let Some(tls) = &self.mqtt.tls {
+            for (key, file) in [("ca_file", &tls.ca_file), ("cert_file", &tls.cert_file), ("key_file", &tls.key_file)] {
+                if let Some(f) = file
+                    && !f.is_file()
+                {
+                    bad(format!("mqtt.tls.{key}"), format!("{} does not exist or is not a file", f.display()));
+                }
+            }
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                bad("mqtt.tls".into(), "cert_file and key_file go together: set both or neither".into());
+            } else if [&tls.ca_file, &tls.cert_file, &tls.key_file]
+                .iter()
+                .all(|f| f.as_ref().is_none_or(|f| f.is_file()))
+                && let Err((key, reason)) = crate::tls::client_config(tls)
+            {
+                bad(key, reason);
+            }
+        }
+        if self.storage.max_bytes < MIN_STORAGE_BYTES {
+            bad(
+                "storage.max_bytes".into(),
+                format!(
+                    "{} bytes is too small to hold events with pictures; give at least {MIN_STORAGE_BYTES}",
+                    self.storage.max_bytes
+                ),
+            );
         }
         if !(1..=600).contains(&self.mqtt.keep_alive_s) {
             bad("mqtt.keep_alive_s".into(), format!("{} is outside 1..=600 seconds", self.mqtt.keep_alive_s));

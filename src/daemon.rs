@@ -30,7 +30,7 @@ use crate::config::{CameraConfig, Config};
 use crate::decode::{self, DecodeOptions, Decoder};
 use crate::detect::Detector;
 use crate::event::{EventSettings, EventType, ObjectEvents, Outgoing, timestamp};
-use crate::frame::Frame;
+use crate::frame::{Frame, StreamInfo};
 use crate::health::CameraHealth;
 use crate::live::{FrameSlot, Live, LiveCamera};
 use crate::mqtt::{self, MqttSettings, Retained, Topics};
@@ -90,6 +90,12 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         password: cfg.mqtt_password().map_err(anyhow::Error::msg)?,
         keep_alive: Duration::from_secs(cfg.mqtt.keep_alive_s),
         topics: topics.clone(),
+        tls: match &cfg.mqtt.tls {
+            Some(tls) => Some(crate::tls::client_config(tls).map_err(|(key, why)| anyhow::anyhow!("{key}: {why}"))?),
+            None => None,
+        },
+        tls_ca_file: cfg.mqtt.tls.as_ref().and_then(|t| t.ca_file.clone()),
+        max_events_per_s: cfg.mqtt.max_events_per_s,
         link: link.clone(),
     };
     let publisher =
@@ -99,7 +105,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         detector: Mutex::new(detector),
         min_score: cfg.detector.min_score,
         nms_iou: cfg.detector.nms_iou,
-        outbox: outbox.clone(),
+        outbox,
         wake,
         events: EventSettings {
             topic_root: topics.root.clone(),
@@ -145,7 +151,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         model_sha256,
         broker: format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port),
         cameras: live_cameras,
-        outbox,
+        outbox: shared.outbox.clone(),
         link,
         rates: Mutex::default(),
         watchdog_problem: Mutex::default(),
@@ -175,7 +181,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     info!(site = %cfg.site, cameras = pipelines.len(), "gridwatch running");
     crate::notify::ready(&format!("running: {} camera(s)", pipelines.len()));
 
-    let health_task = tokio::spawn(publish_health(healths, topics, retained_tx, health_changed, shutdown.clone()));
+    let health_task = tokio::spawn(publish_health(
+        healths,
+        topics,
+        shared.outbox.clone(),
+        retained_tx,
+        health_changed,
+        shutdown.clone(),
+    ));
 
     shutdown.cancelled().await;
     crate::notify::stopping();
@@ -200,7 +213,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
 
 /// Opens the outbox and ends the events a crash left open, before anything new.
 fn open_outbox(cfg: &Config) -> anyhow::Result<SharedOutbox> {
-    let mut outbox = Outbox::open(&cfg.storage.dir)?;
+    let mut outbox = Outbox::open(&cfg.storage.dir)?.with_budget(cfg.storage.max_bytes);
     for ev in outbox.end_orphans()? {
         warn!(camera = %ev.camera, seq = ev.seq, event = %ev.event_id,
               "{} event ended at start: gridwatch had stopped without a clean shutdown", ev.label);
@@ -216,6 +229,7 @@ fn open_outbox(cfg: &Config) -> anyhow::Result<SharedOutbox> {
 async fn publish_health(
     healths: Vec<Arc<CameraHealth>>,
     topics: Topics,
+    outbox: SharedOutbox,
     tx: mpsc::Sender<Retained>,
     changed: Arc<Notify>,
     shutdown: CancellationToken,
@@ -227,7 +241,12 @@ async fn publish_health(
         }
     };
     loop {
-        healths.iter().for_each(|h| send(h));
+        let evictions = outbox.with_async(|o| o.evictions().clone()).await;
+        for h in &healths {
+            let e = evictions.get(h.camera()).copied().unwrap_or_default();
+            h.set_evictions(e.snapshots, e.events);
+            send(h);
+        }
         tokio::select! {
             _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
             _ = changed.notified() => {}
@@ -285,7 +304,8 @@ impl CameraPipeline {
 }
 
 /// Feeds the session's frames to a decoder made for the session's stream; ends when
-/// ingest does.
+/// ingest does. A decoder that fails is rebuilt for the same stream and picks up at
+/// the next keyframe: damaged data costs pictures, never the camera.
 fn decode_loop(
     cam: &CameraConfig,
     mut ingest: mpsc::Receiver<Ingest>,
@@ -294,8 +314,10 @@ fn decode_loop(
     slot: &FrameSlot,
     health_changed: &Notify,
 ) {
-    let mut decoder: Option<Decoder> = None;
-    // Log the first decoder error of a session, not one line per frame.
+    let mut session: Option<(StreamInfo, Decoder)> = None;
+    // Decoder complaints already counted in health, of the current decoder.
+    let mut counted = 0;
+    // Log the first decoder failure of a session, not one line per rebuild.
     let mut decode_failed = false;
     while let Some(msg) = ingest.blocking_recv() {
         match msg {
@@ -303,44 +325,65 @@ fn decode_loop(
                 if health.connected(&info) {
                     health_changed.notify_one();
                 }
-                let (width, height) = decode::analysis_size(info.width, info.height, cam.analysis_width);
-                let (tx, h, slot) = (frames.clone(), health.clone(), slot.clone());
-                let on_frame = Box::new(move |f: Frame| {
-                    // The latest picture stays at hand for `gridwatch snapshot`.
-                    if let Err(TrySendError::Full(f) | TrySendError::Disconnected(f)) = tx.try_send(slot.keep(f)) {
-                        h.frame_skipped();
-                        slot.keep_skipped(f);
-                    }
-                });
-                drop(decoder.take()); // the old pipeline stops before the new one starts
-                let opts = DecodeOptions { width, height, max_fps: cam.detect_fps };
-                decoder = match Decoder::new(&cam.id, &info, opts, on_frame) {
-                    Ok(d) => {
-                        // camera.rs has logged the stream itself; this adds what we make of it.
-                        debug!(camera = %cam.id, analysis = %format!("{width}x{height}"), "decoder started");
-                        Some(d)
-                    }
-                    Err(e) => {
-                        error!(camera = %cam.id, "cannot decode this stream: {e}");
-                        None
-                    }
-                };
-                decode_failed = false;
+                drop(session.take()); // the old pipeline stops before the new one starts
+                session = start_decoder(cam, &info, &frames, health, slot).map(|d| (info, d));
+                (counted, decode_failed) = (0, false);
             }
             Ingest::Frame(f) => {
-                health.frame_received(f.received_at);
-                if let Some(Err(e)) = decoder.as_mut().map(|d| d.push(&f))
-                    && !std::mem::replace(&mut decode_failed, true)
-                {
-                    warn!(camera = %cam.id, "decoder error: {e}");
+                health.frame_received(f.received_at, f.lost_packets);
+                let Some((info, decoder)) = session.as_mut() else { continue };
+                let pushed = decoder.push(&f);
+                let errors = decoder.stats().decode_errors;
+                health.decode_errors(errors.saturating_sub(counted));
+                counted = errors;
+                if let Err(e) = pushed {
+                    if !std::mem::replace(&mut decode_failed, true) {
+                        warn!(camera = %cam.id, "decoder failed: {e}; restarting it at the next keyframe");
+                    }
+                    let info = info.clone();
+                    drop(session.take());
+                    session = start_decoder(cam, &info, &frames, health, slot).map(|d| (info, d));
+                    counted = 0;
                 }
             }
             Ingest::Disconnected { reason, stalled } => {
-                decoder = None;
+                session = None;
                 if health.disconnected(&reason, stalled) {
                     health_changed.notify_one();
                 }
             }
+        }
+    }
+}
+
+/// A decoder for `info` at the camera's analysis size and rate, handing its pictures
+/// to the analysis thread (skipping them while it is busy).
+fn start_decoder(
+    cam: &CameraConfig,
+    info: &StreamInfo,
+    frames: &SyncSender<Frame>,
+    health: &Arc<CameraHealth>,
+    slot: &FrameSlot,
+) -> Option<Decoder> {
+    let (width, height) = decode::analysis_size(info.width, info.height, cam.analysis_width);
+    let (tx, h, slot) = (frames.clone(), health.clone(), slot.clone());
+    let on_frame = Box::new(move |f: Frame| {
+        // The latest picture stays at hand for `gridwatch snapshot`.
+        if let Err(TrySendError::Full(f) | TrySendError::Disconnected(f)) = tx.try_send(slot.keep(f)) {
+            h.frame_skipped();
+            slot.keep_skipped(f);
+        }
+    });
+    let opts = DecodeOptions { width, height, max_fps: cam.detect_fps };
+    match Decoder::new(&cam.id, info, opts, on_frame) {
+        Ok(d) => {
+            // camera.rs has logged the stream itself; this adds what we make of it.
+            debug!(camera = %cam.id, analysis = %format!("{width}x{height}"), "decoder started");
+            Some(d)
+        }
+        Err(e) => {
+            error!(camera = %cam.id, "cannot decode this stream: {e}");
+            None
         }
     }
 }

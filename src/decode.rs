@@ -9,8 +9,9 @@
 //! [`DecodeStats`]), never a panic. The decoder does not buffer without bound: if it
 //! falls behind, input is dropped up to the next keyframe.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use gstreamer as gst;
@@ -49,7 +50,8 @@ pub struct DecodeStats {
     pub frames_out: u64,
     /// Access units not decoded: before the first keyframe, or while catching up.
     pub frames_dropped: u64,
-    /// Decoder warnings (corrupt data) and errors.
+    /// Decoder complaints about damaged data (each error libav reports while
+    /// concealing corrupt or missing slices), warnings and errors.
     pub decode_errors: u64,
 }
 
@@ -59,6 +61,35 @@ struct Counters {
     frames_out: AtomicU64,
     frames_dropped: AtomicU64,
     decode_errors: AtomicU64,
+    /// The thread that runs this pipeline's decoder (0 until its first buffer).
+    decoder_thread: AtomicI32,
+}
+
+/// Which decoder runs on which thread, so that libav's complaints, logged without
+/// the element that made them, are counted for the right camera.
+type DecoderThreads = Mutex<HashMap<i32, Arc<Counters>>>;
+
+fn decoder_threads() -> &'static DecoderThreads {
+    static THREADS: OnceLock<DecoderThreads> = OnceLock::new();
+    THREADS.get_or_init(|| {
+        // FFmpeg conceals damaged slices and says so only in its log, which gst-libav
+        // forwards to GStreamer's "libav" debug category: listen there at ERROR.
+        if std::env::var_os("GST_DEBUG").is_none() {
+            // Without this GStreamer would print the messages we turn on to stderr.
+            gst::log::remove_default_log_function();
+        }
+        gst::log::set_threshold_for_name("libav", gst::DebugLevel::Error);
+        gst::log::add_log_function(|category, level, _file, _function, _line, _object, _message| {
+            if level == gst::DebugLevel::Error && category.name() == "libav" {
+                let tid = unsafe { libc::gettid() };
+                let threads = decoder_threads().lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(c) = threads.get(&tid) {
+                    c.decode_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        Mutex::new(HashMap::new())
+    })
 }
 
 /// Access units that may wait inside GStreamer before input is dropped. Decoding takes
@@ -104,9 +135,12 @@ impl Decoder {
             Codec::H265 => ("h265parse", "avdec_h265"),
         };
         let decoder = make(decoder)?;
-        // Corrupt input (packet loss) is reported as a warning and skipped instead of
-        // stopping the pipeline after a handful of errors.
+        // Corrupt input (packet loss) is concealed and skipped instead of stopping the
+        // pipeline after a handful of errors.
         decoder.set_property("max-errors", -1i32);
+        // One decoding thread per camera: cameras already keep the cores busy in
+        // parallel, and libav's complaints then come from the thread we can attribute.
+        decoder.set_property("max-threads", 1i32);
         // The rate limit sits after the decoder on purpose: P-frames refer to earlier
         // frames, so every frame must be decoded; conversion and scaling, costly at full
         // size, then run only at about the rate the analysis uses. videorate takes whole
@@ -145,6 +179,16 @@ impl Decoder {
             .map_err(|e| DecodeError::Init(e.to_string()))?;
 
         let counters = Arc::new(Counters::default());
+        if let Some(pad) = decoder.static_pad("sink") {
+            let (c, threads) = (counters.clone(), decoder_threads());
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                let tid = unsafe { libc::gettid() };
+                if c.decoder_thread.swap(tid, Ordering::Relaxed) != tid {
+                    threads.lock().unwrap_or_else(|p| p.into_inner()).insert(tid, c.clone());
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
         let sink_counters = counters.clone();
         let id = camera_id.to_owned();
         let mut gate = RateGate::new(out.max_fps);
@@ -265,6 +309,11 @@ impl Decoder {
 impl Drop for Decoder {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
+        let tid = self.counters.decoder_thread.load(Ordering::Relaxed);
+        let mut threads = decoder_threads().lock().unwrap_or_else(|p| p.into_inner());
+        if threads.get(&tid).is_some_and(|c| Arc::ptr_eq(c, &self.counters)) {
+            threads.remove(&tid);
+        }
     }
 }
 
@@ -429,6 +478,40 @@ mod tests {
         (info.unwrap(), frames)
     }
 
+    /// Damaged slices are concealed, counted for this decoder only, and pictures go on.
+    #[tokio::test]
+    async fn corrupt_slices_are_counted_and_pictures_continue() {
+        let (info, frames) = ingest("vtest.h264", 40).await;
+        let decode = |frames: Vec<EncodedFrame>| {
+            let (tx, pictures) = std::sync::mpsc::channel();
+            let opts = DecodeOptions { width: 384, height: 288, max_fps: 0.0 };
+            let on_frame = Box::new(move |f: Frame| {
+                let _ = tx.send(f.pts);
+            });
+            let mut decoder = Decoder::new("test-cam", &info, opts, on_frame).unwrap();
+            for f in &frames {
+                decoder.push(f).unwrap();
+            }
+            let mut n = 0;
+            while pictures.recv_timeout(Duration::from_millis(1000)).is_ok() {
+                n += 1;
+            }
+            (n, decoder.stats().decode_errors)
+        };
+        let (clean_pictures, clean_errors) = decode(frames.clone());
+        assert_eq!(clean_errors, 0, "the clean clip decodes without complaint");
+        let mut damaged = frames.clone();
+        for f in damaged.iter_mut().filter(|f| !f.keyframe).step_by(3) {
+            let len = f.data.len();
+            for i in (len / 3..len - 1).step_by(97) {
+                f.data[i] ^= 0xff;
+            }
+        }
+        let (pictures, errors) = decode(damaged);
+        assert!(errors > 0, "damage must be counted");
+        assert!(pictures + 2 >= clean_pictures, "concealed, not dropped: {pictures} of {clean_pictures} pictures");
+    }
+
     /// 2.5 fps of the 10 fps clip: videorate passes 3 a second, the gate makes it 2.5.
     #[tokio::test]
     async fn fractional_max_fps_is_exact() {
@@ -482,6 +565,7 @@ mod tests {
                 pts: Duration::from_millis(100 * i),
                 received_at: SystemTime::now(),
                 keyframe: true,
+                lost_packets: 0,
             };
             decoder.push(&garbage).unwrap();
         }

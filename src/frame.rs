@@ -41,6 +41,8 @@ pub struct EncodedFrame {
     /// Wall-clock time the last byte of this frame arrived.
     pub received_at: SystemTime,
     pub keyframe: bool,
+    /// RTP packets lost just before this frame (the frame may be damaged).
+    pub lost_packets: u16,
 }
 
 /// A decoded picture at the analysis size, packed RGB (no row padding).

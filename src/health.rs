@@ -40,6 +40,14 @@ pub struct HealthReport {
     pub reconnects_1h: usize,
     pub stalls_1h: usize,
     pub last_error: Option<String>,
+    /// Decoder complaints about damaged data (corrupt or lost packets), since start.
+    pub decode_errors: u64,
+    /// RTP packets that never arrived, since start.
+    pub packets_lost: u64,
+    /// This camera's snapshots and events dropped to keep the outbox within
+    /// storage.max_bytes, over the outbox's life.
+    pub snapshots_evicted: u64,
+    pub events_evicted: u64,
 }
 
 #[derive(Debug)]
@@ -58,6 +66,9 @@ struct Inner {
     /// Since start, for metrics (the `_1h` queues forget).
     reconnects_total: u64,
     inference: InferenceHistogram,
+    decode_errors: u64,
+    packets_lost: u64,
+    evicted: (u64, u64),
     /// Counters at the previous report, for the rates.
     prev: (SystemTime, u64, u64),
 }
@@ -89,9 +100,16 @@ impl CameraHealth {
                 last_error: None,
                 reconnects_total: 0,
                 inference: InferenceHistogram::default(),
+                decode_errors: 0,
+                packets_lost: 0,
+                evicted: (0, 0),
                 prev: (now, 0, 0),
             }),
         }
+    }
+
+    pub fn camera(&self) -> &str {
+        &self.camera
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
@@ -123,9 +141,10 @@ impl CameraHealth {
         })
     }
 
-    pub fn frame_received(&self, at: SystemTime) {
+    pub fn frame_received(&self, at: SystemTime, lost_packets: u16) {
         self.with(|i| {
             i.frames_in += 1;
+            i.packets_lost += u64::from(lost_packets);
             i.last_frame_at = Some(at);
         })
     }
@@ -140,6 +159,16 @@ impl CameraHealth {
 
     pub fn frame_skipped(&self) {
         self.with(|i| i.frames_skipped += 1)
+    }
+
+    /// `n` more pictures the decoder complained about.
+    pub fn decode_errors(&self, n: u64) {
+        self.with(|i| i.decode_errors += n)
+    }
+
+    /// The outbox's eviction counts for this camera (snapshots, events).
+    pub fn set_evictions(&self, snapshots: u64, events: u64) {
+        self.with(|i| i.evicted = (snapshots, events))
     }
 
     pub fn stopped(&self) -> bool {
@@ -173,6 +202,10 @@ impl CameraHealth {
                 reconnects_1h: i.reconnects.len(),
                 stalls_1h: i.stalls.len(),
                 last_error: i.last_error.clone(),
+                decode_errors: i.decode_errors,
+                packets_lost: i.packets_lost,
+                snapshots_evicted: i.evicted.0,
+                events_evicted: i.evicted.1,
             };
             if secs > 0.5 {
                 i.prev = (now, i.frames_in, i.frames_analyzed);
@@ -222,13 +255,11 @@ pub struct HealthCounters {
     pub stalls_1h: usize,
     pub last_error: Option<String>,
     pub inference: InferenceHistogram,
+    pub decode_errors: u64,
+    pub packets_lost: u64,
 }
 
 impl CameraHealth {
-    pub fn camera(&self) -> &str {
-        &self.camera
-    }
-
     /// A copy of the counters; unlike [`report`](Self::report) it changes nothing, so
     /// reading it does not disturb the published rates.
     pub fn counters(&self) -> HealthCounters {
@@ -251,6 +282,8 @@ impl CameraHealth {
                 stalls_1h: recent(&i.stalls),
                 last_error: i.last_error.clone(),
                 inference: i.inference.clone(),
+                decode_errors: i.decode_errors,
+                packets_lost: i.packets_lost,
             }
         })
     }
@@ -283,15 +316,18 @@ mod tests {
         };
         assert!(h.connected(&info));
         assert!(!h.connected(&info), "no change, no report");
-        h.frame_received(SystemTime::now());
+        h.frame_received(SystemTime::now(), 2);
         h.frame_analysed(21.5);
         h.frame_skipped();
+        h.decode_errors(4);
+        h.set_evictions(3, 1);
         assert!(h.disconnected("no frame for 20 s", true));
         let r = h.report();
         assert_eq!(r.state, CameraState::Reconnecting);
         assert_eq!((r.reconnects_1h, r.stalls_1h, r.frames_skipped), (1, 1, 1));
         assert_eq!((r.codec.as_deref(), r.width, r.height), (Some("h264"), Some(768), Some(576)));
         assert_eq!(r.inference_ms, Some(21.5));
+        assert_eq!((r.decode_errors, r.packets_lost, r.snapshots_evicted, r.events_evicted), (4, 2, 3, 1));
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["state"], "reconnecting");
         let c = h.counters();

@@ -26,5 +26,6 @@ pub mod picture;
 pub mod redact;
 pub mod rtsp_server;
 pub mod snapshot;
+pub mod tls;
 pub mod track;
 pub mod watchdog;

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use gridwatch::commands::{demo, detect, probe, run, serve, snapshot, status};
+use gridwatch::commands::{demo, detect, events, probe, run, serve, snapshot, status};
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +31,8 @@ enum Command {
     Status(status::StatusArgs),
     /// Save the latest picture the running daemon decoded from a camera.
     Snapshot(snapshot::SnapshotArgs),
+    /// Show the latest events from the local store; --follow for new ones as they come.
+    Events(events::EventsArgs),
     /// The whole pipeline on a bundled street clip with a private broker: no camera or broker needed.
     Demo(demo::DemoArgs),
     /// Run the model on image files and print what it finds.
@@ -120,6 +122,7 @@ fn main() -> ExitCode {
         Command::Probe(a) => probe::run(a),
         Command::Status(a) => status::run(a),
         Command::Snapshot(a) => snapshot::run(a),
+        Command::Events(a) => events::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Detect(a) => detect::run(a),
         Command::Serve(a) => serve::run(a),

@@ -145,11 +145,13 @@ pub async fn render(live: &Live) -> String {
             f64::from(rates.get(i).map_or(0.0, |r| r.fps_analyzed)),
         );
     }
-    let totals: [(&str, &str, Counter); 4] = [
+    let totals: [(&str, &str, Counter); 6] = [
         ("gridwatch_frames_received_total", "Access units received from the camera.", |h| h.frames_in),
         ("gridwatch_frames_analyzed_total", "Pictures run through detection.", |h| h.frames_analyzed),
         ("gridwatch_frames_skipped_total", "Pictures dropped because analysis was busy.", |h| h.frames_skipped),
         ("gridwatch_reconnects_total", "Streaming sessions that ended and were reconnected.", |h| h.reconnects_total),
+        ("gridwatch_decode_errors_total", "Damaged pictures and decoder failures.", |h| h.decode_errors),
+        ("gridwatch_packets_lost_total", "RTP packets the camera's stream lost on the way.", |h| h.packets_lost),
     ];
     for (name, help, get) in totals {
         let mut f = family(&mut out, name, "counter", help);

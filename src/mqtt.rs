@@ -16,7 +16,10 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration,
+    Transport,
+};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -37,6 +40,11 @@ pub struct MqttSettings {
     pub topics: Topics,
     /// Connection state for status, metrics and the watchdog.
     pub link: Arc<MqttLink>,
+    /// TLS when set (see `tls::client_config`), and the CA file it trusts, for hints.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Events per second at most (0: no bound), so a backlog drains steadily.
+    pub max_events_per_s: u32,
 }
 
 impl std::fmt::Debug for MqttSettings {
@@ -48,6 +56,8 @@ impl std::fmt::Debug for MqttSettings {
             .field("client_id", &self.client_id)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("tls", &self.tls.is_some())
+            .field("max_events_per_s", &self.max_events_per_s)
             .finish()
     }
 }
@@ -118,6 +128,21 @@ pub async fn run(
     if let Some(user) = &settings.username {
         opts.set_credentials(user, settings.password.clone().unwrap_or_default());
     }
+    if let Some(tls) = &settings.tls {
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls.clone())));
+    }
+    let tls_hint = match &settings.tls_ca_file {
+        Some(ca) => format!(
+            " (TLS: the broker's certificate must be signed by a CA in mqtt.tls.ca_file = {}, and name the host in mqtt.host)",
+            ca.display()
+        ),
+        None => " (TLS: the broker's certificate must be signed by a CA this system trusts, or set mqtt.tls.ca_file)"
+            .to_owned(),
+    };
+    let min_gap = match settings.max_events_per_s {
+        0 => Duration::ZERO,
+        n => Duration::from_secs(1) / n,
+    };
     let mut publisher = Publisher {
         broker: format!("{}:{}", settings.host, settings.port),
         topics: settings.topics,
@@ -130,6 +155,8 @@ pub async fn run(
         drain_deadline: None,
         ever_connected: false,
         link: settings.link.clone(),
+        min_gap,
+        next_send: Instant::now(),
     };
     let mut backoff = Duration::from_secs(1);
     // The event in flight at the last losses, and how many times in a row.
@@ -159,7 +186,9 @@ pub async fn run(
             }
             warn!(broker = %publisher.broker, "MQTT connection lost: {error}; events wait in the outbox");
         } else if publisher.drain_deadline.is_none() {
-            let hint = if publisher.ever_connected {
+            let hint = if is_tls_error(&error) {
+                tls_hint.as_str()
+            } else if publisher.ever_connected {
                 ""
             } else {
                 " (check mqtt.host and mqtt.port, and that the broker runs)"
@@ -184,6 +213,11 @@ async fn forward_events(mut eventloop: EventLoop, tx: mpsc::Sender<Result<Event,
     }
 }
 
+/// Whether a connection error is the TLS handshake refusing the broker (or us).
+fn is_tls_error(error: &str) -> bool {
+    ["certificate", "TLS", "tls", "handshake"].iter().any(|w| error.contains(w))
+}
+
 enum Outcome {
     /// Stopped as asked (or gave up delivering at the stop deadline).
     Done,
@@ -205,6 +239,9 @@ struct Publisher {
     drain_deadline: Option<Instant>,
     ever_connected: bool,
     link: Arc<MqttLink>,
+    /// Least time between two events (from `max_events_per_s`), and when the next may go.
+    min_gap: Duration,
+    next_send: Instant,
 }
 
 impl Publisher {
@@ -229,11 +266,14 @@ impl Publisher {
 
         loop {
             self.link.alive();
-            if connected && look && current.is_none() && !stopped_sent {
+            // A stop drains at full speed: the time left is short.
+            let paced = self.drain_deadline.is_none() && Instant::now() < self.next_send;
+            if connected && look && current.is_none() && !stopped_sent && !paced {
                 match self.outbox.with_async(|o| o.oldest()).await {
                     Ok(Some(p)) => {
                         asked.push_back(publish_pending(client, &self.topics, &p).await);
                         current = Some(p);
+                        self.next_send = Instant::now() + self.min_gap;
                     }
                     Ok(None) if self.drain_deadline.is_some() => {
                         self.say_stopped(client, &mut asked).await;
@@ -305,6 +345,7 @@ impl Publisher {
                     self.latest.insert(r.topic, r.payload);
                 }
                 _ = self.wake.notified(), if current.is_none() => look = true,
+                _ = tokio::time::sleep_until(self.next_send), if paced && look && current.is_none() => {}
                 _ = self.stop.cancelled(), if self.drain_deadline.is_none() => {
                     self.drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
                     look = true; // an empty outbox now means: say "stopped"

@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod detect;
+pub mod events;
 pub mod output;
 pub mod probe;
 pub mod run;

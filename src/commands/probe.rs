@@ -174,6 +174,8 @@ pub struct Report {
     pub time_to_first_keyframe_ms: u64,
     pub frames: u64,
     pub keyframes: u64,
+    /// RTP packets lost (sequence-number gaps, as retina counts them).
+    pub packets_lost: u64,
     /// Frames missing from the sequence (gaps in presentation time), and their share.
     pub frames_lost: u64,
     pub loss_percent: f64,
@@ -323,6 +325,7 @@ async fn stream(
     let mut pts = Vec::new();
     let mut keyframes = Vec::new();
     let mut decode_failure = None;
+    let mut packets_lost = 0u64;
     loop {
         let msg = match tokio::time::timeout_at(until, rx.recv()).await {
             Err(_) => break,
@@ -335,6 +338,7 @@ async fn stream(
                     keyframes.push(pts.len() as u64);
                 }
                 pts.push(f.pts);
+                packets_lost += u64::from(f.lost_packets);
                 if let Err(e) = decoder.push(&f) {
                     decode_failure.get_or_insert(e.to_string());
                 }
@@ -374,6 +378,7 @@ async fn stream(
         time_to_first_keyframe_ms: to_keyframe.as_millis() as u64,
         frames,
         keyframes: keyframes.len() as u64,
+        packets_lost,
         frames_lost: lost,
         loss_percent: if frames + lost > 0 {
             ((lost as f64 * 1000.0 / (frames + lost) as f64).round()) / 10.0
@@ -484,7 +489,10 @@ fn print_report(r: &Report, json: bool) -> anyhow::Result<()> {
                 r.frames, r.keyframes, r.decoded, r.decode_errors
             ),
         ],
-        vec!["loss".into(), format!("{} frames missing ({}%)", r.frames_lost, r.loss_percent)],
+        vec![
+            "loss".into(),
+            format!("{} packets lost, {} frames missing ({}%)", r.packets_lost, r.frames_lost, r.loss_percent),
+        ],
         vec![
             "picture".into(),
             r.snapshot
