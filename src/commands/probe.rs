@@ -288,7 +288,7 @@ async fn probe(url: Url, args: &ProbeArgs) -> Result<Report, (Failure, String)> 
     let stop = CancellationToken::new();
     let opts = IngestOptions { connect_timeout: limit, stall_timeout: limit };
     let ingest = tokio::spawn(camera::run("probe".into(), url, opts, tx, stop.clone()));
-    let result = stream(&mut rx, args, &progress, started).await;
+    let result = stream(&mut rx, args, &progress, started, limit).await;
     stop.cancel();
     let _ = ingest.await;
     let mut report = result?;
@@ -303,11 +303,18 @@ async fn stream(
     args: &ProbeArgs,
     progress: &Progress,
     started: Instant,
+    limit: Duration,
 ) -> Result<Report, (Failure, String)> {
-    let info: StreamInfo = match rx.recv().await {
-        Some(Ingest::Connected(info)) => info,
-        Some(Ingest::Disconnected { reason, .. }) => return Err((Failure::classify(&reason), reason)),
-        Some(Ingest::Frame(_)) | None => return Err((Failure::Rtsp, "the session ended before it started".into())),
+    let info: StreamInfo = loop {
+        match rx.recv().await {
+            Some(Ingest::Connected(info)) => break info,
+            // Busy (503): ingest asks again by itself, within the time limit.
+            Some(Ingest::Disconnected { reason, .. }) if reason.contains("503") && started.elapsed() < limit => {
+                progress.say("the camera is busy (503); asking again");
+            }
+            Some(Ingest::Disconnected { reason, .. }) => return Err((Failure::classify(&reason), reason)),
+            Some(Ingest::Frame(_)) | None => return Err((Failure::Rtsp, "the session ended before it started".into())),
+        }
     };
     let to_keyframe = started.elapsed();
     progress.say(&format!("measuring {} s of stream", args.duration));

@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
+use gridwatch::event::EventMessage;
 use gridwatch::mosquitto::{Mosquitto, free_port};
 use gridwatch::rtsp_server::RtspServer;
 
@@ -231,6 +232,59 @@ fn status_snapshot_metrics_and_notify_against_a_running_daemon() {
     }
     let mean = get("gridwatch_inference_seconds_sum{camera=\"walkway\"}") / count;
     assert!(mean > 0.001 && mean < 2.0, "mean inference {mean} s");
+
+    // Events from the local store: the latest N in seq order, one JSON object a line.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let latest = loop {
+        let (code, out, err) = gridwatch(&["events", "--config", cfg, "--json", "--limit", "3"]);
+        assert_eq!(code, 0, "{err}");
+        let events: Vec<EventMessage> =
+            out.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+        if events.len() == 3 {
+            break events;
+        }
+        assert!(Instant::now() < deadline, "fewer than 3 events stored: {out}\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(latest.windows(2).all(|w| w[0].seq < w[1].seq), "ascending seq");
+    assert!(latest.iter().all(|e| e.camera == "walkway" && e.site == "e2e" && e.label == "person"));
+    let (code, out, _) = gridwatch(&["events", "--config", cfg, "--json", "--camera", "other"]);
+    assert_eq!((code, out.as_str()), (0, ""), "no events of a camera that is not there");
+    let (code, out, _) = gridwatch(&["events", "--config", cfg, "--limit", "2"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("SEQ") && out.lines().count() == 3 && out.contains("walkway"), "{out}");
+
+    // --follow prints what comes after, each event once, in order.
+    let mut follow = std::process::Command::new(BIN)
+        .args(["events", "--config", cfg, "--json", "--follow", "--limit", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut followed: Vec<EventMessage> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while followed.len() < 4 && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            followed.push(serde_json::from_str(&line).unwrap());
+        }
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(followed.len() >= 4, "follow printed {} events in 30 s", followed.len());
+    assert!(
+        followed.windows(2).all(|w| w[1].seq == w[0].seq + 1),
+        "every event once, in order: {:?}",
+        followed.iter().map(|e| e.seq).collect::<Vec<_>>()
+    );
+    assert!(followed[0].seq >= latest[2].seq, "starts from the latest");
 
     // The watchdog is pinged while all moves (4 s period: a ping at least every 2 s).
     let before = seen.iter().filter(|m| *m == "WATCHDOG=1").count();
