@@ -77,27 +77,30 @@ pub fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
         println!("no events stored{}", camera.map_or(String::new(), |c| format!(" for camera {c}")));
         return Ok(ExitCode::SUCCESS);
     }
-    print(&first, args.json, true);
-    while args.follow {
+    let _ = print(&first, args.json, true);
+    if !args.follow {
+        return Ok(ExitCode::SUCCESS);
+    }
+    loop {
         std::thread::sleep(FOLLOW_POLL);
         // Everything newer, in order, however many arrived.
         let new = store.recent(camera, last, usize::MAX >> 1)?;
         if let Some(e) = new.last() {
             last = e.seq;
-            print(&new, args.json, false);
+            // Nobody reads any more (`| head`): done.
+            if print(&new, args.json, false).is_err() {
+                return Ok(ExitCode::SUCCESS);
+            }
         }
     }
-    Ok(ExitCode::SUCCESS)
 }
 
-fn print(events: &[EventMessage], json: bool, header: bool) {
+fn print(events: &[EventMessage], json: bool, header: bool) -> std::io::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     if json {
         for e in events {
-            if let Ok(line) = serde_json::to_string(e) {
-                let _ = writeln!(out, "{line}");
-            }
+            writeln!(out, "{}", serde_json::to_string(e)?)?;
         }
     } else {
         let mut rows = Vec::new();
@@ -120,7 +123,7 @@ fn print(events: &[EventMessage], json: bool, header: bool) {
             ]);
         }
         // Followed rows line up with the header's widths only roughly; each stays one line.
-        let _ = out.write_all(table(&rows).as_bytes());
+        out.write_all(table(&rows).as_bytes())?;
     }
-    let _ = out.flush();
+    out.flush()
 }
