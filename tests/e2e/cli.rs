@@ -148,10 +148,20 @@ fn status_snapshot_metrics_and_notify_against_a_running_daemon() {
     let notify_path = dir.join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     notify.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    // journald's side: stderr is "the journal stream" when its device and inode match.
+    let log = dir.join("daemon.log");
+    std::fs::File::create(&log).unwrap();
+    let meta = std::fs::metadata(&log).unwrap();
+    let journal_stream =
+        format!("{}:{}", std::os::unix::fs::MetadataExt::dev(&meta), std::os::unix::fs::MetadataExt::ino(&meta));
     let mut daemon = start_daemon_with_env(
         &config,
-        dir.join("daemon.log"),
-        &[("NOTIFY_SOCKET", notify_path.as_os_str()), ("WATCHDOG_USEC", std::ffi::OsStr::new("4000000"))],
+        log,
+        &[
+            ("NOTIFY_SOCKET", notify_path.as_os_str()),
+            ("WATCHDOG_USEC", std::ffi::OsStr::new("4000000")),
+            ("JOURNAL_STREAM", std::ffi::OsStr::new(&journal_stream)),
+        ],
     );
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -300,6 +310,15 @@ fn status_snapshot_metrics_and_notify_against_a_running_daemon() {
     notifications(&notify, &mut seen);
     assert!(seen.iter().any(|m| m.starts_with("STOPPING=1")), "{seen:?}");
     assert!(!socket.exists(), "the control socket is removed on stop");
+    // Log lines for journald: a syslog priority first, no timestamp, the camera named.
+    let log = daemon.log();
+    assert!(log.lines().all(|l| l.starts_with("<3>") || l.starts_with("<4>") || l.starts_with("<6>")), "{log}");
+    assert!(
+        log.lines().any(|l| l.starts_with("<6>") && l.contains("streaming") && l.contains("camera=walkway")),
+        "{log}"
+    );
+    let level_first = |l: &str| ["ERROR", "WARN", "INFO"].iter().any(|w| l[3..].trim_start().starts_with(w));
+    assert!(log.lines().all(level_first), "the level right after the priority, no timestamp: {log}");
     let (code, _, err) = gridwatch(&["status", "--config", cfg]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("is gridwatch running?"), "{err}");
