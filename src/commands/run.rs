@@ -96,19 +96,21 @@ pub fn check(check: CheckArgs) -> anyhow::Result<ExitCode> {
 
 /// The configuration as the daemon uses it: every default filled in, relative paths
 /// resolved, camera passwords replaced by `***` (password files are named, never read).
+/// An unset `control.socket` stays unset: where it goes depends on how the daemon is
+/// started (systemd's `RuntimeDirectory=`), which a comment says.
 pub fn effective(cfg: &Config, json: bool) -> anyhow::Result<String> {
     let text = if json {
-        let mut v = serde_json::to_value(cfg)?;
-        v["control"]["socket"] = cfg.control_socket().display().to_string().into();
-        serde_json::to_string_pretty(&v)? + "\n"
+        serde_json::to_string_pretty(cfg)? + "\n"
     } else {
-        let mut cfg = cfg.clone();
-        cfg.control.socket = Some(cfg.control_socket());
-        format!(
-            "# effective configuration (gridwatch {})\n{}",
-            env!("CARGO_PKG_VERSION"),
-            toml::to_string_pretty(&cfg)?
-        )
+        let socket = match &cfg.control.socket {
+            Some(_) => String::new(),
+            None => format!(
+                "# control.socket unset: $RUNTIME_DIRECTORY/control.sock under systemd (/run/gridwatch/control.sock), else {}\n",
+                cfg.storage.dir.join(crate::config::CONTROL_SOCKET_NAME).display()
+            ),
+        };
+        let version = env!("CARGO_PKG_VERSION");
+        format!("# effective configuration (gridwatch {version})\n{socket}{}", toml::to_string_pretty(cfg)?)
     };
     Ok(crate::redact::userinfo(&text))
 }
@@ -142,6 +144,9 @@ url = "rtsp://admin:s3cret@192.0.2.10:554/stream1"
         assert_eq!(back["mqtt"]["port"].as_integer(), Some(1883));
         assert_eq!(back["cameras"][0]["track"][0].as_str(), Some("person"));
         let v: serde_json::Value = serde_json::from_str(&json_text).unwrap();
-        assert!(v["control"]["socket"].as_str().unwrap().ends_with("control.sock"));
+        assert_eq!(v["control"]["mode"], "0660");
+        assert!(
+            toml_text.contains("# control.socket unset: ") && toml_text.contains("/var/lib/gridwatch/control.sock")
+        );
     }
 }
