@@ -19,8 +19,13 @@ PACKAGES=(
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav
   mosquitto mosquitto-clients
+  # the tests make their own TLS certificates
+  openssl
   libturbojpeg0-dev
   python3-pip
+  # Package tests: systemd-analyze checks the unit offline; python3-seccomp lets
+  # scripts/unit-seccomp-run.py apply the unit's seccomp policy without systemd.
+  systemd python3-seccomp
 )
 
 say() { printf 'setup: %s\n' "$*"; }

@@ -139,6 +139,10 @@ pub struct CameraConfig {
     /// capped at this, aspect kept.
     #[serde(default = "default_analysis_width")]
     pub analysis_width: u32,
+    /// A session that delivers no frame for this long is dropped and reconnected
+    /// (RTSP itself never notices a camera that froze with its socket open).
+    #[serde(default = "default_stall_timeout_s")]
+    pub stall_timeout_s: u64,
     #[serde(default = "default_true")]
     pub enabled: bool,
 }
@@ -186,6 +190,9 @@ fn default_track() -> Vec<String> {
 }
 fn default_analysis_width() -> u32 {
     1280
+}
+fn default_stall_timeout_s() -> u64 {
+    20
 }
 fn default_true() -> bool {
     true
@@ -421,6 +428,9 @@ impl Config {
                     key("detect_fps"),
                     format!("{} is outside (0, 30] frames a second; 5 is a good start", cam.detect_fps),
                 );
+            }
+            if !(2..=600).contains(&cam.stall_timeout_s) {
+                bad(key("stall_timeout_s"), format!("{} is outside 2..=600 seconds", cam.stall_timeout_s));
             }
             if cam.track.is_empty() {
                 bad(key("track"), "is empty; list the labels that should make events, e.g. [\"person\"]".into());

@@ -181,13 +181,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     info!(site = %cfg.site, cameras = pipelines.len(), "gridwatch running");
     crate::notify::ready(&format!("running: {} camera(s)", pipelines.len()));
 
+    let health_stop = CancellationToken::new();
     let health_task = tokio::spawn(publish_health(
         healths,
         topics,
         shared.outbox.clone(),
         retained_tx,
         health_changed,
-        shutdown.clone(),
+        health_stop.clone(),
     ));
 
     shutdown.cancelled().await;
@@ -196,6 +197,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     for p in pipelines {
         p.join().await;
     }
+    health_stop.cancel();
     let _ = health_task.await;
     publisher_stop.cancel();
     let _ = publisher.await;
@@ -232,7 +234,7 @@ async fn publish_health(
     outbox: SharedOutbox,
     tx: mpsc::Sender<Retained>,
     changed: Arc<Notify>,
-    shutdown: CancellationToken,
+    stop: CancellationToken,
 ) {
     let send = |h: &CameraHealth| {
         let report = h.report();
@@ -240,24 +242,31 @@ async fn publish_health(
             let _ = tx.try_send(Retained { topic: topics.health(&report.camera), payload });
         }
     };
-    loop {
-        let evictions = outbox.with_async(|o| o.evictions().clone()).await;
-        for h in &healths {
-            let e = evictions.get(h.camera()).copied().unwrap_or_default();
-            h.set_evictions(e.snapshots, e.events);
-            send(h);
+    let publish_all = |stopping: bool| {
+        let (healths, outbox) = (&healths, &outbox);
+        async move {
+            let evictions = outbox.with_async(|o| o.evictions().clone()).await;
+            for h in healths {
+                let e = evictions.get(h.camera()).copied().unwrap_or_default();
+                h.set_evictions(e.snapshots, e.events);
+                if stopping {
+                    h.stopped();
+                }
+                send(h);
+            }
         }
+    };
+    loop {
+        publish_all(false).await;
         tokio::select! {
             _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
             _ = changed.notified() => {}
-            _ = shutdown.cancelled() => break,
+            _ = stop.cancelled() => break,
         }
     }
-    // Final word: every camera offline, sent before the publisher says "stopped".
-    for h in &healths {
-        h.stopped();
-        send(h);
-    }
+    // Final word, once the pipelines have ended (their last events may have evicted
+    // pictures): every camera offline, sent before the publisher says "stopped".
+    publish_all(true).await;
 }
 
 /// One camera's running stages.
@@ -291,8 +300,8 @@ impl CameraPipeline {
                 .name(format!("analyse-{}", cam.id))
                 .spawn(move || analyse(&cam, &shared, &health, frame_rx, &shutdown))?
         };
-        let ingest =
-            tokio::spawn(camera::run(cam.id.clone(), url, IngestOptions::default(), ingest_tx, shutdown.clone()));
+        let opts = IngestOptions { stall_timeout: Duration::from_secs(cam.stall_timeout_s), ..IngestOptions::default() };
+        let ingest = tokio::spawn(camera::run(cam.id.clone(), url, opts, ingest_tx, shutdown.clone()));
         Ok(CameraPipeline { ingest, threads: [decode, analysis] })
     }
 

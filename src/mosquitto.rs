@@ -19,6 +19,28 @@ pub struct Mosquitto {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    conf: PathBuf,
+    options: BrokerOptions,
+}
+
+/// What the broker offers beyond a plain anonymous listener on loopback.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerOptions {
+    /// Keep sessions and queued messages across `restart` (a persistent subscriber
+    /// then misses nothing while the broker is down).
+    pub persistent: bool,
+    /// A second listener, with TLS.
+    pub tls: Option<TlsListener>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    pub port: u16,
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Ask clients for a certificate signed by `ca_file`.
+    pub require_certificate: bool,
 }
 
 /// A TCP port on 127.0.0.1 that nothing listens on right now.
@@ -51,21 +73,46 @@ impl Mosquitto {
         Mosquitto::start_on(free_port().context("no free loopback port")?)
     }
 
-    /// Starts a broker on `port` (again, after `stop`, to simulate a broker restart).
+    /// Starts a broker on `port`.
     pub fn start_on(port: u16) -> anyhow::Result<Mosquitto> {
+        Mosquitto::start_with(port, BrokerOptions::default())
+    }
+
+    pub fn start_with(port: u16, options: BrokerOptions) -> anyhow::Result<Mosquitto> {
         let dir = std::env::temp_dir().join(format!("gridwatch-mosquitto-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let conf = dir.join("mosquitto.conf");
         // `user root`: started as root, mosquitto would switch to its own user, and a
         // change of user clears the death signal set below (it does nothing otherwise).
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\nuser root\n"),
-        )
-        .with_context(|| format!("writing {}", conf.display()))?;
+        let mut text = String::from("per_listener_settings false\nallow_anonymous true\nlog_dest none\nuser root\n");
+        if options.persistent {
+            // Saved at a clean stop (`restart`, `terminate`); a queue without bound,
+            // so a subscriber that is away misses nothing.
+            text += &format!("persistence true\npersistence_location {}/\nmax_queued_messages 0\n", dir.display());
+        } else {
+            text += "persistence false\n";
+        }
+        text += &format!("listener {port} 127.0.0.1\n");
+        if let Some(t) = &options.tls {
+            text += &format!(
+                "listener {} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {}\n",
+                t.port,
+                t.ca_file.display(),
+                t.cert_file.display(),
+                t.key_file.display(),
+                t.require_certificate
+            );
+        }
+        std::fs::write(&conf, text).with_context(|| format!("writing {}", conf.display()))?;
+        let mut m = Mosquitto { child: None, port, dir, conf, options };
+        m.spawn()?;
+        Ok(m)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
         let bin = binary()?;
         let mut cmd = Command::new(&bin);
-        cmd.arg("-c").arg(&conf).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.arg("-c").arg(&self.conf).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         cmd.process_group(0);
         let parent = std::process::id();
         // SAFETY: the closure runs between fork and exec and calls only prctl and
@@ -84,19 +131,24 @@ impl Mosquitto {
                 Ok(())
             });
         }
-        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
-        let mut m = Mosquitto { child: Some(child), port, dir };
+        self.child = Some(cmd.spawn().with_context(|| format!("starting {}", bin.display()))?);
+        let ports = [Some(self.port), self.options.tls.as_ref().map(|t| t.port)];
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = m.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                bail!("mosquitto exited at start ({status}); is port {port} taken?");
+        for port in ports.into_iter().flatten() {
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                    bail!(
+                        "mosquitto exited at start ({status}); is port {port} taken? (config: {})",
+                        self.conf.display()
+                    );
+                }
+                if Instant::now() > deadline {
+                    bail!("mosquitto did not accept connections on 127.0.0.1:{port} within 10 s");
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            if Instant::now() > deadline {
-                bail!("mosquitto did not accept connections on 127.0.0.1:{port} within 10 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(m)
+        Ok(())
     }
 
     pub fn port(&self) -> u16 {
@@ -109,6 +161,22 @@ impl Mosquitto {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Stops the broker the way an administrator would (SIGTERM): a persistent broker
+    /// saves its sessions and queues.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the broker again, on the same ports with the same state, after
+    /// `stop` or `terminate` (from the thread that should own its lifetime).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.terminate();
+        self.spawn()
     }
 }
 

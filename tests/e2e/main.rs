@@ -4,5 +4,7 @@
 //! slow); one module per area.
 
 mod cli;
+mod faults;
+mod package;
 mod slice;
 mod support;

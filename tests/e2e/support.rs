@@ -1,6 +1,9 @@
 //! What every end-to-end test needs: scratch folders, fixtures, the daemon as a child
 //! process, and a desk that subscribes to the broker the way the duty desk does.
 
+// Not every test module uses every helper.
+#![allow(dead_code)]
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -8,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use gridwatch::event::{EventMessage, EventType};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
+use sha2::{Digest, Sha256};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_gridwatch");
 pub const PASSWORD: &str = "s3cret-Pw0rd";
@@ -39,8 +43,18 @@ pub struct Desk {
 
 impl Desk {
     pub fn connect(port: u16) -> Desk {
-        let mut opts = MqttOptions::new(format!("desk-{}", std::process::id()), "127.0.0.1", port);
-        opts.set_max_packet_size(16 << 20, 64 << 10);
+        Desk::connect_as(port, &format!("desk-{}", std::process::id()), true)
+    }
+
+    /// A desk whose broker session (subscription and queued messages) outlives its
+    /// connection, so it misses nothing across a broker restart.
+    pub fn connect_persistent(port: u16, client_id: &str) -> Desk {
+        Desk::connect_as(port, client_id, false)
+    }
+
+    fn connect_as(port: u16, client_id: &str, clean_session: bool) -> Desk {
+        let mut opts = MqttOptions::new(client_id, "127.0.0.1", port);
+        opts.set_max_packet_size(16 << 20, 64 << 10).set_clean_session(clean_session);
         let (client, mut conn) = Client::new(opts, 64);
         client.subscribe("gridwatch/#", QoS::AtLeastOnce).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -105,6 +119,17 @@ impl Desk {
             }
         }
         out
+    }
+
+    /// (event_id, seq) of the events that went out without their snapshot because the
+    /// outbox's disk budget evicted it.
+    pub fn evicted_snapshots(&self) -> Vec<(String, u64)> {
+        self.on("gridwatch/e2e/events")
+            .iter()
+            .filter_map(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
+            .filter(|v| v["snapshot_evicted"] == true && v["snapshot"].is_null())
+            .map(|v| (v["event_id"].as_str().unwrap_or_default().to_owned(), v["seq"].as_u64().unwrap_or_default()))
+            .collect()
     }
 
     /// Events that had their `new` but not yet their `end`.
@@ -204,6 +229,92 @@ pub fn write_config_text(dir: &Path, text: &str) -> PathBuf {
 
 pub fn write_config(dir: &Path, broker_port: u16, camera_url: &str) -> PathBuf {
     write_config_text(dir, &base_config(broker_port, camera_url))
+}
+
+/// Asserts the contract on everything the desk saw; returns the events.
+pub fn check_contract(desk: &Desk) -> Vec<EventMessage> {
+    check_contract_of(desk, &["walkway"])
+}
+
+/// `check_contract` for object events of the `cameras` listed. A non-`end` event may
+/// lack its snapshot only when it says the outbox evicted it.
+pub fn check_contract_of(desk: &Desk, cameras: &[&str]) -> Vec<EventMessage> {
+    let delivered = desk.events();
+    let events: Vec<EventMessage> = delivered.iter().map(|(e, _)| e.clone()).collect();
+    // seq strictly increasing in arrival order.
+    for w in events.windows(2) {
+        assert!(w[1].seq > w[0].seq, "seq must increase: {} then {}", w[0].seq, w[1].seq);
+    }
+    // Per event: new, update*, end; only tracked labels.
+    let mut by_id: HashMap<&str, Vec<EventType>> = HashMap::new();
+    for e in &events {
+        assert_eq!((e.schema.as_str(), e.site.as_str()), ("gridwatch.event/1", "e2e"));
+        assert!(cameras.contains(&e.camera.as_str()), "camera {}", e.camera);
+        assert_eq!(e.kind, "object");
+        assert_eq!(e.label, "person", "only tracked labels make events");
+        assert!(
+            e.bbox.iter().all(|v| (0.0..=1.0).contains(v)) && e.bbox[0] < e.bbox[2] && e.bbox[1] < e.bbox[3],
+            "{:?}",
+            e.bbox
+        );
+        by_id.entry(&e.event_id).or_default().push(e.event_type);
+    }
+    for (id, seq) in &by_id {
+        assert_eq!(seq.first(), Some(&EventType::New), "event {id}: {seq:?}");
+        assert_eq!(seq.iter().filter(|t| **t == EventType::End).count(), 1, "event {id}: {seq:?}");
+        assert_eq!(seq.last(), Some(&EventType::End), "event {id}: {seq:?}");
+    }
+    let evicted = desk.evicted_snapshots();
+    // Every snapshot arrives before the event naming it, and is the picture it describes.
+    for (e, arrived) in &delivered {
+        if e.event_type == EventType::End {
+            continue;
+        }
+        let Some(s) = e.snapshot.as_ref() else {
+            assert!(
+                evicted.contains(&(e.event_id.clone(), e.seq)),
+                "{:?} event {} has no snapshot and does not say it was evicted",
+                e.event_type,
+                e.event_id
+            );
+            continue;
+        };
+        assert!(s.topic.starts_with("gridwatch/e2e/snapshots/") && s.topic.contains(&e.event_id), "{}", s.topic);
+        let snap = desk.on(&s.topic);
+        let snap = snap.first().unwrap_or_else(|| panic!("snapshot {} never arrived", s.topic));
+        assert!(snap.at <= *arrived, "snapshot {} arrived after its event", s.topic);
+        assert_eq!(snap.payload.len(), s.bytes);
+        let sha: String = Sha256::digest(&snap.payload).iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(sha, s.sha256, "sha256 of {}", s.topic);
+        let img =
+            image::load_from_memory_with_format(&snap.payload, image::ImageFormat::Jpeg).expect("snapshot is a JPEG");
+        assert_eq!((img.width(), img.height()), (s.width, s.height));
+        assert_eq!((s.width, s.height), (768, 576), "the clip's own size");
+    }
+    events
+}
+
+/// Polls what the desk receives until `cond` holds, or `timeout`.
+pub fn wait_until(desk: &mut Desk, timeout: Duration, cond: impl Fn(&Desk) -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !cond(desk) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        desk.wait_for(Duration::from_millis(200), |_| false);
+    }
+    true
+}
+
+/// The latest health JSON the desk has for `camera`.
+pub fn last_health(desk: &Desk, camera: &str) -> Option<serde_json::Value> {
+    desk.on(&format!("gridwatch/e2e/{camera}/health"))
+        .last()
+        .and_then(|m| serde_json::from_slice::<serde_json::Value>(&m.payload).ok())
+}
+
+pub fn last_health_state(desk: &Desk, camera: &str) -> String {
+    last_health(desk, camera).and_then(|h| h["state"].as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 /// `gridwatch run` like [`Daemon::start`], with extra environment (systemd's
