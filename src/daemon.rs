@@ -125,6 +125,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
             name: c.display_name().to_owned(),
             enabled: c.enabled,
             detect_fps: c.detect_fps,
+            stall_timeout: Duration::from_secs(c.stall_timeout_s),
             health: Arc::new(CameraHealth::new(&c.id, c.enabled)),
             frames: FrameSlot::default(),
         })
@@ -300,7 +301,8 @@ impl CameraPipeline {
                 .name(format!("analyse-{}", cam.id))
                 .spawn(move || analyse(&cam, &shared, &health, frame_rx, &shutdown))?
         };
-        let opts = IngestOptions { stall_timeout: Duration::from_secs(cam.stall_timeout_s), ..IngestOptions::default() };
+        let opts =
+            IngestOptions { stall_timeout: Duration::from_secs(cam.stall_timeout_s), ..IngestOptions::default() };
         let ingest = tokio::spawn(camera::run(cam.id.clone(), url, opts, ingest_tx, shutdown.clone()));
         Ok(CameraPipeline { ingest, threads: [decode, analysis] })
     }

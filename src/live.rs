@@ -72,6 +72,8 @@ pub struct LiveCamera {
     pub name: String,
     pub enabled: bool,
     pub detect_fps: f64,
+    /// Ingest drops a session without frames after this long (`cameras.stall_timeout_s`).
+    pub stall_timeout: Duration,
     pub health: Arc<CameraHealth>,
     pub frames: FrameSlot,
 }

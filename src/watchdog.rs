@@ -19,9 +19,10 @@ use tracing::{error, info};
 use crate::health::CameraState;
 use crate::live::{Live, Rates};
 
-/// Streaming, but no frame from ingest: ingest stalls a session after 20 s without
-/// frames, so this much longer means the stage that reports the stall is stuck.
-const RECEIVE_LIMIT: Duration = Duration::from_secs(40);
+/// Streaming, but no frame from ingest: ingest drops a session after its stall timeout
+/// without frames, so this much longer than that means the stage that reports the
+/// stall is stuck.
+const RECEIVE_MARGIN: Duration = Duration::from_secs(20);
 /// Frames arrive but no picture comes out of the decoder.
 const DECODE_LIMIT: Duration = Duration::from_secs(60);
 /// Pictures are offered but none is analysed (detection stuck on a frame).
@@ -58,6 +59,7 @@ impl Moved {
 #[derive(Debug)]
 struct CameraWatch {
     id: String,
+    receive_limit: Duration,
     decode_limit: Duration,
     state: Option<CameraState>,
     received: Moved,
@@ -74,14 +76,15 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
-    /// `cameras`: (id, detect_fps) of each enabled camera, in sample order.
-    /// `publisher_limit`: longest quiet spell of the MQTT publisher's loop.
-    pub fn new(cameras: &[(String, f64)], publisher_limit: Duration, now: Instant) -> Watchdog {
+    /// `cameras`: (id, detect_fps, stall timeout) of each enabled camera, in sample
+    /// order. `publisher_limit`: longest quiet spell of the MQTT publisher's loop.
+    pub fn new(cameras: &[(String, f64, Duration)], publisher_limit: Duration, now: Instant) -> Watchdog {
         let zero = Moved { value: 0, at: now };
         let cameras = cameras
             .iter()
-            .map(|(id, fps)| CameraWatch {
+            .map(|(id, fps, stall)| CameraWatch {
                 id: id.clone(),
+                receive_limit: *stall + RECEIVE_MARGIN,
                 // A very low detect_fps hands pictures on rarely: allow a few intervals.
                 decode_limit: DECODE_LIMIT.max(Duration::from_secs_f64(4.0 / fps.max(0.001))),
                 state: None,
@@ -117,7 +120,7 @@ impl Watchdog {
                 continue;
             }
             let quiet = |m: Moved| now.saturating_duration_since(m.at);
-            if quiet(w.received) > RECEIVE_LIMIT {
+            if quiet(w.received) > w.receive_limit {
                 problems.push(format!(
                     "camera {}: streaming, but no frame received for {}s (ingest or decode thread stuck)",
                     w.id,
@@ -155,8 +158,10 @@ pub async fn run(live: Arc<Live>, publisher_limit: Duration, shutdown: Cancellat
         info!(period = ?i, "systemd watchdog on: pinging while the pipeline makes progress");
     }
     let enabled: Vec<usize> = (0..live.cameras.len()).filter(|&i| live.cameras[i].enabled).collect();
-    let ids: Vec<(String, f64)> =
-        enabled.iter().map(|&i| (live.cameras[i].id.clone(), live.cameras[i].detect_fps)).collect();
+    let ids: Vec<(String, f64, Duration)> = enabled
+        .iter()
+        .map(|&i| (live.cameras[i].id.clone(), live.cameras[i].detect_fps, live.cameras[i].stall_timeout))
+        .collect();
     let mut dog = Watchdog::new(&ids, publisher_limit, Instant::now());
     let mut history: VecDeque<(Instant, Vec<(u64, u64)>)> = VecDeque::new();
     let mut was_ok = true;
@@ -236,7 +241,7 @@ mod tests {
     }
 
     fn dog(t0: Instant) -> Watchdog {
-        Watchdog::new(&[("cam".into(), 5.0)], Duration::from_secs(90), t0)
+        Watchdog::new(&[("cam".into(), 5.0, Duration::from_secs(20))], Duration::from_secs(90), t0)
     }
 
     #[test]
@@ -269,6 +274,17 @@ mod tests {
         let v = run(&mut d, t0, 40, |k| sample(S, k.min(5) * 20, k.min(5) * 10, k.min(5) * 10));
         let first_bad = v.iter().position(Result::is_err).expect("a frozen stream must stop the pings");
         assert!(v[first_bad].as_ref().unwrap_err().contains("no frame received"), "{v:?}");
+        // Frozen from tick 5; the stall timeout (20 s) and the margin (20 s) pass first.
+        assert!((24..=26).contains(&first_bad), "first failure at tick {first_bad}");
+    }
+
+    #[test]
+    fn a_long_stall_timeout_is_waited_out() {
+        let t0 = Instant::now();
+        let mut d = Watchdog::new(&[("cam".into(), 5.0, Duration::from_secs(120))], Duration::from_secs(900), t0);
+        // No frame for 130 s: ingest itself has not yet given up on the session.
+        let v = run(&mut d, t0, 70, |k| sample(S, k.min(5) * 20, k.min(5) * 10, k.min(5) * 10));
+        assert!(v.iter().all(Result::is_ok), "{v:?}");
     }
 
     #[test]
