@@ -140,7 +140,10 @@ fn status_snapshot_metrics_and_notify_against_a_running_daemon() {
     let mut broker = Mosquitto::start().unwrap();
     let server = RtspServer::start(0, &[("/cam", &clip())]).unwrap();
     let metrics_port = free_port().unwrap();
-    let text = format!("{}\n[metrics]\nport = {metrics_port}\n", base_config(broker.port(), &server.url("/cam")));
+    let text = format!(
+        "{}[[cameras]]\nid = \"spare\"\nurl = \"rtsp://127.0.0.1:9/x\"\nenabled = false\n\n[metrics]\nport = {metrics_port}\n",
+        base_config(broker.port(), &server.url("/cam"))
+    );
     let config = write_config_text(&dir, &text);
     let cfg = config.to_str().unwrap();
 
@@ -221,6 +224,9 @@ fn status_snapshot_metrics_and_notify_against_a_running_daemon() {
     let (code, _, err) = gridwatch(&["snapshot", "no-such-cam", "-o", "/dev/null", "--config", cfg]);
     assert_eq!(code, 5, "{err}");
     assert!(err.contains("no camera \"no-such-cam\"") && err.contains("walkway"), "{err}");
+    let (code, _, err) = gridwatch(&["snapshot", "spare", "-o", "/dev/null", "--config", cfg]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("no picture yet (state: disabled)"), "{err}");
 
     // Metrics: parseable, and the figures agree with the pipeline.
     let m = parse_metrics(&scrape(metrics_port));
@@ -302,6 +308,30 @@ fn status_snapshot_metrics_and_notify_against_a_running_daemon() {
     notifications(&notify, &mut seen);
     let pings = seen.iter().filter(|m| *m == "WATCHDOG=1").count() - before;
     assert!(pings >= 2, "{pings} pings in 5 s");
+
+    // A camera that goes away is reconnecting, not stuck: the pings go on.
+    let port = server.port();
+    server.stop();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, out, _) = gridwatch(&["status", "--config", cfg, "--json"]);
+        if json(&out)["cameras"][0]["state"] == "reconnecting" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "camera never reconnecting: {out}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    notifications(&notify, &mut seen);
+    let before = seen.iter().filter(|m| *m == "WATCHDOG=1").count();
+    std::thread::sleep(Duration::from_secs(5));
+    notifications(&notify, &mut seen);
+    let pings = seen.iter().filter(|m| *m == "WATCHDOG=1").count() - before;
+    assert!(pings >= 2, "{pings} pings in 5 s while the camera reconnects");
+    let m = parse_metrics(&scrape(metrics_port));
+    assert_eq!(m["gridwatch_camera_up{camera=\"walkway\"}"], 0.0);
+    assert_eq!(m["gridwatch_pipeline_stuck"], 0.0);
+    assert!(m["gridwatch_reconnects_total{camera=\"walkway\"}"] >= 1.0);
+    let _server = RtspServer::start(port, &[("/cam", &clip())]).unwrap();
 
     // A clean stop: STOPPING=1, exit 0, the socket gone, status says nobody runs.
     daemon.signal(libc::SIGTERM);
