@@ -444,6 +444,49 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), task).await.expect("ingest did not stop promptly").unwrap();
     }
 
+    /// Two GOPs of `file` in Annex-B, cut where its third SPS begins.
+    fn two_gops(file: &str) -> Vec<u8> {
+        let data = std::fs::read(clip(file)).unwrap();
+        let sps: Vec<usize> =
+            (0..data.len() - 3).filter(|&i| data[i..i + 3] == [0, 0, 1] && data[i + 3] & 0x1f == 7).collect();
+        data[..sps[2]].to_vec()
+    }
+
+    /// A camera that switches resolution mid-stream (a technician changes its profile):
+    /// ingest announces the new stream, and a decoder built for it makes pictures.
+    #[tokio::test]
+    async fn a_resolution_change_mid_stream_is_announced() {
+        let dir = std::env::temp_dir().join(format!("gridwatch-camera-switch-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let switching = dir.join("switch.h264");
+        std::fs::write(&switching, [two_gops("vtest.h264"), two_gops("vtest_1080p.h264")].concat()).unwrap();
+        let server = RtspServer::start(0, &[("/cam", &switching)]).unwrap();
+        let (mut rx, token, task) = start(&server.url("/cam"), IngestOptions::default());
+
+        let first = connected(&mut rx, Duration::from_secs(8)).await;
+        assert_eq!((first.width, first.height), (768, 576));
+        let deadline = Instant::now() + Duration::from_secs(12);
+        let second = loop {
+            match next(&mut rx, deadline - Instant::now()).await {
+                Ingest::Connected(info) => break info,
+                Ingest::Frame(_) => {}
+                Ingest::Disconnected { reason, .. } => panic!("the change must not end the session: {reason}"),
+            }
+        };
+        assert_eq!((second.width, second.height), (1920, 1080), "{second:?}");
+        let (tx, decoded) = std::sync::mpsc::channel();
+        let opts = DecodeOptions { width: 640, height: 360, max_fps: 0.0 };
+        let mut decoder = Decoder::new("test-cam", &second, opts, Box::new(move |f| drop(tx.send(f)))).unwrap();
+        while decoded.try_recv().is_err() {
+            match next(&mut rx, deadline.max(Instant::now() + Duration::from_secs(3)) - Instant::now()).await {
+                Ingest::Frame(f) => decoder.push(&f).unwrap(),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        stop(token, task).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Ingests 4 s of a served clip, checks the frames, and decodes them at 5 fps.
     async fn ingest_and_decode(file: &str, codec: Codec, rfc6381_prefix: &str) {
         let server = RtspServer::start(0, &[("/cam", &clip(file))]).unwrap();

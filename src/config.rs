@@ -5,7 +5,7 @@
 //! or an error that names the file, each offending key and what to do about it.
 //! Nothing here touches the network or the cameras.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -112,13 +112,20 @@ pub struct StorageConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotConfig {
+    /// JPEG quality to start from; lowered (then the size) until `max_bytes` holds.
     #[serde(default = "default_jpeg_quality")]
     pub quality: u8,
+    /// Largest JPEG sent; a broker's message limit and a thin link both care.
+    #[serde(default = "default_snapshot_max_bytes")]
+    pub max_bytes: usize,
+    /// Send only the part of the frame around the event's boxes (and zone), not the whole frame.
+    #[serde(default)]
+    pub crop: bool,
 }
 
 impl Default for SnapshotConfig {
     fn default() -> Self {
-        SnapshotConfig { quality: default_jpeg_quality() }
+        SnapshotConfig { quality: default_jpeg_quality(), max_bytes: default_snapshot_max_bytes(), crop: false }
     }
 }
 
@@ -145,9 +152,203 @@ pub struct CameraConfig {
     pub stall_timeout_s: u64,
     #[serde(default = "default_true")]
     pub enabled: bool,
+    #[serde(default)]
+    pub motion: MotionConfig,
+    /// Per label: which detections count (see docs/rules.md).
+    #[serde(default)]
+    pub filters: BTreeMap<String, FilterConfig>,
+    #[serde(default)]
+    pub zones: Vec<ZoneConfig>,
+    /// Areas blacked out in every picture that leaves the device.
+    #[serde(default)]
+    pub privacy_masks: Vec<MaskConfig>,
+    pub tamper: Option<TamperRule>,
+    pub camera_offline: Option<OfflineRule>,
+    /// The `[snapshot]` section, copied here at load so a camera's pipeline has all it needs.
+    #[serde(skip)]
+    pub snapshot: SnapshotConfig,
+}
+
+/// A polygon's corners as `[x, y]` pairs in 0..1 of the frame's width and height.
+pub type Points = Vec<[f32; 2]>;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MotionConfig {
+    /// Off: every frame goes to the detector, and objects count without having moved.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Luma difference (0-255) from the background that counts as change.
+    #[serde(default = "default_motion_threshold")]
+    pub threshold: u8,
+    /// Least changed area, as a fraction of the frame, that counts as motion.
+    #[serde(default = "default_motion_min_area")]
+    pub min_area: f32,
+    /// How often a still scene is looked at anyway (seconds).
+    #[serde(default = "default_recheck_s")]
+    pub recheck_s: f64,
+}
+
+impl Default for MotionConfig {
+    fn default() -> Self {
+        MotionConfig {
+            enabled: true,
+            threshold: default_motion_threshold(),
+            min_area: default_motion_min_area(),
+            recheck_s: default_recheck_s(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterConfig {
+    /// Detections of this label below this score are ignored (default: detector.min_score).
+    pub min_score: Option<f32>,
+    /// An object counts once the median of its recent scores (misses as 0) reaches this.
+    #[serde(default = "default_confirm_score")]
+    pub confirm_score: f32,
+    /// Box area bounds as a fraction of the frame.
+    #[serde(default)]
+    pub min_area: f32,
+    #[serde(default = "default_one")]
+    pub max_area: f32,
+    /// Box width / height bounds.
+    #[serde(default)]
+    pub min_ratio: f32,
+    #[serde(default = "default_max_ratio")]
+    pub max_ratio: f32,
+    /// A detection standing (bottom-centre) in one of these polygons is dropped.
+    #[serde(default)]
+    pub masks: Vec<Points>,
+}
+
+impl Default for FilterConfig {
+    fn default() -> Self {
+        FilterConfig {
+            min_score: None,
+            confirm_score: default_confirm_score(),
+            min_area: 0.0,
+            max_area: 1.0,
+            min_ratio: 0.0,
+            max_ratio: default_max_ratio(),
+            masks: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaskConfig {
+    pub points: Points,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneConfig {
+    /// Zone id, same rule as camera ids; listed in events' `zones`.
+    pub name: String,
+    pub points: Points,
+    /// Analysed frames in a row an object must be inside (outside) to enter (leave).
+    #[serde(default = "default_inertia")]
+    pub inertia: u32,
+    pub intrusion: Option<IntrusionRule>,
+    pub loitering: Option<LoiteringRule>,
+    pub crowd: Option<CrowdRule>,
+    pub occupation: Option<OccupationRule>,
+    pub abandoned: Option<AbandonedRule>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrusionRule {
+    #[serde(default = "default_person")]
+    pub labels: Vec<String>,
+    /// Local time window, "HH:MM-HH:MM" (may span midnight); always when absent.
+    pub schedule: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoiteringRule {
+    pub seconds: f64,
+    #[serde(default = "default_person")]
+    pub labels: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrowdRule {
+    pub count: u32,
+    #[serde(default)]
+    pub seconds: f64,
+    #[serde(default = "default_person")]
+    pub labels: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OccupationRule {
+    pub seconds: f64,
+    #[serde(default = "default_vehicles")]
+    pub labels: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbandonedRule {
+    pub seconds: f64,
+    #[serde(default = "default_items")]
+    pub labels: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TamperRule {
+    #[serde(default = "default_tamper_s")]
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OfflineRule {
+    #[serde(default = "default_offline_s")]
+    pub seconds: f64,
+}
+
+impl ZoneConfig {
+    /// Every label a rule of this zone looks at.
+    pub fn labels(&self) -> impl Iterator<Item = &String> {
+        let i = self.intrusion.iter().flat_map(|r| &r.labels);
+        let l = self.loitering.iter().flat_map(|r| &r.labels);
+        let c = self.crowd.iter().flat_map(|r| &r.labels);
+        let o = self.occupation.iter().flat_map(|r| &r.labels);
+        let a = self.abandoned.iter().flat_map(|r| &r.labels);
+        i.chain(l).chain(c).chain(o).chain(a)
+    }
 }
 
 impl CameraConfig {
+    /// Labels the camera must detect and track: `track` plus every zone rule's labels
+    /// (and persons, when an abandoned-item rule must know whether someone is near).
+    pub fn tracked_labels(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.track.clone();
+        for z in &self.zones {
+            out.extend(z.labels().cloned());
+            if z.abandoned.is_some() {
+                out.push("person".into());
+            }
+        }
+        let mut seen = HashSet::new();
+        out.retain(|l| seen.insert(l.clone()));
+        out
+    }
+
+    /// The filter for `label`: its own section, or the defaults.
+    pub fn filter(&self, label: &str) -> FilterConfig {
+        self.filters.get(label).cloned().unwrap_or_default()
+    }
+
     pub fn display_name(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.id)
     }
@@ -196,6 +397,45 @@ fn default_stall_timeout_s() -> u64 {
 }
 fn default_true() -> bool {
     true
+}
+fn default_snapshot_max_bytes() -> usize {
+    150_000
+}
+fn default_motion_threshold() -> u8 {
+    20
+}
+fn default_motion_min_area() -> f32 {
+    0.0005
+}
+fn default_recheck_s() -> f64 {
+    1.5
+}
+fn default_confirm_score() -> f32 {
+    0.6
+}
+fn default_one() -> f32 {
+    1.0
+}
+fn default_max_ratio() -> f32 {
+    100.0
+}
+fn default_inertia() -> u32 {
+    3
+}
+fn default_person() -> Vec<String> {
+    vec!["person".into()]
+}
+fn default_vehicles() -> Vec<String> {
+    ["car", "truck", "bus", "motorcycle", "bicycle"].map(String::from).to_vec()
+}
+fn default_items() -> Vec<String> {
+    ["backpack", "handbag", "suitcase"].map(String::from).to_vec()
+}
+fn default_tamper_s() -> f64 {
+    10.0
+}
+fn default_offline_s() -> f64 {
+    30.0
 }
 
 /// Why a configuration was refused. Display lists every problem, one per line.
@@ -255,6 +495,9 @@ impl Config {
             ConfigError::Parse { file: file.to_owned(), message: crate::redact::userinfo(&message) }
         })?;
         cfg.resolve_paths(base);
+        for cam in &mut cfg.cameras {
+            cam.snapshot = cfg.snapshot.clone();
+        }
         let problems = cfg.problems();
         if problems.is_empty() { Ok(cfg) } else { Err(ConfigError::Invalid { file: file.to_owned(), problems }) }
     }
@@ -408,6 +651,15 @@ impl Config {
         if !(1..=100).contains(&self.snapshot.quality) {
             bad("snapshot.quality".into(), format!("{} is outside 1..=100", self.snapshot.quality));
         }
+        if self.snapshot.max_bytes < 10_000 {
+            bad(
+                "snapshot.max_bytes".into(),
+                format!(
+                    "{} is too small for a useful picture; give at least 10000 (default 150000)",
+                    self.snapshot.max_bytes
+                ),
+            );
+        }
 
         if self.cameras.is_empty() {
             bad("cameras".into(), "no [[cameras]] are configured; add at least one with id and url".into());
@@ -448,10 +700,142 @@ impl Config {
             if !(64..=3840).contains(&cam.analysis_width) {
                 bad(key("analysis_width"), format!("{} is outside 64..=3840 pixels", cam.analysis_width));
             }
+            for (k, reason) in camera_rule_problems(cam, labels.as_ref()) {
+                bad(key(&k), reason);
+            }
         }
         self.control_and_metrics_problems(&mut bad);
         out
     }
+}
+
+/// Problems in a camera's motion, filters, zones, rules and masks, as (key under the
+/// camera, reason).
+fn camera_rule_problems(cam: &CameraConfig, labels: Option<&Labels>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut bad = |k: String, r: String| out.push((k, r));
+    let check_labels = |k: &str, list: &[String], bad: &mut dyn FnMut(String, String)| {
+        if list.is_empty() {
+            bad(k.into(), "is empty; list at least one label".into());
+        }
+        for l in list.iter().filter(|l| labels.is_some_and(|ls| ls.id(l).is_none())) {
+            bad(k.into(), format!("\"{l}\" is not a label the model knows (e.g. person, car, truck, backpack)"));
+        }
+    };
+    let secs = |k: &str, v: f64, bad: &mut dyn FnMut(String, String)| {
+        if !(v.is_finite() && (0.0..=86_400.0).contains(&v)) {
+            bad(k.into(), format!("{v} is outside 0..=86400 seconds"));
+        }
+    };
+    let m = &cam.motion;
+    if m.threshold == 0 {
+        bad("motion.threshold".into(), "0 counts sensor noise as motion; 20 is a good start".into());
+    }
+    if !(0.0..0.5).contains(&m.min_area) {
+        bad("motion.min_area".into(), format!("{} is outside 0..0.5 of the frame", m.min_area));
+    }
+    if !(m.recheck_s > 0.0 && m.recheck_s <= 60.0) {
+        bad("motion.recheck_s".into(), format!("{} is outside (0, 60] seconds", m.recheck_s));
+    }
+    for (label, f) in &cam.filters {
+        let k = |s: &str| format!("filters.{label}.{s}");
+        if labels.is_some_and(|ls| ls.id(label).is_none()) {
+            bad(format!("filters.{label}"), format!("\"{label}\" is not a label the model knows"));
+        }
+        for (name, v) in [("min_score", f.min_score.unwrap_or(0.5)), ("confirm_score", f.confirm_score)] {
+            if !(0.0..=1.0).contains(&v) {
+                bad(k(name), format!("{v} is outside 0..1"));
+            }
+        }
+        if !(0.0..=1.0).contains(&f.min_area) || !(0.0..=1.0).contains(&f.max_area) || f.min_area > f.max_area {
+            bad(
+                k("min_area"),
+                format!("min_area {} and max_area {} must satisfy 0 <= min <= max <= 1", f.min_area, f.max_area),
+            );
+        }
+        if f.min_ratio < 0.0 || f.min_ratio > f.max_ratio {
+            bad(
+                k("min_ratio"),
+                format!("min_ratio {} and max_ratio {} must satisfy 0 <= min <= max", f.min_ratio, f.max_ratio),
+            );
+        }
+        for (i, p) in f.masks.iter().enumerate() {
+            if let Err(r) = check_polygon(p) {
+                bad(k(&format!("masks[{i}]")), r);
+            }
+        }
+    }
+    for (i, p) in cam.privacy_masks.iter().enumerate() {
+        if let Err(r) = check_polygon(&p.points) {
+            bad(format!("privacy_masks[{i}].points"), r);
+        }
+    }
+    let mut names = HashSet::new();
+    for (i, z) in cam.zones.iter().enumerate() {
+        let k = |s: &str| format!("zones[{i}].{s}");
+        if let Err(r) = check_id(&z.name) {
+            bad(k("name"), r);
+        } else if !names.insert(z.name.as_str()) {
+            bad(k("name"), format!("\"{}\" is used by an earlier zone of this camera", z.name));
+        }
+        if let Err(r) = check_polygon(&z.points) {
+            bad(k("points"), r);
+        }
+        if !(1..=50).contains(&z.inertia) {
+            bad(k("inertia"), format!("{} is outside 1..=50 frames", z.inertia));
+        }
+        if let Some(r) = &z.intrusion {
+            check_labels(&k("intrusion.labels"), &r.labels, &mut bad);
+            if let Some(s) = &r.schedule
+                && let Err(e) = crate::rules::Schedule::parse(s)
+            {
+                bad(k("intrusion.schedule"), e);
+            }
+        }
+        if let Some(r) = &z.loitering {
+            check_labels(&k("loitering.labels"), &r.labels, &mut bad);
+            secs(&k("loitering.seconds"), r.seconds, &mut bad);
+        }
+        if let Some(r) = &z.crowd {
+            check_labels(&k("crowd.labels"), &r.labels, &mut bad);
+            secs(&k("crowd.seconds"), r.seconds, &mut bad);
+            if r.count < 2 {
+                bad(k("crowd.count"), format!("{} is not a crowd; give 2 or more", r.count));
+            }
+        }
+        if let Some(r) = &z.occupation {
+            check_labels(&k("occupation.labels"), &r.labels, &mut bad);
+            secs(&k("occupation.seconds"), r.seconds, &mut bad);
+        }
+        if let Some(r) = &z.abandoned {
+            check_labels(&k("abandoned.labels"), &r.labels, &mut bad);
+            secs(&k("abandoned.seconds"), r.seconds, &mut bad);
+        }
+    }
+    if let Some(t) = &cam.tamper {
+        secs("tamper.seconds", t.seconds, &mut bad);
+    }
+    if let Some(o) = &cam.camera_offline
+        && !(1.0..=86_400.0).contains(&o.seconds)
+    {
+        bad("camera_offline.seconds".into(), format!("{} is outside 1..=86400 seconds", o.seconds));
+    }
+    out
+}
+
+/// A polygon needs 3 or more corners, each within the frame (0..1).
+fn check_polygon(p: &Points) -> Result<(), String> {
+    if p.len() < 3 {
+        return Err(format!("has {} point(s); a polygon needs at least 3 [x, y] pairs", p.len()));
+    }
+    if let Some((j, [x, y])) =
+        p.iter().enumerate().find(|(_, [x, y])| !(0.0..=1.0).contains(x) || !(0.0..=1.0).contains(y))
+    {
+        return Err(format!(
+            "point {j} [{x}, {y}] is outside the frame; coordinates are fractions 0..1 of width and height"
+        ));
+    }
+    Ok(())
 }
 
 /// Site, camera and zone ids become MQTT topic levels: `[a-z0-9][a-z0-9_-]{0,62}`.
@@ -729,6 +1113,78 @@ track = ["person", "car"]
         let broken = GOOD.replace("stream1\"", "stream1");
         let err = parse(&broken).unwrap_err().to_string();
         assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    const RULES: &str = r#"
+[cameras.motion]
+recheck_s = 2
+[cameras.filters.person]
+min_score = 0.6
+masks = [[[0.0, 0.0], [0.2, 0.0], [0.2, 0.2]]]
+[[cameras.privacy_masks]]
+points = [[0.0, 0.8], [0.3, 0.8], [0.3, 1.0]]
+[cameras.tamper]
+[cameras.camera_offline]
+seconds = 60
+[[cameras.zones]]
+name = "fire-lane"
+points = [[0.1, 0.5], [0.9, 0.5], [0.9, 0.9], [0.1, 0.9]]
+[cameras.zones.intrusion]
+schedule = "22:00-06:00"
+[cameras.zones.occupation]
+seconds = 600
+[cameras.zones.crowd]
+count = 8
+seconds = 30
+"#;
+
+    #[test]
+    fn rules_load_with_defaults() {
+        let cfg = parse(&format!("{GOOD}{RULES}")).unwrap();
+        let cam = &cfg.cameras[0];
+        assert_eq!(cam.zones[0].name, "fire-lane");
+        assert_eq!(cam.zones[0].inertia, 3);
+        assert_eq!(cam.zones[0].intrusion.as_ref().unwrap().labels, ["person"]);
+        assert!(cam.zones[0].occupation.as_ref().unwrap().labels.contains(&"truck".to_string()));
+        assert_eq!(cam.tamper.as_ref().unwrap().seconds, 10.0);
+        assert_eq!(cam.filter("person").min_score, Some(0.6));
+        assert_eq!(cam.filter("car").confirm_score, 0.6);
+        assert_eq!(cam.snapshot.max_bytes, 150_000, "[snapshot] reaches every camera");
+        let tracked = cam.tracked_labels();
+        assert!(
+            tracked.starts_with(&["person".to_string(), "car".to_string()]) && tracked.contains(&"bus".to_string())
+        );
+    }
+
+    #[test]
+    fn rule_problems_name_the_key_path() {
+        let text = format!("{GOOD}{RULES}")
+            .replace("[[0.1, 0.5], [0.9, 0.5], [0.9, 0.9], [0.1, 0.9]]", "[[0.1, 0.5], [1.2, 0.5], [0.9, 0.9]]")
+            .replace("[[0.0, 0.8], [0.3, 0.8], [0.3, 1.0]]", "[[0.0, 0.8], [0.3, 0.8]]")
+            .replace("22:00-06:00", "22h-6h")
+            .replace("count = 8", "count = 1")
+            .replace("[cameras.zones.occupation]", "[cameras.zones.occupation]\nlabels = [\"tank\"]");
+        let p = problems(&text);
+        let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "cameras[0].privacy_masks[0].points",
+                "cameras[0].zones[0].points",
+                "cameras[0].zones[0].intrusion.schedule",
+                "cameras[0].zones[0].crowd.count",
+                "cameras[0].zones[0].occupation.labels",
+            ],
+            "{p:?}"
+        );
+        assert!(p[0].reason.contains("at least 3"), "{}", p[0].reason);
+        assert!(p[1].reason.contains("[1.2, 0.5]") && p[1].reason.contains("0..1"), "{}", p[1].reason);
+        assert!(p[2].reason.contains("HH:MM-HH:MM"), "{}", p[2].reason);
+        assert!(p[4].reason.contains("\"tank\""), "{}", p[4].reason);
+        let dup = format!("{GOOD}{RULES}[[cameras.zones]]\nname = \"fire-lane\"\npoints = [[0, 0], [1, 0], [1, 1]]\n");
+        assert_eq!(problems(&dup)[0].key, "cameras[0].zones[1].name");
+        let unknown = parse(&format!("{GOOD}{RULES}").replace("count = 8", "count = 8\npeople = 3")).unwrap_err();
+        assert!(unknown.to_string().contains("cameras[0].zones[0].crowd.people"), "{unknown}");
     }
 
     #[test]

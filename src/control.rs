@@ -150,23 +150,22 @@ async fn answer(stream: UnixStream, live: &Live) -> anyhow::Result<()> {
                 )
                 .await;
             };
-            let quality = live.jpeg_quality;
-            let (w, h) = frame.image.dimensions();
-            let jpeg = {
-                let frame = frame.clone();
-                tokio::task::spawn_blocking(move || crate::snapshot::encode_jpeg(&frame.image, quality)).await?
+            // Privacy masks apply here as on event snapshots: no masked pixel leaves.
+            let picture = {
+                let (frame, renderer) = (frame.clone(), cam.renderer.clone());
+                tokio::task::spawn_blocking(move || renderer.render(&frame.image, &[], &[])).await?
             };
             let header = SnapshotHeader {
                 camera,
                 captured_at: timestamp(frame.captured_at),
-                width: w,
-                height: h,
-                bytes: jpeg.len(),
+                width: picture.width,
+                height: picture.height,
+                bytes: picture.jpeg.len(),
             };
             let mut v = serde_json::to_value(header)?;
             v["ok"] = true.into();
             write_line(&mut write, &v).await?;
-            write.write_all(&jpeg).await?;
+            write.write_all(&picture.jpeg).await?;
             write.flush().await?;
             Ok(())
         }

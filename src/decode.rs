@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -22,6 +22,7 @@ use gstreamer_video::prelude::*;
 use tracing::{debug, warn};
 
 use crate::frame::{Codec, EncodedFrame, Frame, StreamInfo};
+use crate::stages::{self, Stage};
 
 /// Size and rate of the pictures the analysis wants.
 #[derive(Debug, Clone, Copy)]
@@ -96,6 +97,23 @@ fn decoder_threads() -> &'static DecoderThreads {
 /// a few ms per frame, so a full queue means the machine cannot keep up.
 const MAX_QUEUED: u64 = 30;
 
+/// Records `stage` for every buffer from its arrival at `start` to its arrival at
+/// `end`, both on the same streaming thread.
+fn clock_between(start: &gst::Pad, end: &gst::Pad, stage: Stage) {
+    let mark = Arc::new(Mutex::new(None::<(Duration, Instant)>));
+    let m = mark.clone();
+    start.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        *m.lock().unwrap_or_else(|p| p.into_inner()) = Some((stages::thread_cpu(), Instant::now()));
+        gst::PadProbeReturn::Ok
+    });
+    end.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        if let Some((cpu, wall)) = mark.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            stages::record(stage, stages::thread_cpu().saturating_sub(cpu), wall.elapsed());
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
 /// One session's decoder. Dropping it stops the pipeline.
 pub struct Decoder {
     camera_id: String,
@@ -162,13 +180,14 @@ impl Decoder {
                 .build(),
         );
         let appsink = gst_app::AppSink::builder().max_buffers(2).drop(true).sync(false).build();
+        let convert = make("videoconvert")?;
         let pipeline = gst::Pipeline::new();
         let elements = [
             appsrc.upcast_ref(),
             &make(parser)?,
             &decoder,
             &videorate,
-            &make("videoconvert")?,
+            &convert,
             &make("videoscale")?,
             &capsfilter,
             appsink.upcast_ref(),
@@ -188,6 +207,17 @@ impl Decoder {
                 }
                 gst::PadProbeReturn::Ok
             });
+        }
+        // Decoder, then conversion and scaling, run one after the other on the
+        // streaming thread (no queues): clock each between the probes around it.
+        let pads = |e: &gst::Element, name| e.static_pad(name);
+        for (start, end, stage) in [
+            (pads(&decoder, "sink"), pads(&decoder, "src"), Stage::Decode),
+            (pads(&convert, "sink"), pads(appsink.upcast_ref(), "sink"), Stage::Convert),
+        ] {
+            if let (Some(start), Some(end)) = (start, end) {
+                clock_between(&start, &end, stage);
+            }
         }
         let sink_counters = counters.clone();
         let id = camera_id.to_owned();

@@ -36,6 +36,10 @@ pub struct HealthReport {
     pub fps_in: f32,
     pub fps_analyzed: f32,
     pub frames_skipped: u64,
+    /// Frames the detector saw, since start.
+    pub frames_analyzed: u64,
+    /// Frames the motion gate kept from the detector (nothing moved), since start.
+    pub frames_gated: u64,
     pub inference_ms: Option<f32>,
     pub reconnects_1h: usize,
     pub stalls_1h: usize,
@@ -59,6 +63,7 @@ struct Inner {
     frames_in: u64,
     frames_analyzed: u64,
     frames_skipped: u64,
+    frames_gated: u64,
     inference_ms: Option<f32>,
     reconnects: VecDeque<SystemTime>,
     stalls: VecDeque<SystemTime>,
@@ -94,6 +99,7 @@ impl CameraHealth {
                 frames_in: 0,
                 frames_analyzed: 0,
                 frames_skipped: 0,
+                frames_gated: 0,
                 inference_ms: None,
                 reconnects: VecDeque::new(),
                 stalls: VecDeque::new(),
@@ -157,6 +163,11 @@ impl CameraHealth {
         })
     }
 
+    /// A frame the motion gate kept from the detector.
+    pub fn frame_gated(&self) {
+        self.with(|i| i.frames_gated += 1)
+    }
+
     pub fn frame_skipped(&self) {
         self.with(|i| i.frames_skipped += 1)
     }
@@ -198,6 +209,8 @@ impl CameraHealth {
                 fps_in: rate(i.frames_in - in0),
                 fps_analyzed: rate(i.frames_analyzed - an0),
                 frames_skipped: i.frames_skipped,
+                frames_analyzed: i.frames_analyzed,
+                frames_gated: i.frames_gated,
                 inference_ms: i.inference_ms.map(|v| (v * 10.0).round() / 10.0),
                 reconnects_1h: i.reconnects.len(),
                 stalls_1h: i.stalls.len(),
@@ -321,6 +334,8 @@ mod tests {
         h.frame_skipped();
         h.decode_errors(4);
         h.set_evictions(3, 1);
+        h.frame_gated();
+        h.frame_gated();
         assert!(h.disconnected("no frame for 20 s", true));
         let r = h.report();
         assert_eq!(r.state, CameraState::Reconnecting);
@@ -328,6 +343,7 @@ mod tests {
         assert_eq!((r.codec.as_deref(), r.width, r.height), (Some("h264"), Some(768), Some(576)));
         assert_eq!(r.inference_ms, Some(21.5));
         assert_eq!((r.decode_errors, r.packets_lost, r.snapshots_evicted, r.events_evicted), (4, 2, 3, 1));
+        assert_eq!((r.frames_analyzed, r.frames_gated), (1, 2));
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["state"], "reconnecting");
         let c = h.counters();

@@ -15,6 +15,7 @@ use crate::frame::Frame;
 use crate::health::{CameraHealth, HealthCounters};
 use crate::mqtt_link::MqttLink;
 use crate::outbox::SharedOutbox;
+use crate::snapshot::Renderer;
 
 /// A copy of the latest picture is taken at most this often; pictures the analysis
 /// had no room for are kept for free.
@@ -76,6 +77,8 @@ pub struct LiveCamera {
     pub stall_timeout: Duration,
     pub health: Arc<CameraHealth>,
     pub frames: FrameSlot,
+    /// Makes `snapshot`'s picture the way event snapshots are made (privacy masks).
+    pub renderer: Renderer,
 }
 
 /// The running daemon, as the tools see it.
@@ -93,8 +96,6 @@ pub struct Live {
     /// watchdog's verdict; kept up to date by the watchdog task.
     pub rates: Mutex<Vec<Rates>>,
     pub watchdog_problem: Mutex<Option<String>>,
-    /// JPEG quality for `snapshot`.
-    pub jpeg_quality: u8,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]

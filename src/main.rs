@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use gridwatch::commands::{demo, detect, events, probe, run, serve, snapshot, status};
+use gridwatch::commands::{bench, demo, detect, events, probe, run, serve, snapshot, status};
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +39,8 @@ enum Command {
     Detect(detect::DetectArgs),
     /// Serve video files over RTSP on this machine, to test a setup without a camera.
     Serve(serve::ServeArgs),
+    /// Measure the pipeline stage by stage on a clip served over loopback.
+    Bench(bench::BenchArgs),
 }
 
 /// Whether stderr is systemd's journal stream (sd-daemon(3): `$JOURNAL_STREAM` holds
@@ -126,6 +128,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a),
         Command::Detect(a) => detect::run(a),
         Command::Serve(a) => serve::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

@@ -27,6 +27,7 @@ use tracing::{debug, info, warn};
 
 use crate::mqtt_link::MqttLink;
 use crate::outbox::{Pending, SharedOutbox};
+use crate::stages::{self, Stage};
 
 /// Where and as whom to connect.
 #[derive(Clone)]
@@ -258,6 +259,7 @@ impl Publisher {
         let mut by_pkid: HashMap<u16, Tag> = HashMap::new();
         // The event being delivered: its snapshot first, then the event itself.
         let mut current: Option<Pending> = None;
+        let mut current_sent = std::time::Instant::now();
         let mut stopped_sent = false;
         // Whether the outbox may hold something to send: set by whatever can change
         // that (a push, an ack, a stop), so that pings and health acks do not each cost
@@ -271,6 +273,7 @@ impl Publisher {
             if connected && look && current.is_none() && !stopped_sent && !paced {
                 match self.outbox.with_async(|o| o.oldest()).await {
                     Ok(Some(p)) => {
+                        current_sent = std::time::Instant::now();
                         asked.push_back(publish_pending(client, &self.topics, &p).await);
                         current = Some(p);
                         self.next_send = Instant::now() + self.min_gap;
@@ -319,6 +322,9 @@ impl Publisher {
                             }
                         }
                         Some(Tag::Event(seq)) => {
+                            if let Some(p) = current.as_ref().filter(|p| p.seq == seq) {
+                                record_delivery(&p.payload, current_sent.elapsed());
+                            }
                             match self.outbox.with_async(move |o| o.ack(seq)).await {
                                 Ok(()) => {
                                     debug!(seq, "event delivered");
@@ -396,6 +402,25 @@ impl Publisher {
                 }
             }
         }
+    }
+}
+
+/// Feeds the bench's figures: publish to PUBACK, and for `new` and `update` (whose
+/// `at` is the receipt of the frame they show) frame receipt to PUBACK.
+fn record_delivery(payload: &str, publish_to_ack: Duration) {
+    stages::record(Stage::Mqtt, Duration::ZERO, publish_to_ack);
+    #[derive(serde::Deserialize)]
+    struct Timing<'a> {
+        #[serde(rename = "type")]
+        event_type: &'a str,
+        at: &'a str,
+    }
+    if let Ok(t) = serde_json::from_str::<Timing>(payload)
+        && t.event_type != "end"
+        && let Ok(at) = humantime::parse_rfc3339(t.at)
+        && let Ok(age) = std::time::SystemTime::now().duration_since(at)
+    {
+        stages::record(Stage::EndToEnd, Duration::ZERO, age);
     }
 }
 

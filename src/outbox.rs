@@ -26,6 +26,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 use tracing::warn;
 
 use crate::event::{EventMessage, EventType, Outgoing};
+use crate::stages::{Span, Stage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutboxError {
@@ -161,6 +162,7 @@ impl Outbox {
     /// Numbers `ev` with the next `seq`, makes room for it within the budget, stores
     /// it, and returns the `seq`.
     pub fn push(&mut self, mut ev: Outgoing) -> Result<u64, OutboxError> {
+        let _span = Span::start(Stage::Outbox);
         let path = self.path.clone();
         let err = |source| OutboxError::Sqlite { path: path.clone(), source };
         let tx = self.conn.transaction().map_err(err)?;
@@ -448,6 +450,7 @@ mod tests {
                     width: 1,
                     height: 1,
                 }),
+                detail: None,
             },
             snapshot_jpeg: with_snapshot.then(|| vec![1, 2, 3]),
         }

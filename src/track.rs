@@ -8,8 +8,19 @@
 //! on its 3rd detection and one detected on every third frame never does. Then `Seen` on
 //! every frame it is matched; then exactly one `Lost`, on its (`max_misses` + 1)-th frame
 //! in a row without a match. Pure logic: no pictures, no clocks.
+//!
+//! Two more conditions hold back `Confirmed` (both off with `for_fps` alone): the median
+//! of the track's last `SCORE_WINDOW` frames' scores (a miss counts as 0) must reach its
+//! label's `confirm_score`, and, with `update_with_motion`, the object must have been
+//! seen moving once (a poster of a person never makes an event). `is_established` is the
+//! same test without the motion part, for rules about things that stand still.
+
+use std::collections::VecDeque;
 
 use crate::detect::{BBox, Detection};
+
+/// Frames whose scores the confirmation median covers.
+const SCORE_WINDOW: usize = 7;
 
 #[derive(Debug, Clone)]
 pub struct TrackerConfig {
@@ -21,6 +32,8 @@ pub struct TrackerConfig {
     pub max_tentative_misses: u32,
     /// Frames in a row a confirmed object may go unseen (occlusion) before it is lost.
     pub max_misses: u32,
+    /// Median score a track must reach to be confirmed, by class id (absent: 0).
+    pub confirm_score: Vec<(usize, f32)>,
 }
 
 impl TrackerConfig {
@@ -32,6 +45,7 @@ impl TrackerConfig {
             min_hits: 3,
             max_tentative_misses: 1,
             max_misses: ((fps * 2.0).round() as u32).max(3),
+            confirm_score: Vec::new(),
         }
     }
 }
@@ -48,6 +62,10 @@ pub struct Track {
     /// Frames in a row without a match.
     pub misses: u32,
     pub confirmed: bool,
+    /// Seen in a moving part of the picture at least once.
+    pub moved: bool,
+    /// The last frames' scores, 0 for a miss, newest last.
+    scores: VecDeque<f32>,
     /// Centre motion per frame, smoothed; used to predict where to look next.
     velocity: (f32, f32),
 }
@@ -69,6 +87,25 @@ impl Track {
         self.score = d.score;
         self.hits += 1;
         self.misses = 0;
+        self.push_score(d.score);
+    }
+
+    fn push_score(&mut self, s: f32) {
+        if self.scores.len() == SCORE_WINDOW {
+            self.scores.pop_front();
+        }
+        self.scores.push_back(s);
+    }
+
+    /// Median of the recent scores, misses counted as 0.
+    pub fn median_score(&self) -> f32 {
+        let mut v: Vec<f32> = self.scores.iter().copied().collect();
+        if v.is_empty() {
+            return 0.0;
+        }
+        v.sort_by(f32::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
     }
 }
 
@@ -96,9 +133,29 @@ impl Tracker {
         Tracker { cfg, tracks: Vec::new(), next_id: 1 }
     }
 
-    /// Feeds one analysed frame's detections (already filtered to tracked labels).
-    /// Returns the confirmed tracks this frame changed, with what happened to each.
+    /// Feeds one analysed frame's detections (already filtered to tracked labels), every
+    /// one counted as moving. Returns the confirmed tracks this frame changed, with what
+    /// happened to each.
     pub fn update(&mut self, detections: &[Detection]) -> Vec<(Change, Track)> {
+        self.update_with_motion(detections, &vec![true; detections.len()])
+    }
+
+    /// Tracks this tracker holds, tentative ones included.
+    pub fn tracks(&self) -> &[Track] {
+        &self.tracks
+    }
+
+    fn confirm_score(&self, class_id: usize) -> f32 {
+        self.cfg.confirm_score.iter().find(|c| c.0 == class_id).map_or(0.0, |c| c.1)
+    }
+
+    /// Seen often and surely enough to be a real object, moving or not.
+    pub fn is_established(&self, t: &Track) -> bool {
+        t.hits >= self.cfg.min_hits && t.median_score() >= self.confirm_score(t.class_id)
+    }
+
+    /// Like `update`; `moving[i]` says whether detection i lies in a moving part of the picture.
+    pub fn update_with_motion(&mut self, detections: &[Detection], moving: &[bool]) -> Vec<(Change, Track)> {
         let mut taken = vec![false; detections.len()];
         let mut matched = vec![false; self.tracks.len()];
 
@@ -126,11 +183,13 @@ impl Tracker {
             }
             matched[ti] = true;
             taken[di] = true;
+            self.tracks[ti].absorb(&detections[di]);
+            self.tracks[ti].moved |= moving.get(di).copied().unwrap_or(true);
+            let ready = self.is_established(&self.tracks[ti]);
             let t = &mut self.tracks[ti];
-            t.absorb(&detections[di]);
             if t.confirmed {
                 changes.push((Change::Seen, t.clone()));
-            } else if t.hits >= self.cfg.min_hits {
+            } else if ready && t.moved {
                 t.confirmed = true;
                 changes.push((Change::Confirmed, t.clone()));
             }
@@ -145,6 +204,7 @@ impl Tracker {
                 return true;
             }
             t.misses += 1;
+            t.push_score(0.0);
             if t.confirmed && t.misses > cfg.max_misses {
                 changes.push((Change::Lost, t.clone()));
                 false
@@ -155,6 +215,7 @@ impl Tracker {
 
         for (di, d) in detections.iter().enumerate() {
             if !taken[di] {
+                let moved = moving.get(di).copied().unwrap_or(true);
                 let t = Track {
                     id: self.next_id,
                     class_id: d.class_id,
@@ -162,7 +223,9 @@ impl Tracker {
                     score: d.score,
                     hits: 1,
                     misses: 0,
-                    confirmed: self.cfg.min_hits <= 1,
+                    confirmed: self.cfg.min_hits <= 1 && moved && d.score >= self.confirm_score(d.class_id),
+                    moved,
+                    scores: VecDeque::from([d.score]),
                     velocity: (0.0, 0.0),
                 };
                 self.next_id += 1;
@@ -207,7 +270,7 @@ mod tests {
     }
 
     fn cfg() -> TrackerConfig {
-        TrackerConfig { min_iou: 0.2, min_hits: 3, max_tentative_misses: 1, max_misses: 4 }
+        TrackerConfig { min_iou: 0.2, min_hits: 3, max_tentative_misses: 1, max_misses: 4, confirm_score: Vec::new() }
     }
 
     fn kinds(c: &[(Change, Track)]) -> Vec<(Change, u64)> {
@@ -288,6 +351,29 @@ mod tests {
         confirmed.sort();
         assert_eq!(confirmed.len(), 3, "{confirmed:?}");
         assert_eq!(confirmed.iter().filter(|c| c.1 == 0).count(), 2);
+    }
+
+    #[test]
+    fn median_score_and_motion_hold_back_confirmation() {
+        let mut c = cfg();
+        c.confirm_score = vec![(0, 0.6)];
+        let weak = |s: f32| Detection { class_id: 0, score: s, bbox: BBox { x1: 10.0, y1: 10.0, x2: 40.0, y2: 90.0 } };
+        // Scores 0.55, 0.55, 0.9, 0.9: the median reaches 0.6 only on the 4th frame.
+        let mut tr = Tracker::new(c.clone());
+        let log: Vec<usize> = [0.55, 0.55, 0.9, 0.9]
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| tr.update(&[weak(*s)]).into_iter().map(move |_| i))
+            .collect();
+        assert_eq!(log, [3], "confirmed when the median reached confirm_score");
+        // Never seen moving: established (for rules about parked things) but no event.
+        let mut tr = Tracker::new(c);
+        for _ in 0..10 {
+            assert!(tr.update_with_motion(&[weak(0.9)], &[false]).is_empty());
+        }
+        assert!(tr.is_established(&tr.tracks()[0]));
+        let moved = tr.update_with_motion(&[weak(0.9)], &[true]);
+        assert_eq!(moved.first().map(|c| c.0), Some(Change::Confirmed), "confirmed once it moves");
     }
 
     #[test]

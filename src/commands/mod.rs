@@ -1,5 +1,6 @@
 //! The CLI's subcommands, one module each; `main.rs` only parses and dispatches.
 
+pub mod bench;
 pub mod demo;
 pub mod detect;
 pub mod events;

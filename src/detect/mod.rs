@@ -22,6 +22,8 @@ use sha2::{Digest, Sha256};
 pub use runtime::RuntimeError;
 use yolox::INPUT_SIZE;
 
+use crate::stages::{Span, Stage};
+
 const BUILTIN_MODEL: &[u8] = include_bytes!("../../models/yolox_nano.onnx");
 const BUILTIN_MODEL_NAME: &str = "yolox_nano (built-in)";
 const BUILTIN_LABELS: &str = include_str!("../../models/coco80.txt");
@@ -208,22 +210,28 @@ impl Detector {
     /// Objects in `img` scoring above `min_score`, after per-class NMS at `nms_iou`,
     /// best first, in `img`'s pixels.
     pub fn detect(&mut self, img: &RgbImage, min_score: f32, nms_iou: f32) -> Result<Vec<Detection>, DetectError> {
-        let lb =
-            yolox::letterbox(img, INPUT_SIZE, &mut self.scratch, &mut self.input).ok_or(DetectError::EmptyImage)?;
-        let found =
-            self.infer(&lb, min_score).map_err(|reason| DetectError::Inference { model: self.name.clone(), reason })?;
-        Ok(yolox::nms(found, nms_iou))
+        let lb = {
+            let _span = Span::start(Stage::Preprocess);
+            yolox::letterbox(img, INPUT_SIZE, &mut self.scratch, &mut self.input).ok_or(DetectError::EmptyImage)?
+        };
+        self.infer(&lb, min_score, nms_iou)
+            .map_err(|reason| DetectError::Inference { model: self.name.clone(), reason })
     }
 
-    fn infer(&mut self, lb: &yolox::Letterbox, min_score: f32) -> Result<Vec<Detection>, String> {
+    fn infer(&mut self, lb: &yolox::Letterbox, min_score: f32, nms_iou: f32) -> Result<Vec<Detection>, String> {
         let input = TensorRef::from_array_view((INPUT_SHAPE, self.input.as_slice())).map_err(|e| e.to_string())?;
         let started = Instant::now();
-        let outputs = self.session.run(ort::inputs![input]).map_err(|e| e.to_string())?;
+        let outputs = {
+            let _span = Span::start(Stage::Inference);
+            self.session.run(ort::inputs![input]).map_err(|e| e.to_string())?
+        };
         self.last_inference_ms = started.elapsed().as_secs_f32() * 1000.0;
+        let _span = Span::start(Stage::Postprocess);
         let output = outputs.get(&self.output_name).ok_or_else(|| format!("no output named {}", self.output_name))?;
         let (shape, data) = output.try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
         let row_len = shape.last().map_or(0, |&n| n.max(0) as usize);
-        yolox::decode(data, row_len, lb, INPUT_SIZE, min_score).map_err(|e| e.to_string())
+        let found = yolox::decode(data, row_len, lb, INPUT_SIZE, min_score).map_err(|e| e.to_string())?;
+        Ok(yolox::nms(found, nms_iou))
     }
 }
 

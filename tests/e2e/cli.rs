@@ -141,7 +141,8 @@ fn status_snapshot_metrics_and_notify_against_a_running_daemon() {
     let server = RtspServer::start(0, &[("/cam", &clip())]).unwrap();
     let metrics_port = free_port().unwrap();
     let text = format!(
-        "{}[[cameras]]\nid = \"spare\"\nurl = \"rtsp://127.0.0.1:9/x\"\nenabled = false\n\n[metrics]\nport = {metrics_port}\n",
+        "{}[[cameras.privacy_masks]]\npoints = [[0.0, 0.0], [0.25, 0.0], [0.25, 0.3], [0.0, 0.3]]\n\n\
+         [[cameras]]\nid = \"spare\"\nurl = \"rtsp://127.0.0.1:9/x\"\nenabled = false\n\n[metrics]\nport = {metrics_port}\n",
         base_config(broker.port(), &server.url("/cam"))
     );
     let config = write_config_text(&dir, &text);
@@ -214,8 +215,18 @@ fn status_snapshot_metrics_and_notify_against_a_running_daemon() {
     let (code, out, err) = gridwatch(&["snapshot", "walkway", "-o", jpeg.to_str().unwrap(), "--config", cfg, "--json"]);
     assert_eq!(code, 0, "{out}{err}");
     let snap = json(&out);
-    let img = image::open(&jpeg).expect("snapshot decodes");
+    let img = image::open(&jpeg).expect("snapshot decodes").to_rgb8();
     assert_eq!((img.width(), img.height()), (768, 576));
+    // The privacy mask (top-left quarter by 0.3) is black, as in event snapshots.
+    let mean = |x0: u32, y0: u32| {
+        let px: Vec<u32> = (y0..y0 + 40)
+            .flat_map(|y| (x0..x0 + 40).map(move |x| (x, y)))
+            .flat_map(|(x, y)| img.get_pixel(x, y).0.map(u32::from))
+            .collect();
+        px.iter().sum::<u32>() as f64 / px.len() as f64
+    };
+    assert!(mean(40, 40) < 8.0, "masked area is not black: {}", mean(40, 40));
+    assert!(mean(500, 300) > 30.0, "the rest is the picture: {}", mean(500, 300));
     assert_eq!((snap["width"].as_u64(), snap["height"].as_u64()), (Some(768), Some(576)));
     assert_eq!(snap["bytes"].as_u64(), Some(std::fs::metadata(&jpeg).unwrap().len()));
     let captured = humantime::parse_rfc3339(snap["captured_at"].as_str().unwrap()).unwrap();

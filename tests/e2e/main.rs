@@ -6,5 +6,6 @@
 mod cli;
 mod faults;
 mod package;
+mod rules;
 mod slice;
 mod support;

@@ -1,0 +1,105 @@
+//! `gridwatch bench`: runs `crate::bench` and prints what it found, as a table for a
+//! person or as JSON (`--json`) for docs/performance.md and scripts.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::bench::{BenchOptions, BenchReport};
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Camera sessions on the clip at once.
+    #[arg(long, default_value_t = 4)]
+    pub cameras: usize,
+    /// Seconds measured, after the warm-up.
+    #[arg(long, default_value_t = 30)]
+    pub seconds: u64,
+    #[arg(long, default_value_t = 8)]
+    pub warmup: u64,
+    /// The clip the cameras stream (H.264 or H.265 Annex-B).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/video/vtest.h264"))]
+    pub clip: PathBuf,
+    #[arg(long, default_value_t = 5.0)]
+    pub detect_fps: f64,
+    /// ONNX Runtime threads, as detector.threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    #[arg(long, default_value_t = 1280)]
+    pub analysis_width: u32,
+    /// One JSON object on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let opts = BenchOptions {
+        clip: args.clip,
+        cameras: args.cameras.max(1),
+        detect_fps: args.detect_fps,
+        seconds: args.seconds.max(1),
+        warmup: args.warmup,
+        threads: args.threads.max(1),
+        analysis_width: args.analysis_width,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    let report = runtime.block_on(crate::bench::run(opts, |line| eprintln!("bench: {line}")))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", table(&report));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn table(r: &BenchReport) -> String {
+    let mut out = format!(
+        "machine    {}\nclip       {} ({} camera{}, {} fps analysed each, {:.0} s measured)\n\n",
+        r.machine,
+        r.clip,
+        r.cameras,
+        if r.cameras == 1 { "" } else { "s" },
+        r.detect_fps,
+        r.seconds
+    );
+    out += "stage         per s   CPU ms/analysed   p50 ms   p99 ms\n";
+    let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}"));
+    for s in &r.stages {
+        let name = serde_json::to_value(s.stage).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        out += &format!(
+            "{name:<12} {:>6.1} {:>17.2} {:>8} {:>8}\n",
+            s.per_second,
+            s.cpu_ms_per_analysed,
+            opt(s.p50_ms),
+            opt(s.p99_ms)
+        );
+    }
+    out += "\nthreads                                   cores\n";
+    for t in &r.threads {
+        out += &format!("{:<38} {:>2} {:>6.2}\n", t.name, t.threads, t.cores);
+    }
+    out += &format!(
+        "\nframes in        {:.1}/s\nanalysed         {:.1}/s of {:.1}/s due\n\
+         pipeline CPU     {:.2} ms per analysed picture ({:.2} cores)\n\
+         floor            {:.2} ms = decode {:.2} ms/frame x {:.1} frames + inference {:.2} ms\n\
+         overhead ratio   {:.3} (target <= 1.15)\n\
+         RSS              {:.1} MB ({:.1} MB ONNX Runtime and binary pages, {:.1} MB the rest)\n\
+         events           {}\n",
+        r.frames_in_per_s,
+        r.analysed_per_s,
+        r.analysed_expected_per_s,
+        r.pipeline_cpu_ms_per_analysed,
+        r.cpu_cores_used,
+        r.floors.per_analysed_ms,
+        r.floors.decode_ms_per_frame,
+        r.frames_in_per_s / r.analysed_per_s.max(f64::MIN_POSITIVE),
+        r.floors.inference_ms,
+        r.overhead_ratio,
+        r.rss_mb,
+        r.rss_runtime_and_model_mb,
+        r.rss_rest_mb,
+        r.events
+    );
+    out
+}
