@@ -234,3 +234,31 @@ fn camera_status(c: &LiveCamera, h: &HealthCounters, r: Rates) -> CameraStatus {
         last_error: h.last_error.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(v: u8) -> Frame {
+        Frame {
+            image: image::RgbImage::from_pixel(4, 4, image::Rgb([v, v, v])),
+            captured_at: SystemTime::now(),
+            pts: Duration::from_millis(u64::from(v)),
+        }
+    }
+
+    #[test]
+    fn the_slot_copies_at_most_once_a_second_and_keeps_skipped_pictures_free() {
+        let slot = FrameSlot::default();
+        assert!(slot.latest().is_none());
+        let handed_on = slot.keep(frame(1));
+        assert_eq!(handed_on.image.get_pixel(0, 0).0, [1, 1, 1], "the picture goes on unchanged");
+        // Within the second: counted, not copied.
+        slot.keep(frame(2));
+        assert_eq!((slot.decoded(), slot.latest().unwrap().image.get_pixel(0, 0).0), (2, [1, 1, 1]));
+        // A picture analysis had no room for is the latest at once.
+        slot.keep_skipped(frame(3));
+        assert_eq!(slot.latest().unwrap().image.get_pixel(0, 0).0, [3, 3, 3]);
+        assert_eq!(slot.decoded(), 2, "skipped pictures were counted by keep already");
+    }
+}
