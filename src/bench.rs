@@ -36,6 +36,8 @@ pub struct BenchOptions {
     /// ONNX Runtime intra-op threads, as `detector.threads`.
     pub threads: usize,
     pub analysis_width: u32,
+    /// Let the motion gate skip still frames (off: every analysed frame is inferred).
+    pub motion: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -185,8 +187,9 @@ fn bench_config(opts: &BenchOptions, url: &str, broker_port: u16, dir: &Path) ->
     );
     for i in 0..opts.cameras {
         text += &format!(
-            "[[cameras]]\nid = \"cam{i}\"\nurl = \"{url}\"\ndetect_fps = {}\nanalysis_width = {}\n",
-            opts.detect_fps, opts.analysis_width
+            "[[cameras]]\nid = \"cam{i}\"\nurl = \"{url}\"\ndetect_fps = {}\nanalysis_width = {}\n\
+             [cameras.motion]\nenabled = {}\n",
+            opts.detect_fps, opts.analysis_width, opts.motion
         );
     }
     Config::parse(&text, &dir.join("bench.toml"), dir).map_err(|e| anyhow::anyhow!("{e}"))
@@ -196,6 +199,8 @@ fn bench_config(opts: &BenchOptions, url: &str, broker_port: u16, dir: &Path) ->
 struct ServerChild {
     child: Child,
     url: String,
+    /// Kept open: `serve` prints more, and a closed pipe would end it.
+    _stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl ServerChild {
@@ -209,13 +214,14 @@ impl ServerChild {
             .spawn()
             .context("starting `gridwatch serve` for the bench")?;
         let mut line = String::new();
-        BufReader::new(child.stdout.take().context("serve's output")?).read_line(&mut line)?;
+        let mut stdout = BufReader::new(child.stdout.take().context("serve's output")?);
+        stdout.read_line(&mut line)?;
         let url = line.trim().to_owned();
         if !url.starts_with("rtsp://") {
             let _ = child.kill();
             bail!("`gridwatch serve` did not start (said {url:?})");
         }
-        Ok(ServerChild { child, url })
+        Ok(ServerChild { child, url, _stdout: stdout })
     }
 }
 

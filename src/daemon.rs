@@ -40,6 +40,7 @@ use crate::mqtt_link::MqttLink;
 use crate::outbox::{Outbox, SharedOutbox};
 use crate::rules::{self, CameraRules, RuleEngine, TrackView};
 use crate::snapshot::Renderer;
+use crate::stages::{Span, Stage};
 use crate::tamper::TamperDetector;
 use crate::track::{Tracker, TrackerConfig};
 
@@ -475,9 +476,12 @@ fn analyse(
         last_frame = Instant::now();
         let now = frame.captured_at;
         let size = frame.image.dimensions();
-        let grey = (motion.is_some() || tamper.is_some()).then(|| Grey::from_rgb(&frame.image));
-        let sign = tamper.as_mut().zip(grey.as_ref()).and_then(|(t, g)| t.observe(g));
-        let moved = motion.as_mut().zip(grey.as_ref()).map(|(m, g)| m.observe(g));
+        let (sign, moved) = {
+            let _span = Span::start(Stage::Motion);
+            let grey = (motion.is_some() || tamper.is_some()).then(|| Grey::from_rgb(&frame.image));
+            let sign = tamper.as_mut().zip(grey.as_ref()).and_then(|(t, g)| t.observe(g));
+            (sign, motion.as_mut().zip(grey.as_ref()).map(|(m, g)| m.observe(g)))
+        };
 
         // The gate: detect when something moves, while any confirmed object is unsettled
         // (moving, or missing), and otherwise only every `recheck`.
@@ -505,6 +509,7 @@ fn analyse(
             };
             health.frame_analysed(inference_ms);
             last_detect = Some(now);
+            let _span = Span::start(Stage::Track);
             let detections: Vec<_> = detections.into_iter().filter(|d| filters.keep(d, size)).collect();
             let in_motion: Vec<bool> =
                 detections.iter().map(|d| moved.as_ref().is_none_or(|m| m.moving_in(&d.bbox))).collect();
@@ -514,14 +519,16 @@ fn analyse(
             health.frame_gated();
         }
 
+        let track_span = Span::start(Stage::Track);
         let views = track_views(&tracker);
         changes.retain(|(_, t)| object_labels.contains(&t.class_id));
+        let mut incidents = engine.evaluate(now, &views);
+        incidents.extend(camera_rules.tamper(now, sign));
+        drop(track_span);
         if !changes.is_empty() {
             let out = events.on_frame_in_zones(&changes, &frame, &|id| engine.zones_of(id));
             store(&cam.id, shared, out, |id| events.discard(id));
         }
-        let mut incidents = engine.evaluate(now, &views);
-        incidents.extend(camera_rules.tamper(now, sign));
         let out = rule_events.on_frame(incidents, now, Some(&frame));
         store(&cam.id, shared, out, |id| rule_events.discard(id));
         last = Some(frame);

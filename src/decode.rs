@@ -97,21 +97,21 @@ fn decoder_threads() -> &'static DecoderThreads {
 /// a few ms per frame, so a full queue means the machine cannot keep up.
 const MAX_QUEUED: u64 = 30;
 
-/// Records `stage` for every buffer from its arrival at `start` to its arrival at
-/// `end`, both on the same streaming thread.
-fn clock_between(start: &gst::Pad, end: &gst::Pad, stage: Stage) {
-    let mark = Arc::new(Mutex::new(None::<(Duration, Instant)>));
-    let m = mark.clone();
-    start.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-        *m.lock().unwrap_or_else(|p| p.into_inner()) = Some((stages::thread_cpu(), Instant::now()));
-        gst::PadProbeReturn::Ok
-    });
-    end.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-        if let Some((cpu, wall)) = mark.lock().unwrap_or_else(|p| p.into_inner()).take() {
+/// When a buffer entered a stage, on the streaming thread that runs it.
+#[derive(Clone, Default)]
+struct Mark(Arc<Mutex<Option<(Duration, Instant)>>>);
+
+impl Mark {
+    fn set(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((stages::thread_cpu(), Instant::now()));
+    }
+
+    /// The buffer left the stage: record its CPU and wall time.
+    fn record(&self, stage: Stage) {
+        if let Some((cpu, wall)) = self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
             stages::record(stage, stages::thread_cpu().saturating_sub(cpu), wall.elapsed());
         }
-        gst::PadProbeReturn::Ok
-    });
+    }
 }
 
 /// One session's decoder. Dropping it stops the pipeline.
@@ -159,16 +159,6 @@ impl Decoder {
         // One decoding thread per camera: cameras already keep the cores busy in
         // parallel, and libav's complaints then come from the thread we can attribute.
         decoder.set_property("max-threads", 1i32);
-        // The rate limit sits after the decoder on purpose: P-frames refer to earlier
-        // frames, so every frame must be decoded; conversion and scaling, costly at full
-        // size, then run only at about the rate the analysis uses. videorate takes whole
-        // rates only, so it keeps ceil(max_fps) and `RateGate` below makes it exact.
-        let videorate = make("videorate")?;
-        videorate.set_property("drop-only", true);
-        if out.max_fps > 0.0 {
-            let max_rate = out.max_fps.ceil().min(f64::from(i32::MAX)) as i32;
-            videorate.set_property("max-rate", max_rate.max(1));
-        }
         let capsfilter = make("capsfilter")?;
         capsfilter.set_property(
             "caps",
@@ -186,7 +176,6 @@ impl Decoder {
             appsrc.upcast_ref(),
             &make(parser)?,
             &decoder,
-            &videorate,
             &convert,
             &make("videoscale")?,
             &capsfilter,
@@ -198,38 +187,55 @@ impl Decoder {
             .map_err(|e| DecodeError::Init(e.to_string()))?;
 
         let counters = Arc::new(Counters::default());
-        if let Some(pad) = decoder.static_pad("sink") {
-            let (c, threads) = (counters.clone(), decoder_threads());
-            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        // Decoder, then conversion and scaling, run one after the other on the
+        // streaming thread (no queues): each is clocked between probes around it.
+        let pads = |e: &gst::Element, name| e.static_pad(name);
+        if let (Some(start), Some(end)) = (pads(&decoder, "sink"), pads(&decoder, "src")) {
+            let (mark, c, threads) = (Mark::default(), counters.clone(), decoder_threads());
+            let m = mark.clone();
+            start.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
                 let tid = unsafe { libc::gettid() };
                 if c.decoder_thread.swap(tid, Ordering::Relaxed) != tid {
                     threads.lock().unwrap_or_else(|p| p.into_inner()).insert(tid, c.clone());
                 }
+                m.set();
+                gst::PadProbeReturn::Ok
+            });
+            end.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                mark.record(Stage::Decode);
                 gst::PadProbeReturn::Ok
             });
         }
-        // Decoder, then conversion and scaling, run one after the other on the
-        // streaming thread (no queues): clock each between the probes around it.
-        let pads = |e: &gst::Element, name| e.static_pad(name);
-        for (start, end, stage) in [
-            (pads(&decoder, "sink"), pads(&decoder, "src"), Stage::Decode),
-            (pads(&convert, "sink"), pads(appsink.upcast_ref(), "sink"), Stage::Convert),
-        ] {
-            if let (Some(start), Some(end)) = (start, end) {
-                clock_between(&start, &end, stage);
-            }
+        // The rate limit sits after the decoder on purpose: P-frames refer to earlier
+        // frames, so every frame must be decoded; conversion and scaling, costly at full
+        // size, then run only for the pictures the analysis wants. A probe rather than
+        // videorate: exact for fractional rates, and videorate aborts the process on a
+        // stream whose headers carry no frame timing (seen with openh264 streams).
+        if let (Some(start), Some(end)) = (pads(&convert, "sink"), pads(appsink.upcast_ref(), "sink")) {
+            let (mark, gate) = (Mark::default(), Mutex::new(RateGate::new(out.max_fps)));
+            let m = mark.clone();
+            start.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                let pts = info.buffer().and_then(|b| b.pts()).map(|t| Duration::from_nanos(t.nseconds()));
+                if pts.is_some_and(|pts| !gate.lock().unwrap_or_else(|p| p.into_inner()).admit(pts)) {
+                    // Taken and freed here: returning Drop instead makes GStreamer 1.22
+                    // warn about unreferencing a null buffer.
+                    drop(info.take_buffer());
+                    return gst::PadProbeReturn::Handled;
+                }
+                m.set();
+                gst::PadProbeReturn::Ok
+            });
+            end.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                mark.record(Stage::Convert);
+                gst::PadProbeReturn::Ok
+            });
         }
         let sink_counters = counters.clone();
         let id = camera_id.to_owned();
-        let mut gate = RateGate::new(out.max_fps);
         appsink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
                     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    let pts = sample.buffer().and_then(|b| b.pts()).map(|t| Duration::from_nanos(t.nseconds()));
-                    if pts.is_some_and(|pts| !gate.admit(pts)) {
-                        return Ok(gst::FlowSuccess::Ok);
-                    }
                     match to_frame(&sample) {
                         Some(frame) => {
                             sink_counters.frames_out.fetch_add(1, Ordering::Relaxed);
@@ -453,12 +459,12 @@ mod tests {
         // 2.5 fps out of 10: every 400 ms.
         let mut gate = RateGate::new(2.5);
         assert_eq!(passed(&mut gate, 0, 100, 20), [0, 400, 800, 1200, 1600]);
-        // 0.5 fps (videorate alone would give 1) of a 3 fps stream: every 2 s on average.
+        // 0.5 fps of a 3 fps stream: every 2 s on average.
         let mut gate = RateGate::new(0.5);
         let got = passed(&mut gate, 0, 333, 62);
         assert_eq!(got.len(), 11, "{got:?}");
         assert!(got.windows(2).all(|w| (1998..=2331).contains(&(w[1] - w[0]))), "{got:?}");
-        // 2.5 fps out of videorate's 3: 5 pictures in 2 s.
+        // 2.5 fps out of 3: 5 pictures in 2 s.
         let mut gate = RateGate::new(2.5);
         assert_eq!(passed(&mut gate, 0, 333, 6).len(), 5);
         // Every frame when the stream is slower, or without a limit.
@@ -542,7 +548,49 @@ mod tests {
         assert!(pictures + 2 >= clean_pictures, "concealed, not dropped: {pictures} of {clean_pictures} pictures");
     }
 
-    /// 2.5 fps of the 10 fps clip: videorate passes 3 a second, the gate makes it 2.5.
+    /// A stream whose headers carry no frame timing (openh264 writes none) decodes at
+    /// the analysis rate; GStreamer's videorate used to abort the whole process on it.
+    #[tokio::test]
+    async fn a_stream_without_frame_timing_decodes() {
+        gst::init().unwrap();
+        let file = std::env::temp_dir().join(format!("gridwatch-notiming-{}.h264", std::process::id()));
+        let make = gst::parse::launch(&format!(
+            "videotestsrc num-buffers=60 pattern=ball ! video/x-raw,width=320,height=240,framerate=10/1 \
+             ! openh264enc ! h264parse ! video/x-h264,stream-format=byte-stream ! filesink location={}",
+            file.display()
+        ))
+        .expect("openh264enc (gstreamer1.0-plugins-bad)");
+        make.set_state(gst::State::Playing).unwrap();
+        let bus = make.bus().unwrap();
+        bus.timed_pop_filtered(gst::ClockTime::from_seconds(20), &[gst::MessageType::Eos, gst::MessageType::Error])
+            .expect("clip made");
+        make.set_state(gst::State::Null).unwrap();
+
+        let server = RtspServer::start(0, &[("/cam", &file)]).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let token = CancellationToken::new();
+        let url = url::Url::parse(&server.url("/cam")).unwrap();
+        let task = tokio::spawn(camera::run("test-cam".into(), url, IngestOptions::default(), tx, token.clone()));
+        let (pictures_tx, pictures) = std::sync::mpsc::channel();
+        let mut decoder = None;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while pictures.try_iter().count() == 0 {
+            match tokio::time::timeout_at(deadline, rx.recv()).await.expect("a picture within 10 s") {
+                Some(Ingest::Connected(info)) => {
+                    let opts = DecodeOptions { width: 320, height: 240, max_fps: 5.0 };
+                    let tx = pictures_tx.clone();
+                    decoder = Some(Decoder::new("test-cam", &info, opts, Box::new(move |f| drop(tx.send(f)))).unwrap());
+                }
+                Some(Ingest::Frame(f)) => decoder.as_mut().expect("Connected first").push(&f).unwrap(),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        token.cancel();
+        task.await.unwrap();
+        let _ = std::fs::remove_file(&file);
+    }
+
+    /// 2.5 fps of the 10 fps clip: exactly, not rounded to whole rates.
     #[tokio::test]
     async fn fractional_max_fps_is_exact() {
         let (info, frames) = ingest("vtest.h264", 40).await;

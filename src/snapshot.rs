@@ -189,6 +189,7 @@ pub fn draw_box(img: &mut RgbImage, bbox: &BBox, color: Rgb<u8>) {
 
 /// Encodes `img` as JPEG at `quality` (1-100).
 pub fn encode_jpeg(img: &RgbImage, quality: u8) -> Vec<u8> {
+    let _span = crate::stages::Span::start(crate::stages::Stage::Jpeg);
     let mut out = Vec::with_capacity((img.width() * img.height() / 6) as usize);
     let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality.clamp(1, 100));
     // Encoding an in-memory RGB buffer into a Vec cannot fail: dimensions come from

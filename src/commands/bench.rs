@@ -28,6 +28,10 @@ pub struct BenchArgs {
     pub threads: usize,
     #[arg(long, default_value_t = 1280)]
     pub analysis_width: u32,
+    /// Let the motion gate skip still frames; without it every analysed frame is
+    /// inferred (the worst case, and what the targets are about).
+    #[arg(long)]
+    pub motion: bool,
     /// One JSON object on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -42,6 +46,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         warmup: args.warmup,
         threads: args.threads.max(1),
         analysis_width: args.analysis_width,
+        motion: args.motion,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     let report = runtime.block_on(crate::bench::run(opts, |line| eprintln!("bench: {line}")))?;
