@@ -154,10 +154,7 @@ impl Camera {
         self.await_stale_sessions().await;
         let limit = self.opts.connect_timeout;
         debug!(camera = %self.id, url = %self.shown_url, "connecting");
-        let options = SessionOptions::default()
-            .creds(self.creds.clone())
-            .session_group(self.group.clone())
-            .user_agent(format!("gridwatch/{}", env!("CARGO_PKG_VERSION")));
+        let options = self.session_options().session_group(self.group.clone());
         let mut described = step("DESCRIBE", limit, Session::describe(self.url.clone(), options)).await?;
         let (stream_i, codec) = pick_video_stream(described.streams())?;
         let setup = SetupOptions::default()
@@ -220,6 +217,12 @@ impl Camera {
         }
     }
 
+    fn session_options(&self) -> SessionOptions {
+        SessionOptions::default()
+            .creds(self.creds.clone())
+            .user_agent(format!("gridwatch/{}", env!("CARGO_PKG_VERSION")))
+    }
+
     async fn await_stale_sessions(&self) {
         loop {
             let status = self.group.stale_sessions();
@@ -235,6 +238,41 @@ impl Camera {
 
     async fn send(&self, msg: Ingest) -> Result<(), Stop> {
         self.out.send(msg).await.map_err(|_| Stop::ConsumerGone)
+    }
+}
+
+/// What a camera's DESCRIBE answer says, for `gridwatch probe`.
+#[derive(Debug, Clone)]
+pub struct Description {
+    /// The server software, from the SDP's `a=tool`, when the camera names it.
+    pub tool: Option<String>,
+    /// Every stream offered, as `media/encoding` (`video/h264`, `audio/mpeg4-generic`).
+    pub streams: Vec<String>,
+}
+
+/// One DESCRIBE with the credentials, user agent and time limit `run` uses, without
+/// setting anything up; on failure the same short reason `run` would report, or the
+/// reason it would give for the streams on offer.
+pub async fn describe(url: Url, limit: Duration) -> Result<Description, String> {
+    let (out, _) = mpsc::channel(1);
+    let camera = Camera::new("probe".into(), url, IngestOptions { connect_timeout: limit, ..Default::default() }, out);
+    let described = step("DESCRIBE", limit, Session::describe(camera.url.clone(), camera.session_options()))
+        .await
+        .map_err(Stop::reason)?;
+    pick_video_stream(described.streams()).map_err(Stop::reason)?;
+    Ok(Description {
+        // retina shows the tool only through Debug, quoted.
+        tool: described.tool().map(|t| format!("{t:?}").trim_matches('"').to_owned()),
+        streams: described.streams().iter().map(|s| format!("{}/{}", s.media(), s.encoding_name())).collect(),
+    })
+}
+
+impl Stop {
+    fn reason(self) -> String {
+        match self {
+            Stop::Failed(r) | Stop::Stalled(r) => r,
+            Stop::ConsumerGone => "cancelled".into(),
+        }
     }
 }
 

@@ -9,12 +9,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use crate::detect::{Labels, ModelSource};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// This grid point's id, unique per device; part of every MQTT topic.
@@ -27,9 +27,13 @@ pub struct Config {
     pub snapshot: SnapshotConfig,
     #[serde(default)]
     pub cameras: Vec<CameraConfig>,
+    #[serde(default)]
+    pub control: ControlConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttConfig {
     pub host: String,
@@ -52,7 +56,7 @@ pub struct MqttConfig {
     pub max_events_per_s: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     /// PEM file of the CA(s) that signed the broker's certificate; the system's
@@ -63,7 +67,7 @@ pub struct TlsConfig {
     pub key_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DetectorConfig {
     /// An ONNX model file; the YOLOX-Nano model built into the binary when absent.
@@ -94,7 +98,7 @@ impl Default for DetectorConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
     /// Holds the outbox (events waiting for the broker), recent history and the
@@ -105,7 +109,7 @@ pub struct StorageConfig {
     pub max_bytes: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnapshotConfig {
     /// JPEG quality to start from; lowered (then the size) until `max_bytes` holds.
@@ -125,7 +129,7 @@ impl Default for SnapshotConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CameraConfig {
     pub id: String,
@@ -168,7 +172,7 @@ pub struct CameraConfig {
 /// A polygon's corners as `[x, y]` pairs in 0..1 of the frame's width and height.
 pub type Points = Vec<[f32; 2]>;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MotionConfig {
     /// Off: every frame goes to the detector, and objects count without having moved.
@@ -196,7 +200,7 @@ impl Default for MotionConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterConfig {
     /// Detections of this label below this score are ignored (default: detector.min_score).
@@ -233,13 +237,13 @@ impl Default for FilterConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MaskConfig {
     pub points: Points,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneConfig {
     /// Zone id, same rule as camera ids; listed in events' `zones`.
@@ -255,7 +259,7 @@ pub struct ZoneConfig {
     pub abandoned: Option<AbandonedRule>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IntrusionRule {
     #[serde(default = "default_person")]
@@ -264,7 +268,7 @@ pub struct IntrusionRule {
     pub schedule: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoiteringRule {
     pub seconds: f64,
@@ -272,7 +276,7 @@ pub struct LoiteringRule {
     pub labels: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CrowdRule {
     pub count: u32,
@@ -282,7 +286,7 @@ pub struct CrowdRule {
     pub labels: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OccupationRule {
     pub seconds: f64,
@@ -290,7 +294,7 @@ pub struct OccupationRule {
     pub labels: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AbandonedRule {
     pub seconds: f64,
@@ -298,14 +302,14 @@ pub struct AbandonedRule {
     pub labels: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TamperRule {
     #[serde(default = "default_tamper_s")]
     pub seconds: f64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct OfflineRule {
     #[serde(default = "default_offline_s")]
@@ -514,6 +518,7 @@ impl Config {
             tls.key_file.as_mut().map(fix);
         }
         fix(&mut self.storage.dir);
+        self.control.socket.as_mut().map(fix);
     }
 
     /// The model the detector will load: `detector.model`, or the built-in one.
@@ -699,6 +704,7 @@ impl Config {
                 bad(key(&k), reason);
             }
         }
+        self.control_and_metrics_problems(&mut bad);
         out
     }
 }
@@ -885,6 +891,111 @@ fn check_camera_url(raw: &str) -> Result<Url, String> {
     }
     Ok(url)
 }
+
+/// `[control]`: the local Unix socket `gridwatch status` and `snapshot` talk to.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Where the socket is; by default `$RUNTIME_DIRECTORY/control.sock` under systemd,
+    /// otherwise `control.sock` in `storage.dir`.
+    pub socket: Option<PathBuf>,
+    /// Permission bits of the socket: owner and group only ("0660" lets the service's
+    /// group in, "0600" only its user). Written as a string, or as a TOML octal 0o660.
+    #[serde(default = "default_control_mode", with = "octal_mode")]
+    pub mode: u32,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig { enabled: true, socket: None, mode: default_control_mode() }
+    }
+}
+
+fn default_control_mode() -> u32 {
+    0o660
+}
+
+/// File modes read and written the way people write them: "0660".
+mod octal_mode {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(mode: &u32, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{mode:04o}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u32),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(v) => Ok(v),
+            Raw::Text(t) => u32::from_str_radix(t.trim().trim_start_matches("0o"), 8)
+                .map_err(|_| D::Error::custom(format!("\"{t}\" is not an octal file mode like \"0660\""))),
+        }
+    }
+}
+
+/// `[metrics]`: an optional Prometheus endpoint, off unless a port is given.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// TCP port for `GET /metrics`; no endpoint when absent.
+    pub port: Option<u16>,
+    /// Address to listen on; loopback unless you mean to expose it.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: std::net::IpAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig { port: None, listen: default_metrics_listen() }
+    }
+}
+
+fn default_metrics_listen() -> std::net::IpAddr {
+    std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+}
+
+impl Config {
+    /// The control socket's path: `control.socket`, else `$RUNTIME_DIRECTORY/control.sock`
+    /// (systemd's `RuntimeDirectory=`), else `control.sock` in `storage.dir`.
+    pub fn control_socket(&self) -> PathBuf {
+        if let Some(p) = &self.control.socket {
+            return p.clone();
+        }
+        // RuntimeDirectory= may list several folders, separated by ':'.
+        match std::env::var_os("RUNTIME_DIRECTORY") {
+            Some(dirs) if !dirs.is_empty() => {
+                let first = dirs.to_string_lossy().split(':').next().unwrap_or_default().to_owned();
+                PathBuf::from(first).join(CONTROL_SOCKET_NAME)
+            }
+            _ => self.storage.dir.join(CONTROL_SOCKET_NAME),
+        }
+    }
+
+    fn control_and_metrics_problems(&self, bad: &mut impl FnMut(String, String)) {
+        if self.control.mode & 0o007 != 0 || self.control.mode & !0o777 != 0 {
+            bad(
+                "control.mode".into(),
+                format!(
+                    "{:04o} would let other users on this machine control the daemon; use \"0660\" or \"0600\"",
+                    self.control.mode
+                ),
+            );
+        }
+        if self.metrics.port == Some(0) {
+            bad("metrics.port".into(), "0 is not a port; e.g. 9464, or remove the key to turn metrics off".into());
+        }
+    }
+}
+
+/// The socket's file name in its folder.
+pub const CONTROL_SOCKET_NAME: &str = "control.sock";
 
 #[cfg(test)]
 mod tests {
@@ -1074,6 +1185,28 @@ seconds = 30
         assert_eq!(problems(&dup)[0].key, "cameras[0].zones[1].name");
         let unknown = parse(&format!("{GOOD}{RULES}").replace("count = 8", "count = 8\npeople = 3")).unwrap_err();
         assert!(unknown.to_string().contains("cameras[0].zones[0].crowd.people"), "{unknown}");
+    }
+
+    #[test]
+    fn control_socket_mode_is_octal_and_never_world_accessible() {
+        let cfg = parse(&format!("{GOOD}\n[control]\nmode = \"0600\"\n")).unwrap();
+        assert_eq!(cfg.control.mode, 0o600);
+        let cfg = parse(&format!("{GOOD}\n[control]\nmode = 0o640\n")).unwrap();
+        assert_eq!(cfg.control.mode, 0o640);
+        assert_eq!(parse(GOOD).unwrap().control.mode, 0o660);
+        let p = problems(&format!("{GOOD}\n[control]\nmode = \"0666\"\n"));
+        assert_eq!(p[0].key, "control.mode");
+        let err = parse(&format!("{GOOD}\n[control]\nmode = \"rw\"\n")).unwrap_err().to_string();
+        assert!(err.contains("control.mode") && err.contains("octal"), "{err}");
+    }
+
+    #[test]
+    fn control_socket_defaults_to_the_storage_folder_or_a_given_path() {
+        let cfg = parse(&format!("{GOOD}\n[control]\nsocket = \"run/c.sock\"\n")).unwrap();
+        assert_eq!(cfg.control_socket(), PathBuf::from("/etc/gridwatch/run/c.sock"));
+        if std::env::var_os("RUNTIME_DIRECTORY").is_none() {
+            assert_eq!(parse(GOOD).unwrap().control_socket(), PathBuf::from("/etc/gridwatch/state/control.sock"));
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! last seen; on stop every open event gets its `end`; events left open by a crash
 //! get theirs at the next start.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -33,8 +33,10 @@ use crate::event::{EventSettings, EventType, ObjectEvents, Outgoing, RuleEvents,
 use crate::filter::Filters;
 use crate::frame::{Frame, StreamInfo};
 use crate::health::CameraHealth;
+use crate::live::{FrameSlot, Live, LiveCamera};
 use crate::motion::{Grey, MotionDetector};
 use crate::mqtt::{self, MqttSettings, Retained, Topics};
+use crate::mqtt_link::MqttLink;
 use crate::outbox::{Outbox, SharedOutbox};
 use crate::rules::{self, CameraRules, RuleEngine, TrackView};
 use crate::snapshot::Renderer;
@@ -69,6 +71,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         .await
         .context("loading the model")??;
     info!(model = %detector.model_name(), sha256 = %detector.model_sha256(), "model loaded");
+    let (model_name, model_sha256) = (detector.model_name().to_owned(), detector.model_sha256().to_owned());
 
     let topics = Topics { root: cfg.mqtt.topic_root.clone(), site: cfg.site.clone() };
     let info_json = json!({
@@ -85,6 +88,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     let wake = Arc::new(Notify::new());
     let (retained_tx, retained_rx) = mpsc::channel::<Retained>(64);
     let publisher_stop = CancellationToken::new();
+    let link = Arc::new(MqttLink::default());
     let settings = MqttSettings {
         host: cfg.mqtt.host.clone(),
         port: cfg.mqtt.port,
@@ -99,6 +103,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         },
         tls_ca_file: cfg.mqtt.tls.as_ref().and_then(|t| t.ca_file.clone()),
         max_events_per_s: cfg.mqtt.max_events_per_s,
+        link: link.clone(),
     };
     let publisher =
         tokio::spawn(mqtt::run(settings, info_json, outbox.clone(), wake.clone(), retained_rx, publisher_stop.clone()));
@@ -119,21 +124,70 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         },
     });
 
-    let healths: Vec<Arc<CameraHealth>> =
-        cfg.cameras.iter().map(|c| Arc::new(CameraHealth::new(&c.id, c.enabled))).collect();
+    let live_cameras: Vec<LiveCamera> = cfg
+        .cameras
+        .iter()
+        .map(|c| LiveCamera {
+            id: c.id.clone(),
+            name: c.display_name().to_owned(),
+            enabled: c.enabled,
+            detect_fps: c.detect_fps,
+            stall_timeout: Duration::from_secs(c.stall_timeout_s),
+            health: Arc::new(CameraHealth::new(&c.id, c.enabled)),
+            frames: FrameSlot::default(),
+            renderer: Renderer::new(c),
+        })
+        .collect();
+    let healths: Vec<Arc<CameraHealth>> = live_cameras.iter().map(|c| c.health.clone()).collect();
     let health_changed = Arc::new(Notify::new());
     let mut pipelines = Vec::new();
-    for (cam, health) in cfg.cameras.iter().zip(&healths) {
+    for (cam, live_cam) in cfg.cameras.iter().zip(&live_cameras) {
         if !cam.enabled {
             info!(camera = %cam.id, "camera disabled in the configuration");
             continue;
         }
-        match CameraPipeline::start(cam, &shared, health, &health_changed, &shutdown) {
+        match CameraPipeline::start(cam, &shared, &live_cam.health, &live_cam.frames, &health_changed, &shutdown) {
             Ok(p) => pipelines.push(p),
             Err(e) => error!(camera = %cam.id, "cannot start the camera's pipeline: {e:#}"),
         }
     }
+
+    let live = Arc::new(Live {
+        site: cfg.site.clone(),
+        started_at: SystemTime::now(),
+        started: Instant::now(),
+        model_name,
+        model_sha256,
+        broker: format!("{}:{}", cfg.mqtt.host, cfg.mqtt.port),
+        cameras: live_cameras,
+        outbox: shared.outbox.clone(),
+        link,
+        rates: Mutex::default(),
+        watchdog_problem: Mutex::default(),
+    });
+    // The local tools are not worth failing the daemon for: their trouble is logged.
+    let tools_stop = CancellationToken::new();
+    let control = match cfg.control.enabled {
+        true => crate::control::serve_at(&cfg.control_socket(), cfg.control.mode, live.clone(), tools_stop.clone())
+            .await
+            .inspect_err(|e| error!("{e:#}; gridwatch status and snapshot will not work"))
+            .ok(),
+        false => None,
+    };
+    let metrics = match cfg.metrics.port {
+        Some(port) => {
+            let addr = std::net::SocketAddr::new(cfg.metrics.listen, port);
+            crate::metrics::serve(addr, live.clone(), tools_stop.clone()).await.inspect_err(|e| error!("{e:#}")).ok()
+        }
+        None => None,
+    };
+    // The publisher's loop goes round at least once a keep-alive, and between
+    // reconnect attempts (at most 30 s apart).
+    let publisher_limit = Duration::from_secs(90).max(Duration::from_secs(3 * cfg.mqtt.keep_alive_s));
+    let watchdog = tokio::spawn(crate::watchdog::run(live.clone(), publisher_limit, tools_stop.clone()));
+
     info!(site = %cfg.site, cameras = pipelines.len(), "gridwatch running");
+    crate::notify::ready(&format!("running: {} camera(s)", pipelines.len()));
 
     let health_stop = CancellationToken::new();
     let health_task = tokio::spawn(publish_health(
@@ -146,6 +200,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     ));
 
     shutdown.cancelled().await;
+    crate::notify::stopping();
     info!("stopping: ending open events");
     for p in pipelines {
         p.join().await;
@@ -154,6 +209,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     let _ = health_task.await;
     publisher_stop.cancel();
     let _ = publisher.await;
+    tools_stop.cancel();
+    let _ = watchdog.await;
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
+    if let Some(c) = control {
+        c.finish().await;
+    }
     info!("stopped");
     Ok(())
 }
@@ -239,6 +302,7 @@ impl CameraPipeline {
         cam: &CameraConfig,
         shared: &Arc<Shared>,
         health: &Arc<CameraHealth>,
+        frames: &FrameSlot,
         health_changed: &Arc<Notify>,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<CameraPipeline> {
@@ -247,10 +311,10 @@ impl CameraPipeline {
         // One decoded frame may wait for analysis; a newer one meanwhile is skipped.
         let (frame_tx, frame_rx) = sync_channel::<Frame>(1);
         let decode = {
-            let (cam, health, changed) = (cam.clone(), health.clone(), health_changed.clone());
+            let (cam, health, changed, slot) = (cam.clone(), health.clone(), health_changed.clone(), frames.clone());
             std::thread::Builder::new()
                 .name(format!("decode-{}", cam.id))
-                .spawn(move || decode_loop(&cam, ingest_rx, frame_tx, &health, &changed))?
+                .spawn(move || decode_loop(&cam, ingest_rx, frame_tx, &health, &slot, &changed))?
         };
         let analysis = {
             let (cam, shared, health, shutdown) = (cam.clone(), shared.clone(), health.clone(), shutdown.clone());
@@ -279,6 +343,7 @@ fn decode_loop(
     mut ingest: mpsc::Receiver<Ingest>,
     frames: SyncSender<Frame>,
     health: &Arc<CameraHealth>,
+    slot: &FrameSlot,
     health_changed: &Notify,
 ) {
     let mut session: Option<(StreamInfo, Decoder)> = None;
@@ -293,7 +358,7 @@ fn decode_loop(
                     health_changed.notify_one();
                 }
                 drop(session.take()); // the old pipeline stops before the new one starts
-                session = start_decoder(cam, &info, &frames, health).map(|d| (info, d));
+                session = start_decoder(cam, &info, &frames, health, slot).map(|d| (info, d));
                 (counted, decode_failed) = (0, false);
             }
             Ingest::Frame(f) => {
@@ -309,7 +374,7 @@ fn decode_loop(
                     }
                     let info = info.clone();
                     drop(session.take());
-                    session = start_decoder(cam, &info, &frames, health).map(|d| (info, d));
+                    session = start_decoder(cam, &info, &frames, health, slot).map(|d| (info, d));
                     counted = 0;
                 }
             }
@@ -330,12 +395,15 @@ fn start_decoder(
     info: &StreamInfo,
     frames: &SyncSender<Frame>,
     health: &Arc<CameraHealth>,
+    slot: &FrameSlot,
 ) -> Option<Decoder> {
     let (width, height) = decode::analysis_size(info.width, info.height, cam.analysis_width);
-    let (tx, h) = (frames.clone(), health.clone());
+    let (tx, h, slot) = (frames.clone(), health.clone(), slot.clone());
     let on_frame = Box::new(move |f: Frame| {
-        if tx.try_send(f).is_err() {
+        // The latest picture stays at hand for `gridwatch snapshot`.
+        if let Err(TrySendError::Full(f) | TrySendError::Disconnected(f)) = tx.try_send(slot.keep(f)) {
             h.frame_skipped();
+            slot.keep_skipped(f);
         }
     });
     let opts = DecodeOptions { width, height, max_fps: cam.detect_fps };

@@ -68,6 +68,9 @@ struct Inner {
     reconnects: VecDeque<SystemTime>,
     stalls: VecDeque<SystemTime>,
     last_error: Option<String>,
+    /// Since start, for metrics (the `_1h` queues forget).
+    reconnects_total: u64,
+    inference: InferenceHistogram,
     decode_errors: u64,
     packets_lost: u64,
     evicted: (u64, u64),
@@ -101,6 +104,8 @@ impl CameraHealth {
                 reconnects: VecDeque::new(),
                 stalls: VecDeque::new(),
                 last_error: None,
+                reconnects_total: 0,
+                inference: InferenceHistogram::default(),
                 decode_errors: 0,
                 packets_lost: 0,
                 evicted: (0, 0),
@@ -132,6 +137,7 @@ impl CameraHealth {
             let now = SystemTime::now();
             if i.state == CameraState::Streaming {
                 i.reconnects.push_back(now);
+                i.reconnects_total += 1;
             }
             if stalled {
                 i.stalls.push_back(now);
@@ -153,6 +159,7 @@ impl CameraHealth {
         self.with(|i| {
             i.frames_analyzed += 1;
             i.inference_ms = Some(inference_ms);
+            i.inference.observe(inference_ms / 1000.0);
         })
     }
 
@@ -221,6 +228,80 @@ impl CameraHealth {
     }
 }
 
+/// Upper bounds (seconds) of the inference-time histogram's buckets.
+pub const INFERENCE_BUCKETS: [f32; 10] = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0];
+
+/// Inference times, Prometheus-style: cumulative counts per bucket, sum, count.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InferenceHistogram {
+    /// `buckets[i]`: observations <= `INFERENCE_BUCKETS[i]` (cumulative).
+    pub buckets: [u64; INFERENCE_BUCKETS.len()],
+    pub sum_s: f64,
+    pub count: u64,
+}
+
+impl InferenceHistogram {
+    fn observe(&mut self, seconds: f32) {
+        for (n, le) in self.buckets.iter_mut().zip(INFERENCE_BUCKETS) {
+            if seconds <= le {
+                *n += 1;
+            }
+        }
+        self.sum_s += f64::from(seconds);
+        self.count += 1;
+    }
+}
+
+/// The counters as they are now, for `status`, metrics and the watchdog.
+#[derive(Debug, Clone)]
+pub struct HealthCounters {
+    pub state: CameraState,
+    pub since: SystemTime,
+    pub last_frame_at: Option<SystemTime>,
+    pub stream: Option<StreamInfo>,
+    pub frames_in: u64,
+    pub frames_analyzed: u64,
+    pub frames_skipped: u64,
+    pub inference_ms: Option<f32>,
+    pub reconnects_total: u64,
+    pub reconnects_1h: usize,
+    pub stalls_1h: usize,
+    pub last_error: Option<String>,
+    pub inference: InferenceHistogram,
+    pub decode_errors: u64,
+    pub packets_lost: u64,
+}
+
+impl CameraHealth {
+    /// A copy of the counters; unlike [`report`](Self::report) it changes nothing, so
+    /// reading it does not disturb the published rates.
+    pub fn counters(&self) -> HealthCounters {
+        self.with(|i| {
+            let now = SystemTime::now();
+            let recent = |q: &VecDeque<SystemTime>| {
+                q.iter().filter(|t| now.duration_since(**t).unwrap_or_default() <= HOUR).count()
+            };
+            HealthCounters {
+                state: i.state,
+                since: i.since,
+                last_frame_at: i.last_frame_at,
+                stream: i.stream.clone(),
+                frames_in: i.frames_in,
+                frames_analyzed: i.frames_analyzed,
+                frames_skipped: i.frames_skipped,
+                inference_ms: i.inference_ms,
+                reconnects_total: i.reconnects_total,
+                reconnects_1h: recent(&i.reconnects),
+                stalls_1h: recent(&i.stalls),
+                last_error: i.last_error.clone(),
+                inference: i.inference.clone(),
+                decode_errors: i.decode_errors,
+                packets_lost: i.packets_lost,
+            }
+        })
+    }
+}
+
 fn set_state(i: &mut Inner, s: CameraState) -> bool {
     if i.state == s {
         return false;
@@ -265,5 +346,8 @@ mod tests {
         assert_eq!((r.frames_analyzed, r.frames_gated), (1, 2));
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["state"], "reconnecting");
+        let c = h.counters();
+        assert_eq!((c.frames_in, c.frames_analyzed, c.reconnects_total), (1, 1, 1));
+        assert_eq!((c.inference.count, c.inference.buckets[1], c.inference.buckets[2]), (1, 0, 1), "21.5 ms");
     }
 }

@@ -5,13 +5,14 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use gridwatch::commands::{bench, demo, detect, run, serve};
+use gridwatch::commands::{bench, demo, detect, events, probe, run, serve, snapshot, status};
 
 #[derive(Parser)]
 #[command(
     name = "gridwatch",
     version,
-    about = "Edge video monitoring: RTSP cameras -> on-device detection -> MQTT events with snapshots"
+    about = "Edge video monitoring: RTSP cameras -> on-device detection -> MQTT events with snapshots",
+    after_help = "Exit codes and the control socket are described in docs/operations.md."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -23,7 +24,15 @@ enum Command {
     /// Run the daemon.
     Run(run::ConfigArgs),
     /// Validate a configuration and load the model; start nothing else.
-    Check(run::ConfigArgs),
+    Check(run::CheckArgs),
+    /// Connect to a camera as the daemon would, report its stream, save a picture.
+    Probe(probe::ProbeArgs),
+    /// Ask the running daemon how its cameras, outbox and broker connection are doing.
+    Status(status::StatusArgs),
+    /// Save the latest picture the running daemon decoded from a camera.
+    Snapshot(snapshot::SnapshotArgs),
+    /// Show the latest events from the local store; --follow for new ones as they come.
+    Events(events::EventsArgs),
     /// The whole pipeline on a bundled street clip with a private broker: no camera or broker needed.
     Demo(demo::DemoArgs),
     /// Run the model on image files and print what it finds.
@@ -32,6 +41,51 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Measure the pipeline stage by stage on a clip served over loopback.
     Bench(bench::BenchArgs),
+}
+
+/// Whether stderr is systemd's journal stream (sd-daemon(3): `$JOURNAL_STREAM` holds
+/// the device and inode of the stream, so a child that inherited the variable but
+/// writes elsewhere is not fooled).
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Some((dev, ino)) = std::env::var("JOURNAL_STREAM").ok().and_then(|v| {
+        let (d, i) = v.split_once(':')?;
+        Some((d.parse::<u64>().ok()?, i.parse::<u64>().ok()?))
+    }) else {
+        return false;
+    };
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    std::fs::File::from(fd).metadata().is_ok_and(|m| m.dev() == dev && m.ino() == ino)
+}
+
+/// Prefixes each line with its syslog priority (`<3>` error ... `<7>` debug), which
+/// journald turns into the entry's priority, so `journalctl -p warning` works.
+struct JournalPriority<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for JournalPriority<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            tracing::Level::DEBUG | tracing::Level::TRACE => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
+    }
 }
 
 fn init_logging(default_level: &str) {
@@ -45,9 +99,11 @@ fn init_logging(default_level: &str) {
         .with_writer(std::io::stderr)
         .with_target(false)
         .log_internal_errors(false);
-    // journald stamps every line itself and shows levels; no colour codes there either.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().with_ansi(false).init();
+    // journald stamps every line itself and keeps the level as the priority; no
+    // colour codes there either.
+    if stderr_is_journal() {
+        let format = tracing_subscriber::fmt::format().without_time().with_target(false).with_ansi(false);
+        builder.event_format(JournalPriority(format)).init();
     } else {
         builder.with_ansi(std::io::stderr().is_terminal()).init();
     }
@@ -57,12 +113,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match &cli.command {
         Command::Run(_) => "info",
+        // Probe reports failures itself; ingest's own warnings would say them twice.
+        Command::Probe(_) => "error",
         _ => "warn",
     };
     init_logging(level);
     let result = match cli.command {
         Command::Run(a) => run::run(a),
         Command::Check(a) => run::check(a),
+        Command::Probe(a) => probe::run(a),
+        Command::Status(a) => status::run(a),
+        Command::Snapshot(a) => snapshot::run(a),
+        Command::Events(a) => events::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Detect(a) => detect::run(a),
         Command::Serve(a) => serve::run(a),

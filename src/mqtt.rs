@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::mqtt_link::MqttLink;
 use crate::outbox::{Pending, SharedOutbox};
 use crate::stages::{self, Stage};
 
@@ -38,6 +39,8 @@ pub struct MqttSettings {
     pub password: Option<String>,
     pub keep_alive: Duration,
     pub topics: Topics,
+    /// Connection state for status, metrics and the watchdog.
+    pub link: Arc<MqttLink>,
     /// TLS when set (see `tls::client_config`), and the CA file it trusts, for hints.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub tls_ca_file: Option<std::path::PathBuf>,
@@ -152,6 +155,7 @@ pub async fn run(
         stop,
         drain_deadline: None,
         ever_connected: false,
+        link: settings.link.clone(),
         min_gap,
         next_send: Instant::now(),
     };
@@ -168,6 +172,7 @@ pub async fn run(
             Outcome::Done => break,
             Outcome::Lost { was_connected, error, in_flight } => (was_connected, error, in_flight),
         };
+        publisher.link.lost(&error);
         let seq = in_flight.map(|(seq, _)| seq);
         stuck = if seq.is_some() && seq == stuck.0 { (seq, stuck.1 + 1) } else { (seq, 1) };
         if let (Some((seq, bytes)), 3) = (in_flight, stuck.1) {
@@ -234,6 +239,7 @@ struct Publisher {
     stop: CancellationToken,
     drain_deadline: Option<Instant>,
     ever_connected: bool,
+    link: Arc<MqttLink>,
     /// Least time between two events (from `max_events_per_s`), and when the next may go.
     min_gap: Duration,
     next_send: Instant,
@@ -261,6 +267,7 @@ impl Publisher {
         let mut look = true;
 
         loop {
+            self.link.alive();
             // A stop drains at full speed: the time left is short.
             let paced = self.drain_deadline.is_none() && Instant::now() < self.next_send;
             if connected && look && current.is_none() && !stopped_sent && !paced {
@@ -292,6 +299,7 @@ impl Publisher {
                     Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                         connected = true;
                         self.ever_connected = true;
+                        self.link.connected();
                         let pending = self.outbox.with_async(|o| o.pending_count()).await.unwrap_or(0);
                         info!(broker = %self.broker, pending, "MQTT connected");
                         let hello = [(self.topics.status(), b"online".to_vec()), (self.topics.info(), self.info_json.clone().into_bytes())];
@@ -318,7 +326,10 @@ impl Publisher {
                                 record_delivery(&p.payload, current_sent.elapsed());
                             }
                             match self.outbox.with_async(move |o| o.ack(seq)).await {
-                                Ok(()) => debug!(seq, "event delivered"),
+                                Ok(()) => {
+                                    debug!(seq, "event delivered");
+                                    self.link.delivered();
+                                }
                                 Err(e) => warn!(seq, "outbox: cannot mark event delivered: {e}"),
                             }
                             current = None;

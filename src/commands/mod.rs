@@ -3,8 +3,13 @@
 pub mod bench;
 pub mod demo;
 pub mod detect;
+pub mod events;
+pub mod output;
+pub mod probe;
 pub mod run;
 pub mod serve;
+pub mod snapshot;
+pub mod status;
 
 use tokio_util::sync::CancellationToken;
 

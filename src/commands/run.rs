@@ -13,8 +13,21 @@ pub struct ConfigArgs {
     pub config: PathBuf,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Print the effective configuration (defaults filled in, secrets hidden) instead
+    /// of the summary; the model is not loaded.
+    #[arg(long)]
+    pub print: bool,
+    /// With --print: JSON instead of TOML.
+    #[arg(long, requires = "print")]
+    pub json: bool,
+}
+
 /// Exit code for a configuration the daemon refuses (systemd will not restart on it).
-pub const EXIT_CONFIG: u8 = 2;
+pub const EXIT_CONFIG: u8 = super::output::exit::CONFIG;
 
 fn load(args: &ConfigArgs) -> Result<Config, ExitCode> {
     Config::load(&args.config).map_err(|e| {
@@ -36,11 +49,16 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn check(args: ConfigArgs) -> anyhow::Result<ExitCode> {
+pub fn check(check: CheckArgs) -> anyhow::Result<ExitCode> {
+    let args = check.config;
     let cfg = match load(&args) {
         Ok(c) => c,
         Err(code) => return Ok(code),
     };
+    if check.print {
+        print!("{}", effective(&cfg, check.json)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     match Detector::load(cfg.model_source(), cfg.detector.onnxruntime.as_deref(), cfg.detector.threads) {
         Ok(d) => {
             println!("{}: OK", args.config.display());
@@ -73,5 +91,62 @@ pub fn check(args: ConfigArgs) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::from(EXIT_CONFIG))
         }
+    }
+}
+
+/// The configuration as the daemon uses it: every default filled in, relative paths
+/// resolved, camera passwords replaced by `***` (password files are named, never read).
+/// An unset `control.socket` stays unset: where it goes depends on how the daemon is
+/// started (systemd's `RuntimeDirectory=`), which a comment says.
+pub fn effective(cfg: &Config, json: bool) -> anyhow::Result<String> {
+    let text = if json {
+        serde_json::to_string_pretty(cfg)? + "\n"
+    } else {
+        let socket = match &cfg.control.socket {
+            Some(_) => String::new(),
+            None => format!(
+                "# control.socket unset: $RUNTIME_DIRECTORY/control.sock under systemd (/run/gridwatch/control.sock), else {}\n",
+                cfg.storage.dir.join(crate::config::CONTROL_SOCKET_NAME).display()
+            ),
+        };
+        let version = env!("CARGO_PKG_VERSION");
+        format!("# effective configuration (gridwatch {version})\n{socket}{}", toml::to_string_pretty(cfg)?)
+    };
+    Ok(crate::redact::userinfo(&text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn effective_configuration_has_defaults_and_no_password() {
+        let text = r#"
+site = "grid-07"
+[mqtt]
+host = "127.0.0.1"
+[storage]
+dir = "/var/lib/gridwatch"
+[[cameras]]
+id = "east-gate"
+url = "rtsp://admin:s3cret@192.0.2.10:554/stream1"
+"#;
+        let cfg = Config::parse(text, Path::new("/etc/gridwatch/gridwatch.toml"), Path::new("/etc/gridwatch")).unwrap();
+        let toml_text = effective(&cfg, false).unwrap();
+        let json_text = effective(&cfg, true).unwrap();
+        for out in [&toml_text, &json_text] {
+            assert!(!out.contains("s3cret") && !out.contains("admin"), "{out}");
+            assert!(out.contains("rtsp://***@192.0.2.10:554/stream1"), "{out}");
+            assert!(out.contains("detect_fps") && out.contains("keep_alive_s"), "defaults filled in: {out}");
+        }
+        let back: toml::Value = toml::from_str(&toml_text).expect("the TOML output parses");
+        assert_eq!(back["mqtt"]["port"].as_integer(), Some(1883));
+        assert_eq!(back["cameras"][0]["track"][0].as_str(), Some("person"));
+        let v: serde_json::Value = serde_json::from_str(&json_text).unwrap();
+        assert_eq!(v["control"]["mode"], "0660");
+        assert!(
+            toml_text.contains("# control.socket unset: ") && toml_text.contains("/var/lib/gridwatch/control.sock")
+        );
     }
 }

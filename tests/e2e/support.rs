@@ -316,3 +316,29 @@ pub fn last_health(desk: &Desk, camera: &str) -> Option<serde_json::Value> {
 pub fn last_health_state(desk: &Desk, camera: &str) -> String {
     last_health(desk, camera).and_then(|h| h["state"].as_str().map(str::to_owned)).unwrap_or_default()
 }
+
+/// `gridwatch run` like [`Daemon::start`], with extra environment (systemd's
+/// `NOTIFY_SOCKET`, `WATCHDOG_USEC`, ...).
+pub fn start_daemon_with_env(config: &Path, log: PathBuf, env: &[(&str, &std::ffi::OsStr)]) -> Daemon {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--config"])
+        .arg(config)
+        .env("GRIDWATCH_LOG", "info")
+        .env_remove("RUNTIME_DIRECTORY")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Daemon { child: cmd.spawn().expect("start gridwatch"), log }
+}
+
+/// Runs `gridwatch ARGS...` to the end: exit code, stdout, stderr.
+pub fn gridwatch(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN).args(args).env_remove("GRIDWATCH_CAMERA_PASSWORD").output().expect("run gridwatch");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,147 @@
+//! `gridwatch status`: asks the running daemon, over its control socket, how every
+//! camera, the outbox and the broker connection are doing.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::output::{age, exit, or_dash, table};
+use crate::config::{CONTROL_SOCKET_NAME, Config};
+use crate::control::{self, ClientError, Request};
+use crate::live::Status;
+
+/// Where to find the daemon.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SocketArgs {
+    /// The daemon's control socket (default: from the configuration, else
+    /// /run/gridwatch/control.sock).
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// The daemon's configuration, to find its socket.
+    #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
+    pub config: PathBuf,
+}
+
+/// Where the systemd unit's `RuntimeDirectory=gridwatch` puts the socket.
+const SYSTEMD_SOCKET: &str = "/run/gridwatch/control.sock";
+
+impl SocketArgs {
+    /// The socket to use: `--socket`; else the configuration's `control.socket`; else
+    /// the first that exists of /run/gridwatch/control.sock and `storage.dir`'s.
+    pub fn socket(&self) -> PathBuf {
+        if let Some(s) = &self.socket {
+            return s.clone();
+        }
+        let cfg = Config::load(&self.config).ok();
+        if let Some(s) = cfg.as_ref().and_then(|c| c.control.socket.clone()) {
+            return s;
+        }
+        let mut candidates = vec![PathBuf::from(SYSTEMD_SOCKET)];
+        candidates.extend(cfg.map(|c| c.storage.dir.join(CONTROL_SOCKET_NAME)));
+        candidates.iter().find(|p| p.exists()).unwrap_or(&candidates[0]).clone()
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub socket: SocketArgs,
+    /// The daemon's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The exit code for a failed exchange, after saying what went wrong.
+pub fn client_error(e: &ClientError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(match e {
+        ClientError::NotRunning { .. } => exit::NOT_RUNNING,
+        ClientError::PermissionDenied { .. } => exit::PERMISSION,
+        ClientError::Refused(_) => exit::REFUSED,
+        ClientError::Io { .. } | ClientError::Protocol(_) => exit::FAILURE,
+    })
+}
+
+pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let socket = args.socket.socket();
+    let (answer, _) = match control::request(&socket, &Request::Status) {
+        Ok(a) => a,
+        Err(e) => return Ok(client_error(&e)),
+    };
+    if args.json {
+        let mut answer = answer;
+        if let Some(o) = answer.as_object_mut() {
+            o.remove("ok");
+        }
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status: Status = serde_json::from_value(answer)?;
+    print!("{}", render(&status, &socket));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render(s: &Status, socket: &Path) -> String {
+    let mqtt = if s.mqtt.connected {
+        format!("connected to {} since {}", s.mqtt.broker, or_dash(s.mqtt.since.as_ref()))
+    } else {
+        format!(
+            "NOT connected to {} (since {}): {}",
+            s.mqtt.broker,
+            or_dash(s.mqtt.since.as_ref()),
+            or_dash(s.mqtt.last_error.as_ref())
+        )
+    };
+    let outbox = match (s.outbox.pending, s.outbox.oldest_pending_age_s) {
+        (0, _) => "empty: every event reached the broker".to_owned(),
+        (n, Some(a)) => format!("{n} event(s) waiting, oldest {} old", age(a as u64)),
+        (n, None) => format!("{n} event(s) waiting"),
+    };
+    let head = vec![
+        vec!["gridwatch".into(), format!("{} on site {} (socket {})", s.version, s.site, socket.display())],
+        vec!["up".into(), format!("{} (since {})", age(s.uptime_s), s.started_at)],
+        vec![
+            "model".into(),
+            format!("{} (sha256 {})", s.model.name, s.model.sha256.get(..12).unwrap_or(&s.model.sha256)),
+        ],
+        vec!["mqtt".into(), format!("{mqtt}; {} event(s) delivered since start", s.mqtt.delivered)],
+        vec!["outbox".into(), outbox],
+        vec!["watchdog".into(), s.watchdog_problem.clone().unwrap_or_else(|| "ok: every stage makes progress".into())],
+    ];
+    let mut rows = vec![
+        [
+            "CAMERA",
+            "STATE",
+            "SINCE",
+            "VIDEO",
+            "FPS IN",
+            "ANALYSED",
+            "SKIPPED",
+            "INFER MS",
+            "RECONN/1H",
+            "STALLS/1H",
+            "LAST ERROR",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for c in &s.cameras {
+        let video = match (&c.codec, c.width, c.height) {
+            (Some(codec), Some(w), Some(h)) => format!("{codec} {w}x{h}"),
+            _ => "-".into(),
+        };
+        rows.push(vec![
+            c.id.clone(),
+            c.state.clone(),
+            c.since.clone(),
+            video,
+            c.fps_in.to_string(),
+            c.fps_analyzed.to_string(),
+            c.frames_skipped.to_string(),
+            or_dash(c.inference_ms),
+            c.reconnects_1h.to_string(),
+            c.stalls_1h.to_string(),
+            or_dash(c.last_error.as_ref()),
+        ]);
+    }
+    format!("{}\n{}", table(&head), table(&rows))
+}
