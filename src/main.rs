@@ -118,6 +118,13 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     init_logging(level);
+    // Report commands end quietly when their reader goes away (`gridwatch check --print
+    // | head`), as Unix tools do; Rust would otherwise panic on the closed stdout. The
+    // long-running ones keep ignoring SIGPIPE: a closed pipe must not stop a daemon.
+    if matches!(cli.command, Command::Check(_) | Command::Status(_) | Command::Events(_) | Command::Detect(_)) {
+        // SAFETY: restores the default action for one signal before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         Command::Run(a) => run::run(a),
         Command::Check(a) => run::check(a),

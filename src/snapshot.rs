@@ -193,7 +193,13 @@ pub fn encode_jpeg(img: &RgbImage, quality: u8) -> Vec<u8> {
     let _span = crate::stages::Span::start(crate::stages::Stage::Jpeg);
     let quality = quality.clamp(1, 100);
     let (width, height) = (img.width() as usize, img.height() as usize);
-    let pixels = turbojpeg::Image { pixels: img.as_raw().as_slice(), width, pitch: width * 3, height, format: turbojpeg::PixelFormat::RGB };
+    let pixels = turbojpeg::Image {
+        pixels: img.as_raw().as_slice(),
+        width,
+        pitch: width * 3,
+        height,
+        format: turbojpeg::PixelFormat::RGB,
+    };
     if let Ok(jpeg) = turbojpeg::compress(pixels, i32::from(quality), turbojpeg::Subsamp::Sub2x2) {
         return jpeg.to_vec();
     }
