@@ -76,8 +76,13 @@ pub struct DetectorConfig {
     pub labels: Option<PathBuf>,
     /// Where libonnxruntime.so is, when not in one of the usual places.
     pub onnxruntime: Option<PathBuf>,
+    /// ONNX Runtime threads per model run.
     #[serde(default = "default_threads")]
     pub threads: usize,
+    /// Model sessions run side by side (each with `threads` threads); by default one
+    /// per core, at most one per enabled camera. One session can keep one core busy
+    /// at a time: more cameras than one core can serve need more.
+    pub sessions: Option<usize>,
     /// Detections below this score are not tracked at all.
     #[serde(default = "default_min_score")]
     pub min_score: f32,
@@ -92,6 +97,7 @@ impl Default for DetectorConfig {
             labels: None,
             onnxruntime: None,
             threads: default_threads(),
+            sessions: None,
             min_score: default_min_score(),
             nms_iou: default_nms_iou(),
         }
@@ -521,6 +527,15 @@ impl Config {
         self.control.socket.as_mut().map(fix);
     }
 
+    /// How many model sessions the daemon runs (see `DetectorConfig::sessions`).
+    pub fn detector_sessions(&self) -> usize {
+        self.detector.sessions.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let cameras = self.cameras.iter().filter(|c| c.enabled).count();
+            (cores / self.detector.threads.max(1)).clamp(1, cameras.max(1))
+        })
+    }
+
     /// The model the detector will load: `detector.model`, or the built-in one.
     pub fn model_source(&self) -> ModelSource {
         self.detector.model.clone().map_or(ModelSource::Builtin, ModelSource::File)
@@ -630,6 +645,11 @@ impl Config {
         }
         if !(1..=64).contains(&d.threads) {
             bad("detector.threads".into(), format!("{} is outside 1..=64", d.threads));
+        }
+        if let Some(n) = d.sessions
+            && !(1..=16).contains(&n)
+        {
+            bad("detector.sessions".into(), format!("{n} is outside 1..=16"));
         }
         if !(0.0..1.0).contains(&d.min_score) {
             bad("detector.min_score".into(), format!("{} is outside 0..1", d.min_score));

@@ -51,9 +51,11 @@ const IDLE_TICK: Duration = Duration::from_millis(250);
 
 /// Everything the camera pipelines share.
 struct Shared {
-    /// One model for all cameras: ONNX Runtime sessions are large, and a second
-    /// would only compete for the same cores.
-    detector: Mutex<Detector>,
+    /// The model sessions all cameras share, about one per core: a session runs one
+    /// picture at a time, so one would leave the other cores idle while cameras wait.
+    detectors: Vec<Mutex<Detector>>,
+    /// Hands each analysis thread the session it waits for when all are busy.
+    next_slot: std::sync::atomic::AtomicUsize,
     min_score: f32,
     nms_iou: f32,
     outbox: SharedOutbox,
@@ -61,16 +63,33 @@ struct Shared {
     events: EventSettings,
 }
 
+impl Shared {
+    /// A free model session, or when all are busy the camera's own (`slot`), waited for.
+    fn free_detector(&self, slot: usize) -> std::sync::MutexGuard<'_, Detector> {
+        let n = self.detectors.len();
+        for i in 0..n {
+            if let Ok(d) = self.detectors[(slot + i) % n].try_lock() {
+                return d;
+            }
+        }
+        self.detectors[slot % n].lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Runs the daemon for `cfg` until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     tune_allocator();
     let labels = Arc::new(cfg.labels().map_err(anyhow::Error::msg)?);
     let model = cfg.model_source();
-    let (runtime, threads) = (cfg.detector.onnxruntime.clone(), cfg.detector.threads);
-    let detector = tokio::task::spawn_blocking(move || Detector::load(model, runtime.as_deref(), threads))
-        .await
-        .context("loading the model")??;
-    info!(model = %detector.model_name(), sha256 = %detector.model_sha256(), "model loaded");
+    let (runtime, threads, sessions) =
+        (cfg.detector.onnxruntime.clone(), cfg.detector.threads, cfg.detector_sessions());
+    let mut detectors = tokio::task::spawn_blocking(move || {
+        (0..sessions).map(|_| Detector::load(model.clone(), runtime.as_deref(), threads)).collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .context("loading the model")??;
+    let detector = detectors.remove(0);
+    info!(model = %detector.model_name(), sha256 = %detector.model_sha256(), sessions, threads, "model loaded");
     let (model_name, model_sha256) = (detector.model_name().to_owned(), detector.model_sha256().to_owned());
 
     let topics = Topics { root: cfg.mqtt.topic_root.clone(), site: cfg.site.clone() };
@@ -109,7 +128,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         tokio::spawn(mqtt::run(settings, info_json, outbox.clone(), wake.clone(), retained_rx, publisher_stop.clone()));
 
     let shared = Arc::new(Shared {
-        detector: Mutex::new(detector),
+        detectors: std::iter::once(detector).chain(detectors).map(Mutex::new).collect(),
+        next_slot: Default::default(),
         min_score: cfg.detector.min_score,
         nms_iou: cfg.detector.nms_iou,
         outbox,
@@ -431,6 +451,7 @@ fn analyse(
     shutdown: &CancellationToken,
 ) {
     let labels = &shared.events.labels;
+    let slot = shared.next_slot.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let filters = Filters::new(cam, labels, shared.min_score);
     let object_labels: Vec<usize> = cam.track.iter().filter_map(|l| labels.id(l)).collect();
     let mut tracker_cfg = TrackerConfig::for_fps(cam.detect_fps);
@@ -495,9 +516,11 @@ fn analyse(
             Some(m) => m.moving || m.recalibrated || due || unsettled,
         };
         let mut changes = Vec::new();
+        // Tracking and rules, after the detector (when it ran): one record per frame.
+        let mut track_span = None;
         if run {
             let found = {
-                let mut detector = shared.detector.lock().unwrap_or_else(|p| p.into_inner());
+                let mut detector = shared.free_detector(slot);
                 detector.detect(&frame.image, min_score, shared.nms_iou).map(|d| (d, detector.last_inference_ms()))
             };
             let (detections, inference_ms) = match found {
@@ -509,7 +532,7 @@ fn analyse(
             };
             health.frame_analysed(inference_ms);
             last_detect = Some(now);
-            let _span = Span::start(Stage::Track);
+            track_span = Some(Span::start(Stage::Track));
             let detections: Vec<_> = detections.into_iter().filter(|d| filters.keep(d, size)).collect();
             let in_motion: Vec<bool> =
                 detections.iter().map(|d| moved.as_ref().is_none_or(|m| m.moving_in(&d.bbox))).collect();
@@ -519,7 +542,7 @@ fn analyse(
             health.frame_gated();
         }
 
-        let track_span = Span::start(Stage::Track);
+        let track_span = track_span.unwrap_or_else(|| Span::start(Stage::Track));
         let views = track_views(&tracker);
         changes.retain(|(_, t)| object_labels.contains(&t.class_id));
         let mut incidents = engine.evaluate(now, &views);

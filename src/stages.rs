@@ -15,8 +15,8 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
-    /// RTSP: reading, depacketising and handing on one access unit.
-    Receive,
+    // RTSP receipt is not a stage here: it runs on the async runtime, whose threads
+    // `gridwatch bench` measures as a whole.
     /// GStreamer's H.264/H.265 decoder, per access unit.
     Decode,
     /// Colour conversion and scaling to the analysis size, per analysed picture.
@@ -39,8 +39,7 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 12] = [
-        Stage::Receive,
+    pub const ALL: [Stage; 11] = [
         Stage::Decode,
         Stage::Convert,
         Stage::Motion,
