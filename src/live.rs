@@ -137,7 +137,7 @@ pub struct MqttStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutboxStatus {
     pub pending: u64,
-    /// `at` of the oldest event not yet acknowledged by the broker.
+    /// When the oldest event not yet acknowledged by the broker was stored.
     pub oldest_pending_at: Option<String>,
     pub oldest_pending_age_s: Option<f64>,
 }
@@ -170,19 +170,15 @@ impl Live {
         self.cameras.iter().find(|c| c.id == id)
     }
 
-    /// Pending events and the oldest one's time; SQLite work, off the async workers.
+    /// Pending events and when the oldest was stored; SQLite work, off the async workers.
     pub async fn outbox_status(&self) -> anyhow::Result<OutboxStatus> {
         let (pending, oldest) =
-            self.outbox.with_async(|o| Ok::<_, anyhow::Error>((o.pending_count()?, o.oldest()?))).await?;
-        let oldest_at = oldest.and_then(|p| {
-            let v: serde_json::Value = serde_json::from_str(&p.payload).ok()?;
-            v.get("at")?.as_str().map(str::to_owned)
-        });
-        let age = oldest_at.as_deref().and_then(|at| humantime::parse_rfc3339(at).ok()).map(|t| {
+            self.outbox.with_async(|o| Ok::<_, anyhow::Error>((o.pending_count()?, o.oldest_pending_at()?))).await?;
+        let age = oldest.map(|t| {
             let age = SystemTime::now().duration_since(t).unwrap_or_default().as_secs_f64();
             (age * 10.0).round() / 10.0
         });
-        Ok(OutboxStatus { pending, oldest_pending_at: oldest_at, oldest_pending_age_s: age })
+        Ok(OutboxStatus { pending, oldest_pending_at: oldest.map(timestamp), oldest_pending_age_s: age })
     }
 
     pub async fn status(&self) -> anyhow::Result<Status> {
