@@ -575,7 +575,7 @@ fn track_views(tracker: &Tracker) -> Vec<TrackView> {
             bbox: t.bbox,
             score: t.score,
             confirmed: t.confirmed,
-            established: t.confirmed || tracker.is_established(t),
+            established: t.confirmed || t.established || tracker.is_established(t),
         })
         .collect()
 }

@@ -32,6 +32,10 @@ pub struct TrackerConfig {
     pub max_tentative_misses: u32,
     /// Frames in a row a confirmed object may go unseen (occlusion) before it is lost.
     pub max_misses: u32,
+    /// The same for an established object that has never moved (a parked vehicle,
+    /// a bag): the model misses those for seconds at a time when a score hovers at its
+    /// threshold, and a parked car does not leave unseen.
+    pub max_still_misses: u32,
     /// Median score a track must reach to be confirmed, by class id (absent: 0).
     pub confirm_score: Vec<(usize, f32)>,
 }
@@ -45,6 +49,7 @@ impl TrackerConfig {
             min_hits: 3,
             max_tentative_misses: 1,
             max_misses: ((fps * 2.0).round() as u32).max(3),
+            max_still_misses: ((fps * 30.0).round() as u32).max(3),
             confirm_score: Vec::new(),
         }
     }
@@ -62,6 +67,9 @@ pub struct Track {
     /// Frames in a row without a match.
     pub misses: u32,
     pub confirmed: bool,
+    /// Has been established (see [`Tracker::is_established`]) at some point; such a
+    /// track survives misses like a confirmed one.
+    pub established: bool,
     /// Seen in a moving part of the picture at least once.
     pub moved: bool,
     /// The last frames' scores, 0 for a miss, newest last.
@@ -187,6 +195,7 @@ impl Tracker {
             self.tracks[ti].moved |= moving.get(di).copied().unwrap_or(true);
             let ready = self.is_established(&self.tracks[ti]);
             let t = &mut self.tracks[ti];
+            t.established |= ready;
             if t.confirmed {
                 changes.push((Change::Seen, t.clone()));
             } else if ready && t.moved {
@@ -205,11 +214,14 @@ impl Tracker {
             }
             t.misses += 1;
             t.push_score(0.0);
-            if t.confirmed && t.misses > cfg.max_misses {
-                changes.push((Change::Lost, t.clone()));
+            let limit = if t.established && !t.moved { cfg.max_still_misses } else { cfg.max_misses };
+            if (t.confirmed || t.established) && t.misses > limit {
+                if t.confirmed {
+                    changes.push((Change::Lost, t.clone()));
+                }
                 false
             } else {
-                t.confirmed || t.misses <= cfg.max_tentative_misses
+                t.confirmed || t.established || t.misses <= cfg.max_tentative_misses
             }
         });
 
@@ -224,6 +236,7 @@ impl Tracker {
                     hits: 1,
                     misses: 0,
                     confirmed: self.cfg.min_hits <= 1 && moved && d.score >= self.confirm_score(d.class_id),
+                    established: false,
                     moved,
                     scores: VecDeque::from([d.score]),
                     velocity: (0.0, 0.0),
@@ -270,11 +283,41 @@ mod tests {
     }
 
     fn cfg() -> TrackerConfig {
-        TrackerConfig { min_iou: 0.2, min_hits: 3, max_tentative_misses: 1, max_misses: 4, confirm_score: Vec::new() }
+        TrackerConfig {
+            min_iou: 0.2,
+            min_hits: 3,
+            max_tentative_misses: 1,
+            max_misses: 4,
+            max_still_misses: 10,
+            confirm_score: Vec::new(),
+        }
     }
 
     fn kinds(c: &[(Change, Track)]) -> Vec<(Change, u64)> {
         c.iter().map(|(k, t)| (*k, t.id)).collect()
+    }
+
+    /// A parked car that never moved, missed by the model for a while: held for
+    /// `max_still_misses` frames, not the 1 of a tentative track nor the 4 of a
+    /// moving one; then dropped without a `Lost` (it was never an object event).
+    #[test]
+    fn a_still_established_object_survives_long_gaps() {
+        let mut tr = Tracker::new(cfg());
+        let car = det(2, 100.0, 100.0, 80.0, 50.0);
+        for _ in 0..3 {
+            tr.update_with_motion(std::slice::from_ref(&car), &[false]);
+        }
+        assert!(tr.tracks()[0].established && !tr.tracks()[0].confirmed);
+        for gap in 1..=10 {
+            assert!(tr.update_with_motion(&[], &[]).is_empty());
+            assert_eq!(tr.tracks().len(), 1, "held after {gap} misses");
+        }
+        tr.update_with_motion(std::slice::from_ref(&car), &[false]);
+        assert_eq!((tr.tracks().len(), tr.tracks()[0].misses), (1, 0), "the same track picks it up again");
+        for _ in 0..11 {
+            assert!(tr.update_with_motion(&[], &[]).is_empty(), "no Lost for what was never confirmed");
+        }
+        assert!(tr.tracks().is_empty(), "dropped after max_still_misses");
     }
 
     #[test]
