@@ -40,7 +40,7 @@ use crate::mqtt_link::MqttLink;
 use crate::outbox::{Outbox, SharedOutbox};
 use crate::rules::{self, CameraRules, RuleEngine, TrackView};
 use crate::snapshot::Renderer;
-use crate::stages::{Span, Stage};
+use crate::stages::{self, Span, Stage};
 use crate::tamper::TamperDetector;
 use crate::track::{Tracker, TrackerConfig};
 
@@ -496,6 +496,7 @@ fn analyse(
         };
         last_frame = Instant::now();
         let now = frame.captured_at;
+        stages::record(Stage::Queue, Duration::ZERO, SystemTime::now().duration_since(now).unwrap_or_default());
         let size = frame.image.dimensions();
         let (sign, moved) = {
             let _span = Span::start(Stage::Motion);

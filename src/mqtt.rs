@@ -405,8 +405,9 @@ impl Publisher {
     }
 }
 
-/// Feeds the bench's figures: publish to PUBACK, and for `new` and `update` (whose
-/// `at` is the receipt of the frame they show) frame receipt to PUBACK.
+/// Feeds the bench's figures: publish to PUBACK, and for `new` (whose `at` is the
+/// receipt of the frame that made it) frame receipt to PUBACK. An `update` may show
+/// an earlier, better picture, so its `at` says nothing about latency.
 fn record_delivery(payload: &str, publish_to_ack: Duration) {
     stages::record(Stage::Mqtt, Duration::ZERO, publish_to_ack);
     #[derive(serde::Deserialize)]
@@ -416,7 +417,7 @@ fn record_delivery(payload: &str, publish_to_ack: Duration) {
         at: &'a str,
     }
     if let Ok(t) = serde_json::from_str::<Timing>(payload)
-        && t.event_type != "end"
+        && t.event_type == "new"
         && let Ok(at) = humantime::parse_rfc3339(t.at)
         && let Ok(age) = std::time::SystemTime::now().duration_since(at)
     {

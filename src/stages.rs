@@ -21,6 +21,9 @@ pub enum Stage {
     Decode,
     /// Colour conversion and scaling to the analysis size, per analysed picture.
     Convert,
+    /// From the receipt of a picture's access unit to the analysis taking it up (wall):
+    /// decoding, conversion and the wait in the one-picture queue.
+    Queue,
     Motion,
     /// Letterbox and normalise into the model's input.
     Preprocess,
@@ -39,9 +42,10 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 11] = [
+    pub const ALL: [Stage; 12] = [
         Stage::Decode,
         Stage::Convert,
+        Stage::Queue,
         Stage::Motion,
         Stage::Preprocess,
         Stage::Inference,
