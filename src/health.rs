@@ -8,12 +8,12 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::event::timestamp;
 use crate::frame::StreamInfo;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CameraState {
     Starting,
@@ -23,8 +23,9 @@ pub enum CameraState {
     Disabled,
 }
 
-/// The JSON published on `{root}/{site}/{camera}/health`.
-#[derive(Debug, Clone, Serialize)]
+/// The JSON published on `{root}/{site}/{camera}/health`, and each camera's part of
+/// `gridwatch status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HealthReport {
     pub camera: String,
     pub state: CameraState,
@@ -188,7 +189,7 @@ impl CameraHealth {
 
     /// The payload to publish now; rates cover the time since the previous call.
     pub fn report(&self) -> HealthReport {
-        self.with(|i| {
+        let (fps_in, fps_analyzed) = self.with(|i| {
             let now = SystemTime::now();
             for q in [&mut i.reconnects, &mut i.stalls] {
                 while q.front().is_some_and(|t| now.duration_since(*t).unwrap_or_default() > HOUR) {
@@ -198,33 +199,13 @@ impl CameraHealth {
             let (t0, in0, an0) = i.prev;
             let secs = now.duration_since(t0).unwrap_or_default().as_secs_f32();
             let rate = |n: u64| if secs > 0.5 { ((n as f32 / secs) * 10.0).round() / 10.0 } else { 0.0 };
-            let report = HealthReport {
-                camera: self.camera.clone(),
-                state: i.state,
-                since: timestamp(i.since),
-                last_frame_at: i.last_frame_at.map(timestamp),
-                codec: i.stream.as_ref().map(|s| s.codec.as_str().to_owned()),
-                width: i.stream.as_ref().map(|s| s.width),
-                height: i.stream.as_ref().map(|s| s.height),
-                fps_in: rate(i.frames_in - in0),
-                fps_analyzed: rate(i.frames_analyzed - an0),
-                frames_skipped: i.frames_skipped,
-                frames_analyzed: i.frames_analyzed,
-                frames_gated: i.frames_gated,
-                inference_ms: i.inference_ms.map(|v| (v * 10.0).round() / 10.0),
-                reconnects_1h: i.reconnects.len(),
-                stalls_1h: i.stalls.len(),
-                last_error: i.last_error.clone(),
-                decode_errors: i.decode_errors,
-                packets_lost: i.packets_lost,
-                snapshots_evicted: i.evicted.0,
-                events_evicted: i.evicted.1,
-            };
+            let rates = (rate(i.frames_in - in0), rate(i.frames_analyzed - an0));
             if secs > 0.5 {
                 i.prev = (now, i.frames_in, i.frames_analyzed);
             }
-            report
-        })
+            rates
+        });
+        self.counters().report(&self.camera, fps_in, fps_analyzed)
     }
 }
 
@@ -270,6 +251,37 @@ pub struct HealthCounters {
     pub inference: InferenceHistogram,
     pub decode_errors: u64,
     pub packets_lost: u64,
+    pub frames_gated: u64,
+    /// Outbox evictions of this camera's snapshots and events.
+    pub evicted: (u64, u64),
+}
+
+impl HealthCounters {
+    /// The health JSON for these counters, with rates measured by the caller.
+    pub fn report(&self, camera: &str, fps_in: f32, fps_analyzed: f32) -> HealthReport {
+        HealthReport {
+            camera: camera.to_owned(),
+            state: self.state,
+            since: timestamp(self.since),
+            last_frame_at: self.last_frame_at.map(timestamp),
+            codec: self.stream.as_ref().map(|s| s.codec.as_str().to_owned()),
+            width: self.stream.as_ref().map(|s| s.width),
+            height: self.stream.as_ref().map(|s| s.height),
+            fps_in,
+            fps_analyzed,
+            frames_skipped: self.frames_skipped,
+            frames_analyzed: self.frames_analyzed,
+            frames_gated: self.frames_gated,
+            inference_ms: self.inference_ms.map(|v| (v * 10.0).round() / 10.0),
+            reconnects_1h: self.reconnects_1h,
+            stalls_1h: self.stalls_1h,
+            last_error: self.last_error.clone(),
+            decode_errors: self.decode_errors,
+            packets_lost: self.packets_lost,
+            snapshots_evicted: self.evicted.0,
+            events_evicted: self.evicted.1,
+        }
+    }
 }
 
 impl CameraHealth {
@@ -297,6 +309,8 @@ impl CameraHealth {
                 inference: i.inference.clone(),
                 decode_errors: i.decode_errors,
                 packets_lost: i.packets_lost,
+                frames_gated: i.frames_gated,
+                evicted: i.evicted,
             }
         })
     }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::timestamp;
 use crate::frame::Frame;
-use crate::health::{CameraHealth, HealthCounters};
+use crate::health::{CameraHealth, HealthCounters, HealthReport};
 use crate::mqtt_link::MqttLink;
 use crate::outbox::SharedOutbox;
 use crate::snapshot::Renderer;
@@ -146,19 +146,9 @@ pub struct OutboxStatus {
 pub struct CameraStatus {
     pub id: String,
     pub name: String,
-    pub state: String,
-    pub since: String,
-    pub last_frame_at: Option<String>,
-    pub codec: Option<String>,
-    pub width: Option<u32>,
-    pub height: Option<u32>,
-    pub fps_in: f32,
-    pub fps_analyzed: f32,
-    pub frames_skipped: u64,
-    pub inference_ms: Option<f32>,
-    pub reconnects_1h: usize,
-    pub stalls_1h: usize,
-    pub last_error: Option<String>,
+    /// The same figures as the camera's published health.
+    #[serde(flatten)]
+    pub health: HealthReport,
 }
 
 impl Live {
@@ -211,24 +201,7 @@ impl Live {
 }
 
 fn camera_status(c: &LiveCamera, h: &HealthCounters, r: Rates) -> CameraStatus {
-    let state = serde_json::to_value(h.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-    CameraStatus {
-        id: c.id.clone(),
-        name: c.name.clone(),
-        state,
-        since: timestamp(h.since),
-        last_frame_at: h.last_frame_at.map(timestamp),
-        codec: h.stream.as_ref().map(|s| s.codec.as_str().to_owned()),
-        width: h.stream.as_ref().map(|s| s.width),
-        height: h.stream.as_ref().map(|s| s.height),
-        fps_in: r.fps_in,
-        fps_analyzed: r.fps_analyzed,
-        frames_skipped: h.frames_skipped,
-        inference_ms: h.inference_ms.map(|v| (v * 10.0).round() / 10.0),
-        reconnects_1h: h.reconnects_1h,
-        stalls_1h: h.stalls_1h,
-        last_error: h.last_error.clone(),
-    }
+    CameraStatus { id: c.id.clone(), name: c.name.clone(), health: h.report(&c.id, r.fps_in, r.fps_analyzed) }
 }
 
 #[cfg(test)]

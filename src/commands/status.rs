@@ -124,14 +124,16 @@ fn render(s: &Status, socket: &Path) -> String {
         .map(String::from)
         .to_vec(),
     ];
-    for c in &s.cameras {
+    for cam in &s.cameras {
+        let c = &cam.health;
+        let state = serde_json::to_value(c.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
         let video = match (&c.codec, c.width, c.height) {
             (Some(codec), Some(w), Some(h)) => format!("{codec} {w}x{h}"),
             _ => "-".into(),
         };
         rows.push(vec![
-            c.id.clone(),
-            c.state.clone(),
+            cam.id.clone(),
+            state,
             c.since.clone(),
             video,
             c.fps_in.to_string(),
