@@ -35,6 +35,8 @@ pub struct BenchOptions {
     pub warmup: u64,
     /// ONNX Runtime intra-op threads, as `detector.threads`.
     pub threads: usize,
+    /// Model sessions, as `detector.sessions` (None: the daemon's default).
+    pub sessions: Option<usize>,
     pub analysis_width: u32,
     /// Let the motion gate skip still frames (off: every analysed frame is inferred).
     pub motion: bool,
@@ -185,6 +187,9 @@ fn bench_config(opts: &BenchOptions, url: &str, broker_port: u16, dir: &Path) ->
          [detector]\nthreads = {}\n[storage]\ndir = \"state\"\n",
         opts.threads
     );
+    if let Some(n) = opts.sessions {
+        text = text.replace("[detector]\n", &format!("[detector]\nsessions = {n}\n"));
+    }
     for i in 0..opts.cameras {
         text += &format!(
             "[[cameras]]\nid = \"cam{i}\"\nurl = \"{url}\"\ndetect_fps = {}\nanalysis_width = {}\n\

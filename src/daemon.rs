@@ -521,7 +521,9 @@ fn analyse(
         let mut track_span = None;
         if run {
             let found = {
+                let waited = Instant::now();
                 let mut detector = shared.free_detector(slot);
+                stages::record(Stage::Wait, Duration::ZERO, waited.elapsed());
                 detector.detect(&frame.image, min_score, shared.nms_iou).map(|d| (d, detector.last_inference_ms()))
             };
             let (detections, inference_ms) = match found {

@@ -25,6 +25,8 @@ pub enum Stage {
     /// decoding, conversion and the wait in the one-picture queue.
     Queue,
     Motion,
+    /// Waiting for a free model session (wall): the sessions are shared by all cameras.
+    Wait,
     /// Letterbox and normalise into the model's input.
     Preprocess,
     Inference,
@@ -42,11 +44,12 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 12] = [
+    pub const ALL: [Stage; 13] = [
         Stage::Decode,
         Stage::Convert,
         Stage::Queue,
         Stage::Motion,
+        Stage::Wait,
         Stage::Preprocess,
         Stage::Inference,
         Stage::Postprocess,

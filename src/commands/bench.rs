@@ -26,6 +26,9 @@ pub struct BenchArgs {
     /// ONNX Runtime threads, as detector.threads.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Model sessions, as detector.sessions (default: the daemon's own choice).
+    #[arg(long)]
+    pub sessions: Option<usize>,
     #[arg(long, default_value_t = 1280)]
     pub analysis_width: u32,
     /// Let the motion gate skip still frames; without it every analysed frame is
@@ -45,6 +48,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         seconds: args.seconds.max(1),
         warmup: args.warmup,
         threads: args.threads.max(1),
+        sessions: args.sessions,
         analysis_width: args.analysis_width,
         motion: args.motion,
     };

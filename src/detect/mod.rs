@@ -82,7 +82,7 @@ pub enum DetectError {
     Model { model: String, reason: String },
     #[error("cannot use labels file {}: {reason}; it needs one class name per line, in the model's class order", path.display())]
     Labels { path: PathBuf, reason: String },
-    #[error("the picture is empty (0 pixels wide or high)")]
+    #[error("the picture is empty (0 pixels wide or high), or the region is not inside it")]
     EmptyImage,
     #[error("inference with model {model} failed: {reason}")]
     Inference { model: String, reason: String },
@@ -210,9 +210,24 @@ impl Detector {
     /// Objects in `img` scoring above `min_score`, after per-class NMS at `nms_iou`,
     /// best first, in `img`'s pixels.
     pub fn detect(&mut self, img: &RgbImage, min_score: f32, nms_iou: f32) -> Result<Vec<Detection>, DetectError> {
+        let (w, h) = img.dimensions();
+        self.detect_region(img, yolox::Region::whole(w, h), min_score, nms_iou)
+    }
+
+    /// As [`Detector::detect`], on `region` of `img` alone, shown to the model at its
+    /// full input size (small, far objects get more pixels); boxes are still in
+    /// `img`'s pixels, cut at the region's edges.
+    pub fn detect_region(
+        &mut self,
+        img: &RgbImage,
+        region: yolox::Region,
+        min_score: f32,
+        nms_iou: f32,
+    ) -> Result<Vec<Detection>, DetectError> {
         let lb = {
             let _span = Span::start(Stage::Preprocess);
-            yolox::letterbox(img, INPUT_SIZE, &mut self.scratch, &mut self.input).ok_or(DetectError::EmptyImage)?
+            yolox::letterbox_region(img, region, INPUT_SIZE, &mut self.scratch, &mut self.input)
+                .ok_or(DetectError::EmptyImage)?
         };
         self.infer(&lb, min_score, nms_iou)
             .map_err(|reason| DetectError::Inference { model: self.name.clone(), reason })

@@ -1,9 +1,10 @@
 //! The arithmetic around a YOLOX model, free of any runtime: letterboxing a picture
 //! into the model's input tensor, and decoding the raw grid output into boxes.
 //!
-//! Promises: `letterbox` reproduces Pillow's bilinear resize bit for bit (the
-//! reference detections were computed with it) and allocates only when the source
-//! size changes; `decode` returns boxes in source pixels, clipped to the source,
+//! Promises: `letterbox` resizes as Pillow's bilinear filter does, within one level
+//! (the reference detections were computed with Pillow), and allocates only when
+//! the source size changes; `decode` returns boxes in source pixels, clipped to the
+//! region the model saw,
 //! scoring above `min_score`; `nms` keeps the best box of each overlapping group
 //! within a class and never suppresses across classes.
 
@@ -30,161 +31,119 @@ pub fn grid_rows(size: usize) -> usize {
     STRIDES.iter().map(|s| (size / s) * (size / s)).sum()
 }
 
-/// Where a source picture went in the model input.
+/// A rectangle of a picture, in its pixels: what the model is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub left: u32,
+    pub top: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Region {
+    /// The whole of a `width` x `height` picture.
+    pub fn whole(width: u32, height: u32) -> Region {
+        Region { left: 0, top: 0, width, height }
+    }
+}
+
+/// Where a region of the source picture went in the model input.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Letterbox {
     /// Model pixels per source pixel.
     pub scale: f64,
-    pub src_width: u32,
-    pub src_height: u32,
-    /// Size of the resized picture at the top-left of the input.
+    /// The part of the source the model saw (all of it, or a crop).
+    pub region: Region,
+    /// Size of the resized region at the top-left of the input.
     pub width: u32,
     pub height: u32,
 }
 
 impl Letterbox {
     pub fn new(src_width: u32, src_height: u32, size: usize) -> Letterbox {
-        let scale = (size as f64 / src_height as f64).min(size as f64 / src_width as f64);
+        Letterbox::of_region(Region::whole(src_width, src_height), size)
+    }
+
+    pub fn of_region(region: Region, size: usize) -> Letterbox {
+        let (w, h) = (region.width, region.height);
+        let scale = (size as f64 / h as f64).min(size as f64 / w as f64);
         // Degenerate sources (a 5000x1 strip) must still cover at least one pixel.
         let fit = |v: u32| ((v as f64 * scale).round() as u32).max(1).min(size as u32);
-        Letterbox { scale, src_width, src_height, width: fit(src_width), height: fit(src_height) }
+        Letterbox { scale, region, width: fit(w), height: fit(h) }
     }
 }
 
 /// Buffers `letterbox` keeps between calls, so that a camera's frames, all the same
 /// size, cost no allocation.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Scratch {
-    /// (source w, source h, size) the coefficients below were made for.
-    key: Option<(u32, u32, usize)>,
-    horizontal: Coefficients,
-    vertical: Coefficients,
-    /// The source after the horizontal pass: src_height rows of `width` RGB pixels.
-    rows: Vec<u8>,
-    /// One output row of the vertical pass, before rounding.
-    acc: Vec<i32>,
+    resizer: fast_image_resize::Resizer,
+    /// The resized region, RGB, before it is spread into the tensor's planes.
+    resized: Vec<u8>,
+}
+
+impl std::fmt::Debug for Scratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scratch").field("resized", &self.resized.len()).finish_non_exhaustive()
+    }
 }
 
 /// Fills `out` (1x3xSxS, S = `size`, BGR planes, 0..255) with `img` resized to fit,
 /// at the top-left, the rest [`PAD_VALUE`]. Returns `None`, leaving `out` untouched,
 /// for an empty picture or when `out` does not hold exactly `input_len(size)` floats.
 pub fn letterbox(img: &RgbImage, size: usize, scratch: &mut Scratch, out: &mut [f32]) -> Option<Letterbox> {
+    let (w, h) = img.dimensions();
+    letterbox_region(img, Region::whole(w, h), size, scratch, out)
+}
+
+/// As [`letterbox`], for `region` of `img` only (at the model's full resolution: how
+/// a far, small part of a wide view is seen in detail). `None` also when the region
+/// is empty or not inside the picture.
+pub fn letterbox_region(
+    img: &RgbImage,
+    region: Region,
+    size: usize,
+    scratch: &mut Scratch,
+    out: &mut [f32],
+) -> Option<Letterbox> {
+    use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, images};
     let (src_w, src_h) = img.dimensions();
-    if size == 0 || out.len() != input_len(size) || src_w == 0 || src_h == 0 {
+    let inside = region.left.checked_add(region.width).is_some_and(|r| r <= src_w)
+        && region.top.checked_add(region.height).is_some_and(|b| b <= src_h);
+    if size == 0 || out.len() != input_len(size) || region.width == 0 || region.height == 0 || !inside {
         return None;
     }
-    let lb = Letterbox::new(src_w, src_h, size);
-    if scratch.key != Some((src_w, src_h, size)) {
-        scratch.horizontal = Coefficients::bilinear(src_w as usize, lb.width as usize);
-        scratch.vertical = Coefficients::bilinear(src_h as usize, lb.height as usize);
-        scratch.rows.resize(src_h as usize * lb.width as usize * 3, 0);
-        scratch.key = Some((src_w, src_h, size));
-    }
+    let lb = Letterbox::of_region(region, size);
     let (dst_w, dst_h) = (lb.width as usize, lb.height as usize);
+    // Bilinear with the kernel widened by the reduction, as Pillow's (which made the
+    // reference detections): SIMD, and within one level of Pillow's result.
+    let src = images::ImageRef::new(src_w, src_h, img.as_raw(), PixelType::U8x3).ok()?;
+    scratch.resized.resize(dst_w * dst_h * 3, 0);
+    let mut dst = images::Image::from_slice_u8(lb.width, lb.height, &mut scratch.resized, PixelType::U8x3).ok()?;
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)).crop(
+        f64::from(region.left),
+        f64::from(region.top),
+        f64::from(region.width),
+        f64::from(region.height),
+    );
+    scratch.resizer.resize(&src, &mut dst, &options).ok()?;
 
-    // Pass 1, as Pillow: each source row resampled to the new width, rounded to 8 bits.
-    let src_stride = src_w as usize * 3;
-    let row_stride = dst_w * 3;
-    for (src_row, row) in img.as_raw().chunks_exact(src_stride).zip(scratch.rows.chunks_exact_mut(row_stride)) {
-        for (x, px) in row.chunks_exact_mut(3).enumerate() {
-            let (first, weights) = scratch.horizontal.taps(x);
-            let mut acc = [ROUNDING; 3];
-            for (p, &k) in src_row[first * 3..].chunks_exact(3).zip(weights) {
-                for c in 0..3 {
-                    acc[c] += p[c] as i32 * k;
-                }
-            }
-            for c in 0..3 {
-                px[c] = clip8(acc[c]);
-            }
-        }
-    }
-
-    // Pass 2: whole rows blended at once (vectorises), then written into the tensor.
-    out.fill(PAD_VALUE);
+    // The model was trained on OpenCV's BGR order: RGB channel c goes to plane 2 - c.
     let plane = size * size;
-    scratch.acc.resize(row_stride, 0);
-    for y in 0..dst_h {
-        let (first, weights) = scratch.vertical.taps(y);
-        scratch.acc.fill(ROUNDING);
-        for (src, &k) in scratch.rows[first * row_stride..].chunks_exact(row_stride).zip(weights) {
-            for (a, &v) in scratch.acc.iter_mut().zip(src) {
-                *a += v as i32 * k;
+    for (c, tensor) in out.chunks_exact_mut(plane).rev().enumerate() {
+        for (y, row) in tensor.chunks_exact_mut(size).enumerate() {
+            if y >= dst_h {
+                row.fill(PAD_VALUE);
+                continue;
             }
-        }
-        // The model was trained on OpenCV's BGR order: RGB channel c goes to plane 2 - c.
-        for (x, px) in scratch.acc.chunks_exact(3).enumerate() {
-            for c in 0..3 {
-                out[(2 - c) * plane + y * size + x] = clip8(px[c]) as f32;
+            let src = &scratch.resized[y * dst_w * 3..(y + 1) * dst_w * 3];
+            for (v, px) in row.iter_mut().zip(src.chunks_exact(3)) {
+                *v = f32::from(px[c]);
             }
+            row[dst_w..].fill(PAD_VALUE);
         }
     }
     Some(lb)
-}
-
-/// Fixed-point precision of Pillow's 8-bit resampler.
-const PRECISION_BITS: u32 = 32 - 8 - 2;
-const ROUNDING: i32 = 1 << (PRECISION_BITS - 1);
-
-fn clip8(acc: i32) -> u8 {
-    (acc >> PRECISION_BITS).clamp(0, 255) as u8
-}
-
-/// Pillow's resampling weights along one axis: for every output pixel, the first
-/// source pixel it reads and fixed-point weights of the `ksize` pixels from there.
-#[derive(Debug, Default)]
-struct Coefficients {
-    ksize: usize,
-    /// (first source pixel, number of taps) per output pixel.
-    bounds: Vec<(usize, usize)>,
-    weights: Vec<i32>,
-}
-
-impl Coefficients {
-    /// Transcribes `precompute_coeffs` + `normalize_coeffs_8bpc` of Pillow's
-    /// Resample.c for the bilinear (triangle) filter, support 1.
-    fn bilinear(in_size: usize, out_size: usize) -> Coefficients {
-        let scale = in_size as f64 / out_size as f64;
-        // Downscaling widens the filter: that is what keeps it from aliasing.
-        let filter_scale = scale.max(1.0);
-        let support = filter_scale;
-        // Pillow multiplies by the reciprocal; dividing instead can differ in the last bit.
-        let ss = 1.0 / filter_scale;
-        let ksize = support.ceil() as usize * 2 + 1;
-        let mut bounds = Vec::with_capacity(out_size);
-        let mut weights = vec![0; out_size * ksize];
-        let mut k = vec![0.0f64; ksize];
-        for (xx, row) in weights.chunks_exact_mut(ksize).enumerate() {
-            let center = (xx as f64 + 0.5) * scale;
-            // C's (int) cast truncates toward zero; only non-negative values survive the clamp.
-            let xmin = ((center - support + 0.5) as i64).max(0) as usize;
-            let xmax = (((center + support + 0.5) as i64).max(0) as usize).min(in_size);
-            let taps = xmax.saturating_sub(xmin).min(ksize);
-            let mut total = 0.0;
-            for (x, w) in k.iter_mut().enumerate().take(taps) {
-                *w = triangle((x as f64 + xmin as f64 - center + 0.5) * ss);
-                total += *w;
-            }
-            for (x, out) in row.iter_mut().enumerate().take(taps) {
-                let w = if total != 0.0 { k[x] / total } else { k[x] };
-                let fixed = w * (1i64 << PRECISION_BITS) as f64;
-                *out = if w < 0.0 { (fixed - 0.5) as i32 } else { (fixed + 0.5) as i32 };
-            }
-            bounds.push((xmin, taps));
-        }
-        Coefficients { ksize, bounds, weights }
-    }
-
-    fn taps(&self, out_pixel: usize) -> (usize, &[i32]) {
-        let (first, n) = self.bounds[out_pixel];
-        let start = out_pixel * self.ksize;
-        (first, &self.weights[start..start + n])
-    }
-}
-
-fn triangle(x: f64) -> f64 {
-    let x = x.abs();
-    if x < 1.0 { 1.0 - x } else { 0.0 }
 }
 
 /// The raw output did not have the layout the model promised at load.
@@ -214,7 +173,9 @@ pub fn decode(
         let g = size / s;
         (0..g * g).map(move |i| ((i % g) as f32, (i / g) as f32, s as f32))
     });
-    let (max_x, max_y) = (lb.src_width as f32, lb.src_height as f32);
+    let r = lb.region;
+    let (left, top) = (r.left as f32, r.top as f32);
+    let (right, bottom) = (left + r.width as f32, top + r.height as f32);
     let scale = lb.scale as f32;
     let mut found = Vec::new();
     for (row, (gx, gy, stride)) in output.chunks_exact(row_len).zip(cells) {
@@ -235,10 +196,10 @@ pub fn decode(
         let w = row[2].exp() * stride;
         let h = row[3].exp() * stride;
         let bbox = BBox {
-            x1: ((cx - w / 2.0) / scale).clamp(0.0, max_x),
-            y1: ((cy - h / 2.0) / scale).clamp(0.0, max_y),
-            x2: ((cx + w / 2.0) / scale).clamp(0.0, max_x),
-            y2: ((cy + h / 2.0) / scale).clamp(0.0, max_y),
+            x1: (left + (cx - w / 2.0) / scale).clamp(left, right),
+            y1: (top + (cy - h / 2.0) / scale).clamp(top, bottom),
+            x2: (left + (cx + w / 2.0) / scale).clamp(left, right),
+            y2: (top + (cy + h / 2.0) / scale).clamp(top, bottom),
         };
         found.push(Detection { class_id, score, bbox });
     }
@@ -311,7 +272,7 @@ mod tests {
     }
 
     #[test]
-    fn letterbox_matches_pillow_on_a_gradient() {
+    fn letterbox_follows_pillows_kernel_on_a_gradient() {
         // A 2:1 reduction worked by hand with Pillow's bilinear kernel (scale 2,
         // support 2). Output 0, centre 1.0: sources 0..=2 weigh 0.75, 0.75, 0.25 ->
         // (0*0.75 + 100*0.75 + 200*0.25) / 1.75 = 71.4. Output 1, centre 3.0: sources
@@ -322,7 +283,8 @@ mod tests {
         }
         let (lb, out) = run(&img);
         assert_eq!((lb.width, lb.height), (416, 1));
-        assert_eq!([at(&out, 0, 0, 0), at(&out, 0, 1, 0)], [71.0, 181.0]);
+        let got = [at(&out, 0, 0, 0), at(&out, 0, 1, 0)];
+        assert!((got[0] - 71.0).abs() <= 1.0 && (got[1] - 181.0).abs() <= 1.0, "{got:?}");
     }
 
     #[test]
@@ -342,6 +304,42 @@ mod tests {
         assert_eq!((lb.width, lb.height), (416, 208));
         assert_eq!(at(&out, 2, 415, 207), 7.0);
         assert_eq!(at(&out, 2, 415, 208), 114.0, "no leftovers from the taller picture before");
+    }
+
+    #[test]
+    fn a_region_is_shown_at_full_resolution_and_boxes_come_back_in_picture_pixels() {
+        // A red 208x104 patch in a blue picture: shown alone, doubled to 416x208 (the
+        // outermost model pixels blend in the picture around the region, as they should).
+        let mut img = RgbImage::from_pixel(1000, 800, Rgb([0, 0, 255]));
+        for y in 400..504 {
+            for x in 500..708 {
+                img.put_pixel(x, y, Rgb([255, 0, 0]));
+            }
+        }
+        let region = Region { left: 500, top: 400, width: 208, height: 104 };
+        let mut out = vec![0.0; input_len(INPUT_SIZE)];
+        let lb = letterbox_region(&img, region, INPUT_SIZE, &mut Scratch::default(), &mut out).unwrap();
+        assert_eq!((lb.scale, lb.width, lb.height), (2.0, 416, 208));
+        for (x, y) in [(2, 2), (413, 205), (200, 100)] {
+            assert_eq!([at(&out, 0, x, y), at(&out, 2, x, y)], [0.0, 255.0], "red at {x},{y}");
+        }
+        assert_eq!(at(&out, 1, 10, 208), 114.0);
+        let outside = Region { left: 900, top: 0, width: 208, height: 10 };
+        assert!(letterbox_region(&img, outside, INPUT_SIZE, &mut Scratch::default(), &mut out).is_none());
+
+        // Stride 16, cell (10, 5) -> model x 136..200, y 72..104: half that, plus the
+        // region's corner; a box running off the region is cut at its edge.
+        let mut row = vec![0.5, 0.5, 4f32.ln(), 2f32.ln(), 0.9, 0.8];
+        row.resize(85, 0.0);
+        let dets = decode(&output_with(16, 10, 5, &row), 85, &lb, INPUT_SIZE, 0.3).unwrap();
+        let b = dets[0].bbox;
+        for (got, want) in [(b.x1, 568.0), (b.y1, 436.0), (b.x2, 600.0), (b.y2, 452.0)] {
+            assert!((got - want).abs() < 1e-3, "{b:?}");
+        }
+        let mut big = vec![0.9, 0.9, 3.0, 3.0, 0.9, 0.8];
+        big.resize(85, 0.0);
+        let dets = decode(&output_with(32, 12, 12, &big), 85, &lb, INPUT_SIZE, 0.3).unwrap();
+        assert_eq!((dets[0].bbox.x2, dets[0].bbox.y2), (708.0, 504.0));
     }
 
     /// An output tensor of zeros with one hand-placed row.
