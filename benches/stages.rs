@@ -9,6 +9,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use gridwatch::config::MotionConfig;
 use gridwatch::detect::yolox::{self, INPUT_SIZE, Letterbox, Scratch};
 use gridwatch::motion::{Grey, MotionDetector};
+use gridwatch::yuv::Yuv420;
 use image::RgbImage;
 
 fn frame(name: &str) -> RgbImage {
@@ -45,9 +46,15 @@ fn stages(c: &mut Criterion) {
 
     let mut scratch = Scratch::default();
     let mut input = vec![0.0f32; yolox::input_len(INPUT_SIZE)];
-    c.bench_function("letterbox 768x576 -> 416", |b| {
+    c.bench_function("letterbox 768x576 RGB -> 416", |b| {
         b.iter(|| yolox::letterbox(&img, INPUT_SIZE, &mut scratch, &mut input).unwrap())
     });
+    // Camera frames arrive as the decoder's 4:2:0 planes.
+    let (pic, next) = (Yuv420::from_rgb(&img), Yuv420::from_rgb(&next));
+    c.bench_function("letterbox 768x576 4:2:0 -> 416", |b| {
+        b.iter(|| yolox::letterbox(&pic, INPUT_SIZE, &mut scratch, &mut input).unwrap())
+    });
+    c.bench_function("4:2:0 to RGB 768x576 (snapshots)", |b| b.iter(|| pic.to_rgb()));
 
     let (raw, row_len) = raw_output();
     let lb = Letterbox::new(w, h, INPUT_SIZE);
@@ -55,8 +62,8 @@ fn stages(c: &mut Criterion) {
         b.iter(|| yolox::nms(yolox::decode(&raw, row_len, &lb, INPUT_SIZE, 0.35).unwrap(), 0.45))
     });
 
-    let (grey_a, grey_b) = (Grey::from_rgb(&img), Grey::from_rgb(&next));
-    c.bench_function("motion: grey copy of a frame", |b| b.iter(|| Grey::from_rgb(&img)));
+    let (grey_a, grey_b) = (Grey::from_picture(&pic), Grey::from_picture(&next));
+    c.bench_function("motion: grey copy of a frame", |b| b.iter(|| Grey::from_picture(&pic)));
     let mut motion = MotionDetector::new(&MotionConfig::default());
     let mut flip = false;
     c.bench_function("motion: compare with the background", |b| {

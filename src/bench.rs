@@ -322,11 +322,11 @@ fn inference_floor(info: &StreamInfo, sample: &[EncodedFrame], opts: &BenchOptio
         bail!("the decoder gave no picture for the inference floor");
     }
     let mut detector = Detector::load(ModelSource::Builtin, None, opts.threads)?;
-    detector.detect(&pictures[0].image, 0.5, 0.45)?; // the first run allocates
+    detector.detect(&pictures[0].picture, 0.5, 0.45)?; // the first run allocates
     let before = stages::snapshot()[Stage::Inference as usize].clone();
     let (start, runs) = (process_cpu(), 50);
     for i in 0..runs {
-        detector.detect(&pictures[i % pictures.len()].image, 0.5, 0.45)?;
+        detector.detect(&pictures[i % pictures.len()].picture, 0.5, 0.45)?;
     }
     let process = process_cpu().saturating_sub(start);
     let d = stages::snapshot()[Stage::Inference as usize].since(&before);

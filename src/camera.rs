@@ -553,9 +553,9 @@ mod tests {
             );
         }
         for p in &pictures {
-            assert_eq!(p.image.dimensions(), (384, 288));
-            let first = p.image.get_pixel(0, 0);
-            assert!(p.image.pixels().any(|px| px != first), "uniform picture");
+            assert_eq!(p.picture.dimensions(), (384, 288));
+            let first = p.picture.y()[0];
+            assert!(p.picture.y().iter().any(|&v| v != first), "uniform picture");
             assert!(
                 frames.iter().any(|f| f.received_at == p.captured_at && f.pts == p.pts),
                 "captured_at/pts must come from an ingested frame"

@@ -153,7 +153,7 @@ async fn answer(stream: UnixStream, live: &Live) -> anyhow::Result<()> {
             // Privacy masks apply here as on event snapshots: no masked pixel leaves.
             let picture = {
                 let (frame, renderer) = (frame.clone(), cam.renderer.clone());
-                tokio::task::spawn_blocking(move || renderer.render(&frame.image, &[], &[])).await?
+                tokio::task::spawn_blocking(move || renderer.render(frame.picture.to_rgb(), &[], &[])).await?
             };
             let header = SnapshotHeader {
                 camera,

@@ -479,7 +479,7 @@ fn analyse(
             Err(RecvTimeoutError::Timeout) => {
                 let silent = last_frame.elapsed();
                 if silent > loss_window {
-                    let size = last.as_ref().map_or((0, 0), |f| f.image.dimensions());
+                    let size = last.as_ref().map_or((0, 0), |f| f.picture.dimensions());
                     let gone = tracker.drain_confirmed();
                     let out = events.end_all(&gone, size, None);
                     store(&cam.id, shared, out, |id| events.discard(id));
@@ -497,10 +497,10 @@ fn analyse(
         last_frame = Instant::now();
         let now = frame.captured_at;
         stages::record(Stage::Queue, Duration::ZERO, SystemTime::now().duration_since(now).unwrap_or_default());
-        let size = frame.image.dimensions();
+        let size = frame.picture.dimensions();
         let (sign, moved) = {
             let _span = Span::start(Stage::Motion);
-            let grey = (motion.is_some() || tamper.is_some()).then(|| Grey::from_rgb(&frame.image));
+            let grey = (motion.is_some() || tamper.is_some()).then(|| Grey::from_picture(&frame.picture));
             let sign = tamper.as_mut().zip(grey.as_ref()).and_then(|(t, g)| t.observe(g));
             (sign, motion.as_mut().zip(grey.as_ref()).map(|(m, g)| m.observe(g)))
         };
@@ -524,7 +524,7 @@ fn analyse(
                 let waited = Instant::now();
                 let mut detector = shared.free_detector(slot);
                 stages::record(Stage::Wait, Duration::ZERO, waited.elapsed());
-                detector.detect(&frame.image, min_score, shared.nms_iou).map(|d| (d, detector.last_inference_ms()))
+                detector.detect(&frame.picture, min_score, shared.nms_iou).map(|d| (d, detector.last_inference_ms()))
             };
             let (detections, inference_ms) = match found {
                 Ok(found) => found,
@@ -560,7 +560,7 @@ fn analyse(
         last = Some(frame);
     }
     let open = tracker.drain_confirmed();
-    let size = last.as_ref().map_or((0, 0), |f| f.image.dimensions());
+    let size = last.as_ref().map_or((0, 0), |f| f.picture.dimensions());
     let out = events.end_all(&open, size, Some(SystemTime::now()));
     store(&cam.id, shared, out, |id| events.discard(id));
     let out = rule_events.end_all(Some(SystemTime::now()));

@@ -1,5 +1,6 @@
-//! GStreamer decoder: encoded access units in, RGB pictures at the analysis size and rate
-//! out.
+//! GStreamer decoder: encoded access units in, 4:2:0 pictures at the analysis size and
+//! rate out (the decoders' own format: no conversion for the usual 8-bit streams, and
+//! half the bytes of RGB to copy and keep).
 //!
 //! A [`Decoder`] serves one camera session: create it on `Ingest::Connected`, push every
 //! frame, drop it on disconnect. `push` never blocks on decoding; pictures arrive on a
@@ -23,6 +24,7 @@ use tracing::{debug, warn};
 
 use crate::frame::{Codec, EncodedFrame, Frame, StreamInfo};
 use crate::stages::{self, Stage};
+use crate::yuv::{Colorimetry, Yuv420};
 
 /// Size and rate of the pictures the analysis wants.
 #[derive(Debug, Clone, Copy)]
@@ -163,7 +165,7 @@ impl Decoder {
         capsfilter.set_property(
             "caps",
             gst::Caps::builder("video/x-raw")
-                .field("format", "RGB")
+                .field("format", "I420")
                 .field("width", i32::try_from(out.width).unwrap_or(i32::MAX))
                 .field("height", i32::try_from(out.height).unwrap_or(i32::MAX))
                 .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
@@ -415,28 +417,33 @@ fn clock_time(d: Duration) -> gst::ClockTime {
     gst::ClockTime::from_nseconds(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-/// Copies a decoded picture into a packed image: GStreamer pads rows, the image not.
+/// Copies a decoded picture's planes, packed: GStreamer pads rows, `Yuv420` not.
 fn to_frame(sample: &gst::Sample) -> Option<Frame> {
     let buffer = sample.buffer()?;
     let info = gst_video::VideoInfo::from_caps(sample.caps()?).ok()?;
     let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).ok()?;
     let (width, height) = (info.width(), info.height());
-    let row = usize::try_from(width).ok()? * 3;
-    let rows = usize::try_from(height).ok()?;
-    let stride = usize::try_from(*frame.plane_stride().first()?).ok()?;
-    let data = frame.plane_data(0).ok()?;
-    let mut pixels = Vec::with_capacity(row * rows);
-    for y in 0..rows {
-        pixels.extend_from_slice(data.get(y * stride..y * stride + row)?);
+    let (cw, ch) = Yuv420::chroma_size(width, height);
+    let mut data = Vec::with_capacity(Yuv420::len_for(width, height));
+    for (plane, (w, h)) in [(width, height), (cw, ch), (cw, ch)].into_iter().enumerate() {
+        let stride = usize::try_from(*frame.plane_stride().get(plane)?).ok()?;
+        let src = frame.plane_data(plane as u32).ok()?;
+        for y in 0..h as usize {
+            data.extend_from_slice(src.get(y * stride..y * stride + w as usize)?);
+        }
     }
-    let image = image::RgbImage::from_raw(width, height, pixels)?;
+    let colorimetry = Colorimetry {
+        bt709: info.colorimetry().matrix() == gst_video::VideoColorMatrix::Bt709,
+        full_range: info.colorimetry().range() == gst_video::VideoColorRange::Range0_255,
+    };
+    let picture = Yuv420::from_planes(width, height, data, colorimetry)?;
     let captured_at = buffer
         .iter_meta::<gst::ReferenceTimestampMeta>()
         .find(|m| m.reference().structure(0).is_some_and(|s| s.name() == "timestamp/x-unix"))
         .map(|m| UNIX_EPOCH + Duration::from_nanos(m.timestamp().nseconds()))
         .unwrap_or_else(SystemTime::now);
     Some(Frame {
-        image,
+        picture,
         captured_at,
         pts: buffer.pts().map(|t| Duration::from_nanos(t.nseconds())).unwrap_or_default(),
     })
@@ -667,6 +674,6 @@ mod tests {
             last.as_secs_f64() * 1000.0 / got.len().max(1) as f64
         );
         assert!(got.len() >= frames.len() - 1, "{} pictures", got.len());
-        assert!(got.iter().all(|(_, p)| p.image.dimensions() == (640, 360)));
+        assert!(got.iter().all(|(_, p)| p.picture.dimensions() == (640, 360)));
     }
 }

@@ -244,7 +244,7 @@ impl ObjectEvents {
     /// event's current snapshot under a topic unique to this image.
     fn render_snapshot(&self, ev: &mut OpenEvent, bbox: &BBox, frame: &Frame) -> Vec<u8> {
         let outlines: Vec<_> = self.zones.iter().filter(|z| ev.zones.contains(&z.name)).map(|z| &z.polygon).collect();
-        let pic = self.renderer.render(&frame.image, &[*bbox], &outlines);
+        let pic = self.renderer.render(frame.picture.to_rgb(), &[*bbox], &outlines);
         ev.snapshots += 1;
         ev.snapshot = Some(snapshot_ref(&self.settings, &ev.event_id, ev.snapshots, &pic));
         pic.jpeg
@@ -392,7 +392,7 @@ impl RuleEvents {
 
     fn snapshot(&self, ev: &mut OpenRule, inc: &Incident, frame: &Frame) -> Vec<u8> {
         let outline: Vec<_> = inc.zone.and_then(|z| self.zones.get(z)).map(|z| &z.polygon).into_iter().collect();
-        let pic = self.renderer.render(&frame.image, &inc.boxes, &outline);
+        let pic = self.renderer.render(frame.picture.to_rgb(), &inc.boxes, &outline);
         ev.snapshots += 1;
         ev.message.snapshot = Some(snapshot_ref(&self.settings, &ev.message.event_id, ev.snapshots, &pic));
         pic.jpeg
@@ -418,7 +418,7 @@ fn union_box(boxes: &[BBox], size: (u32, u32)) -> [f32; 4] {
 }
 
 fn frame_size(frame: &Frame) -> (u32, u32) {
-    (frame.image.width(), frame.image.height())
+    frame.picture.dimensions()
 }
 
 /// How good a picture of the object this frame makes: confident, large, and not
@@ -464,7 +464,7 @@ mod tests {
 
     fn frame(t: f64) -> Frame {
         Frame {
-            image: image::RgbImage::from_pixel(320, 240, image::Rgb([90, 90, 90])),
+            picture: crate::yuv::Yuv420::from_rgb(&image::RgbImage::from_pixel(320, 240, image::Rgb([90, 90, 90]))),
             captured_at: SystemTime::UNIX_EPOCH + Duration::from_secs_f64(1_790_000_000.0 + t),
             pts: Duration::from_secs_f64(t),
         }

@@ -45,10 +45,10 @@ pub struct EncodedFrame {
     pub lost_packets: u16,
 }
 
-/// A decoded picture at the analysis size, packed RGB (no row padding).
+/// A decoded picture at the analysis size, in the decoder's 4:2:0 planes.
 #[derive(Debug, Clone)]
 pub struct Frame {
-    pub image: image::RgbImage,
+    pub picture: crate::yuv::Yuv420,
     /// Wall-clock capture time (receive time of the access unit it came from).
     pub captured_at: SystemTime,
     pub pts: Duration,

@@ -38,4 +38,5 @@ pub mod tamper;
 pub mod tls;
 pub mod track;
 pub mod watchdog;
+pub mod yuv;
 pub mod zone;

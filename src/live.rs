@@ -210,7 +210,7 @@ mod tests {
 
     fn frame(v: u8) -> Frame {
         Frame {
-            image: image::RgbImage::from_pixel(4, 4, image::Rgb([v, v, v])),
+            picture: crate::yuv::Yuv420::from_rgb(&image::RgbImage::from_pixel(4, 4, image::Rgb([v, v, v]))),
             captured_at: SystemTime::now(),
             pts: Duration::from_millis(u64::from(v)),
         }
@@ -221,13 +221,13 @@ mod tests {
         let slot = FrameSlot::default();
         assert!(slot.latest().is_none());
         let handed_on = slot.keep(frame(1));
-        assert_eq!(handed_on.image.get_pixel(0, 0).0, [1, 1, 1], "the picture goes on unchanged");
+        assert_eq!(handed_on.picture, frame(1).picture, "the picture goes on unchanged");
         // Within the second: counted, not copied.
         slot.keep(frame(2));
-        assert_eq!((slot.decoded(), slot.latest().unwrap().image.get_pixel(0, 0).0), (2, [1, 1, 1]));
+        assert_eq!((slot.decoded(), &slot.latest().unwrap().picture), (2, &frame(1).picture));
         // A picture analysis had no room for is the latest at once.
         slot.keep_skipped(frame(3));
-        assert_eq!(slot.latest().unwrap().image.get_pixel(0, 0).0, [3, 3, 3]);
+        assert_eq!(slot.latest().unwrap().picture, frame(3).picture);
         assert_eq!(slot.decoded(), 2, "skipped pictures were counted by keep already");
     }
 }

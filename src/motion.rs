@@ -8,10 +8,9 @@
 //! least `min_area` of the frame. A sudden change of most of the picture (IR switch,
 //! lights, exposure jump) is not motion: the background is taken anew from that frame.
 
-use image::RgbImage;
-
 use crate::config::MotionConfig;
 use crate::detect::BBox;
+use crate::yuv::Yuv420;
 
 /// Width of the grey picture motion and tamper checks work on.
 const GREY_WIDTH: u32 = 160;
@@ -36,25 +35,24 @@ pub struct Grey {
 }
 
 impl Grey {
-    pub fn from_rgb(img: &RgbImage) -> Grey {
-        let step = img.width().div_ceil(GREY_WIDTH).max(1);
-        let (width, height) = ((img.width() / step) as usize, (img.height() / step) as usize);
-        let mut data = vec![0u8; width * height];
-        let n = step * step;
+    /// Block means of the picture's luma, on the 0..255 scale.
+    pub fn from_picture(pic: &Yuv420) -> Grey {
+        let step = pic.width().div_ceil(GREY_WIDTH).max(1);
+        let (width, height) = ((pic.width() / step) as usize, (pic.height() / step) as usize);
+        let (luma, stride, step) = (pic.y(), pic.width() as usize, step as usize);
+        let mut data = Vec::with_capacity(width * height);
+        let mut sums = vec![0u32; width];
         for gy in 0..height {
-            for gx in 0..width {
-                let mut sum = 0u32;
-                for y in 0..step {
-                    for x in 0..step {
-                        let p = img.get_pixel(gx as u32 * step + x, gy as u32 * step + y);
-                        // BT.601 luma in integers.
-                        sum += (77 * p[0] as u32 + 150 * p[1] as u32 + 29 * p[2] as u32) >> 8;
-                    }
+            sums.fill(0);
+            for row in luma[gy * step * stride..].chunks(stride).take(step) {
+                for (sum, block) in sums.iter_mut().zip(row.chunks_exact(step)) {
+                    *sum += block.iter().map(|&v| u32::from(v)).sum::<u32>();
                 }
-                data[gy * width + gx] = (sum / n) as u8;
             }
+            let n = (step * step) as u32;
+            data.extend(sums.iter().map(|&s| pic.luma_full((s / n) as u8)));
         }
-        Grey { width, height, data, step }
+        Grey { width, height, data, step: step as u32 }
     }
 }
 
@@ -151,7 +149,11 @@ impl MotionDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::Rgb;
+    use image::{Rgb, RgbImage};
+
+    fn grey(img: &RgbImage) -> Grey {
+        Grey::from_picture(&Yuv420::from_rgb(img))
+    }
 
     fn scene(person_x: Option<u32>, light: u8) -> RgbImage {
         let mut img = RgbImage::from_fn(640, 480, |x, y| {
@@ -171,26 +173,26 @@ mod tests {
     #[test]
     fn still_scene_is_quiet_walker_moves_light_switch_recalibrates() {
         let mut m = MotionDetector::new(&MotionConfig::default());
-        let first = m.observe(&Grey::from_rgb(&scene(None, 60)));
+        let first = m.observe(&grey(&scene(None, 60)));
         assert!(first.recalibrated && !first.moving);
         for _ in 0..5 {
-            assert!(!m.observe(&Grey::from_rgb(&scene(None, 60))).moving, "a still scene is still");
+            assert!(!m.observe(&grey(&scene(None, 60))).moving, "a still scene is still");
         }
-        let walk = m.observe(&Grey::from_rgb(&scene(Some(100), 60)));
+        let walk = m.observe(&grey(&scene(Some(100), 60)));
         assert!(walk.moving, "fraction {}", walk.fraction);
         assert!(walk.moving_in(&BBox { x1: 90.0, y1: 190.0, x2: 160.0, y2: 370.0 }));
         assert!(!walk.moving_in(&BBox { x1: 400.0, y1: 50.0, x2: 460.0, y2: 150.0 }));
         // IR switch: everything brighter at once.
-        let ir = m.observe(&Grey::from_rgb(&scene(Some(100), 160)));
+        let ir = m.observe(&grey(&scene(Some(100), 160)));
         assert!(ir.recalibrated && !ir.moving);
-        assert!(!m.observe(&Grey::from_rgb(&scene(Some(100), 160))).moving, "new background holds");
+        assert!(!m.observe(&grey(&scene(Some(100), 160))).moving, "new background holds");
     }
 
     #[test]
     fn a_stopped_object_melts_into_the_background() {
         let mut m = MotionDetector::new(&MotionConfig::default());
-        m.observe(&Grey::from_rgb(&scene(None, 60)));
-        let parked = Grey::from_rgb(&scene(Some(300), 60));
+        m.observe(&grey(&scene(None, 60)));
+        let parked = grey(&scene(Some(300), 60));
         let moving: Vec<bool> = (0..120).map(|_| m.observe(&parked).moving).collect();
         assert!(moving[0]);
         assert!(!moving[119], "after 120 frames a parked object is background");

@@ -52,12 +52,12 @@ impl Renderer {
         Renderer { privacy: Vec::new(), quality, max_bytes: SnapshotConfig::default().max_bytes, crop: false }
     }
 
-    /// Draws `outlines` and `boxes` (frame pixels) on a copy of `img`, blacks out the
-    /// privacy masks, crops if asked, and encodes within the size cap.
-    pub fn render(&self, img: &RgbImage, boxes: &[BBox], outlines: &[&Polygon]) -> Rendered {
-        let mut pic = img.clone();
+    /// Draws `outlines` and `boxes` (frame pixels) on `pic`, blacks out the privacy
+    /// masks, crops if asked, and encodes within the size cap.
+    pub fn render(&self, mut pic: RgbImage, boxes: &[BBox], outlines: &[&Polygon]) -> Rendered {
+        let (width, height) = pic.dimensions();
         for z in outlines {
-            draw_polygon(&mut pic, &z.in_pixels(img.width(), img.height()), ZONE_COLOR);
+            draw_polygon(&mut pic, &z.in_pixels(width, height), ZONE_COLOR);
         }
         for b in boxes {
             draw_box(&mut pic, b, BOX_COLOR);
@@ -66,7 +66,7 @@ impl Renderer {
             fill_polygon(&mut pic, m);
         }
         if self.crop
-            && let Some((x, y, w, h)) = crop_region(boxes, img.width(), img.height())
+            && let Some((x, y, w, h)) = crop_region(boxes, width, height)
         {
             pic = image::imageops::crop_imm(&pic, x, y, w, h).to_image();
         }
@@ -232,7 +232,7 @@ mod tests {
         r.privacy = vec![Polygon(vec![[0.0, 0.0], [0.5, 0.0], [0.5, 1.0], [0.0, 1.0]])];
         let b = BBox { x1: 20.0, y1: 20.0, x2: 180.0, y2: 80.0 };
         let zone = Polygon(vec![[0.1, 0.1], [0.9, 0.1], [0.9, 0.9]]);
-        let out = r.render(&img, &[b], &[&zone]);
+        let out = r.render(img.clone(), &[b], &[&zone]);
         let back = image::load_from_memory(&out.jpeg).unwrap().to_rgb8();
         for (x, y) in [(5, 5), (20, 20), (50, 50), (95, 95)] {
             let p = back.get_pixel(x, y);
@@ -252,10 +252,10 @@ mod tests {
         });
         let mut r = Renderer::plain(90);
         assert!(encode_jpeg(&img, 90).len() > 150_000);
-        let out = r.render(&img, &[], &[]);
+        let out = r.render(img.clone(), &[], &[]);
         assert!(out.jpeg.len() <= 150_000, "{}", out.jpeg.len());
         r.max_bytes = 20_000;
-        let small = r.render(&img, &[], &[]);
+        let small = r.render(img.clone(), &[], &[]);
         assert!(small.jpeg.len() <= 20_000 && small.width < 768, "{} bytes, {} wide", small.jpeg.len(), small.width);
         let back = image::load_from_memory(&small.jpeg).unwrap();
         assert_eq!((back.width(), back.height()), (small.width, small.height));

@@ -120,10 +120,10 @@ mod tests {
     use image::{Rgb, RgbImage};
 
     fn grey(f: impl Fn(u32, u32) -> u8) -> Grey {
-        Grey::from_rgb(&RgbImage::from_fn(640, 480, |x, y| {
+        Grey::from_picture(&crate::yuv::Yuv420::from_rgb(&RgbImage::from_fn(640, 480, |x, y| {
             let v = f(x, y);
             Rgb([v, v, v])
-        }))
+        })))
     }
 
     fn street(x: u32, y: u32) -> u8 {

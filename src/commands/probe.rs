@@ -368,7 +368,7 @@ async fn stream(
 
     let (lost, fps_measured) = loss_and_rate(&pts, info.fps);
     let snapshot = args.output.clone();
-    let jpeg = snapshot.is_some().then(|| crate::snapshot::encode_jpeg(&first.image, 90));
+    let jpeg = snapshot.is_some().then(|| crate::snapshot::encode_jpeg(&first.picture.to_rgb(), 90));
     let frames = pts.len() as u64;
     Ok(Report {
         ok: true,

@@ -14,7 +14,6 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use image::RgbImage;
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef};
 use sha2::{Digest, Sha256};
@@ -207,26 +206,32 @@ impl Detector {
         self.last_inference_ms
     }
 
-    /// Objects in `img` scoring above `min_score`, after per-class NMS at `nms_iou`,
-    /// best first, in `img`'s pixels.
-    pub fn detect(&mut self, img: &RgbImage, min_score: f32, nms_iou: f32) -> Result<Vec<Detection>, DetectError> {
-        let (w, h) = img.dimensions();
-        self.detect_region(img, yolox::Region::whole(w, h), min_score, nms_iou)
+    /// Objects in the picture scoring above `min_score`, after per-class NMS at
+    /// `nms_iou`, best first, in the picture's pixels.
+    pub fn detect<'a>(
+        &mut self,
+        pic: impl Into<yolox::Source<'a>>,
+        min_score: f32,
+        nms_iou: f32,
+    ) -> Result<Vec<Detection>, DetectError> {
+        let pic = pic.into();
+        let (w, h) = pic.dimensions();
+        self.detect_region(pic, yolox::Region::whole(w, h), min_score, nms_iou)
     }
 
-    /// As [`Detector::detect`], on `region` of `img` alone, shown to the model at its
-    /// full input size (small, far objects get more pixels); boxes are still in
-    /// `img`'s pixels, cut at the region's edges.
-    pub fn detect_region(
+    /// As [`Detector::detect`], on `region` of the picture alone, shown to the model at
+    /// its full input size (small, far objects get more pixels); boxes are still in the
+    /// picture's pixels, cut at the region's edges.
+    pub fn detect_region<'a>(
         &mut self,
-        img: &RgbImage,
+        pic: impl Into<yolox::Source<'a>>,
         region: yolox::Region,
         min_score: f32,
         nms_iou: f32,
     ) -> Result<Vec<Detection>, DetectError> {
         let lb = {
             let _span = Span::start(Stage::Preprocess);
-            yolox::letterbox_region(img, region, INPUT_SIZE, &mut self.scratch, &mut self.input)
+            yolox::letterbox_region(pic, region, INPUT_SIZE, &mut self.scratch, &mut self.input)
                 .ok_or(DetectError::EmptyImage)?
         };
         self.infer(&lb, min_score, nms_iou)
@@ -293,6 +298,7 @@ fn check_model(session: &Session) -> Result<(String, Option<usize>), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use image::RgbImage;
 
     fn fixtures() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")

@@ -11,6 +11,7 @@
 use image::RgbImage;
 
 use super::{BBox, Detection};
+use crate::yuv::{Yuv420, YuvToRgb};
 
 /// Side of the square model input, in pixels.
 pub const INPUT_SIZE: usize = 416;
@@ -73,41 +74,79 @@ impl Letterbox {
     }
 }
 
+/// A picture the model can be shown: packed RGB (photos) or a decoder's 4:2:0 planes
+/// (camera frames, read as they are).
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    Rgb(&'a RgbImage),
+    Yuv(&'a Yuv420),
+}
+
+impl Source<'_> {
+    pub fn dimensions(&self) -> (u32, u32) {
+        match self {
+            Source::Rgb(img) => img.dimensions(),
+            Source::Yuv(pic) => pic.dimensions(),
+        }
+    }
+}
+
+impl<'a> From<&'a RgbImage> for Source<'a> {
+    fn from(img: &'a RgbImage) -> Self {
+        Source::Rgb(img)
+    }
+}
+
+impl<'a> From<&'a Yuv420> for Source<'a> {
+    fn from(pic: &'a Yuv420) -> Self {
+        Source::Yuv(pic)
+    }
+}
+
 /// Buffers `letterbox` keeps between calls, so that a camera's frames, all the same
 /// size, cost no allocation.
 #[derive(Default)]
 pub struct Scratch {
     resizer: fast_image_resize::Resizer,
-    /// The resized region, RGB, before it is spread into the tensor's planes.
-    resized: Vec<u8>,
+    /// The resized region before it is spread into the tensor's planes: RGB, or the
+    /// luma and the two chroma planes.
+    resized: [Vec<u8>; 3],
 }
 
 impl std::fmt::Debug for Scratch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scratch").field("resized", &self.resized.len()).finish_non_exhaustive()
+        f.debug_struct("Scratch").finish_non_exhaustive()
     }
 }
 
-/// Fills `out` (1x3xSxS, S = `size`, BGR planes, 0..255) with `img` resized to fit,
-/// at the top-left, the rest [`PAD_VALUE`]. Returns `None`, leaving `out` untouched,
-/// for an empty picture or when `out` does not hold exactly `input_len(size)` floats.
-pub fn letterbox(img: &RgbImage, size: usize, scratch: &mut Scratch, out: &mut [f32]) -> Option<Letterbox> {
-    let (w, h) = img.dimensions();
-    letterbox_region(img, Region::whole(w, h), size, scratch, out)
+/// Fills `out` (1x3xSxS, S = `size`, BGR planes, 0..255) with the picture resized to
+/// fit, at the top-left, the rest [`PAD_VALUE`]. Returns `None`, leaving `out`
+/// untouched, for an empty picture or when `out` does not hold exactly
+/// `input_len(size)` floats.
+pub fn letterbox<'a>(
+    src: impl Into<Source<'a>>,
+    size: usize,
+    scratch: &mut Scratch,
+    out: &mut [f32],
+) -> Option<Letterbox> {
+    let src = src.into();
+    let (w, h) = src.dimensions();
+    letterbox_region(src, Region::whole(w, h), size, scratch, out)
 }
 
-/// As [`letterbox`], for `region` of `img` only (at the model's full resolution: how
-/// a far, small part of a wide view is seen in detail). `None` also when the region
-/// is empty or not inside the picture.
-pub fn letterbox_region(
-    img: &RgbImage,
+/// As [`letterbox`], for `region` of the picture only (at the model's full resolution:
+/// how a far, small part of a wide view is seen in detail). `None` also when the
+/// region is empty or not inside the picture.
+pub fn letterbox_region<'a>(
+    src: impl Into<Source<'a>>,
     region: Region,
     size: usize,
     scratch: &mut Scratch,
     out: &mut [f32],
 ) -> Option<Letterbox> {
-    use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, images};
-    let (src_w, src_h) = img.dimensions();
+    use fast_image_resize::PixelType;
+    let src = src.into();
+    let (src_w, src_h) = src.dimensions();
     let inside = region.left.checked_add(region.width).is_some_and(|r| r <= src_w)
         && region.top.checked_add(region.height).is_some_and(|b| b <= src_h);
     if size == 0 || out.len() != input_len(size) || region.width == 0 || region.height == 0 || !inside {
@@ -115,35 +154,81 @@ pub fn letterbox_region(
     }
     let lb = Letterbox::of_region(region, size);
     let (dst_w, dst_h) = (lb.width as usize, lb.height as usize);
-    // Bilinear with the kernel widened by the reduction, as Pillow's (which made the
-    // reference detections): SIMD, and within one level of Pillow's result.
-    let src = images::ImageRef::new(src_w, src_h, img.as_raw(), PixelType::U8x3).ok()?;
-    scratch.resized.resize(dst_w * dst_h * 3, 0);
-    let mut dst = images::Image::from_slice_u8(lb.width, lb.height, &mut scratch.resized, PixelType::U8x3).ok()?;
-    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)).crop(
-        f64::from(region.left),
-        f64::from(region.top),
-        f64::from(region.width),
-        f64::from(region.height),
-    );
-    scratch.resizer.resize(&src, &mut dst, &options).ok()?;
-
-    // The model was trained on OpenCV's BGR order: RGB channel c goes to plane 2 - c.
-    let plane = size * size;
-    for (c, tensor) in out.chunks_exact_mut(plane).rev().enumerate() {
-        for (y, row) in tensor.chunks_exact_mut(size).enumerate() {
-            if y >= dst_h {
-                row.fill(PAD_VALUE);
-                continue;
-            }
-            let src = &scratch.resized[y * dst_w * 3..(y + 1) * dst_w * 3];
-            for (v, px) in row.iter_mut().zip(src.chunks_exact(3)) {
-                *v = f32::from(px[c]);
-            }
-            row[dst_w..].fill(PAD_VALUE);
+    let crop = [region.left, region.top, region.width, region.height].map(f64::from);
+    let [a, b, c] = &mut scratch.resized;
+    match src {
+        Source::Rgb(img) => {
+            resize(
+                &mut scratch.resizer,
+                (img.as_raw(), src_w, src_h),
+                PixelType::U8x3,
+                crop,
+                (a, (lb.width, lb.height)),
+            )?;
+            spread_rows(out, size, dst_w, dst_h, |y, [pb, pg, pr]| {
+                let row = a[y * dst_w * 3..(y + 1) * dst_w * 3].chunks_exact(3);
+                for (((px, b), g), r) in row.zip(pb.iter_mut()).zip(pg.iter_mut()).zip(pr.iter_mut()) {
+                    (*r, *g, *b) = (f32::from(px[0]), f32::from(px[1]), f32::from(px[2]));
+                }
+            });
+        }
+        Source::Yuv(pic) => {
+            // Chroma is resized at its own half size (the costly horizontal pass then
+            // runs on a quarter of the pixels); each of its samples serves the 2x2 luma
+            // pixels it covers, as in the source.
+            let (cw, ch) = Yuv420::chroma_size(src_w, src_h);
+            let (dcw, dch) = Yuv420::chroma_size(lb.width, lb.height);
+            let half = crop.map(|v| v / 2.0);
+            let luma_size = (lb.width, lb.height);
+            resize(&mut scratch.resizer, (pic.y(), src_w, src_h), PixelType::U8, crop, (a, luma_size))?;
+            resize(&mut scratch.resizer, (pic.u(), cw, ch), PixelType::U8, half, (b, (dcw, dch)))?;
+            resize(&mut scratch.resizer, (pic.v(), cw, ch), PixelType::U8, half, (c, (dcw, dch)))?;
+            let convert = YuvToRgb::new(pic.colorimetry);
+            let dcw = dcw as usize;
+            spread_rows(out, size, dst_w, dst_h, |y, [pb, pg, pr]| {
+                let chroma = (y / 2) * dcw..(y / 2 + 1) * dcw;
+                convert.row(&a[y * dst_w..(y + 1) * dst_w], &b[chroma.clone()], &c[chroma], [pr, pg, pb]);
+            });
         }
     }
     Some(lb)
+}
+
+/// Bilinear with the kernel widened by the reduction, as Pillow's (which made the
+/// reference detections): SIMD, and within one level of Pillow's result.
+fn resize(
+    resizer: &mut fast_image_resize::Resizer,
+    (data, w, h): (&[u8], u32, u32),
+    pixel: fast_image_resize::PixelType,
+    [left, top, width, height]: [f64; 4],
+    (dst, (dst_w, dst_h)): (&mut Vec<u8>, (u32, u32)),
+) -> Option<()> {
+    use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, images};
+    let src = images::ImageRef::new(w, h, data, pixel).ok()?;
+    dst.resize(dst_w as usize * dst_h as usize * pixel.size(), 0);
+    let mut out = images::Image::from_slice_u8(dst_w, dst_h, dst, pixel).ok()?;
+    let options =
+        ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear)).crop(left, top, width, height);
+    resizer.resize(&src, &mut out, &options).ok()
+}
+
+/// Fills the top-left `w` x `h` of the tensor's B, G and R planes row by row with
+/// `fill(y, [b, g, r])` (each `w` wide), and pads the rest. BGR: the model was
+/// trained on OpenCV's channel order.
+fn spread_rows(out: &mut [f32], size: usize, w: usize, h: usize, mut fill: impl FnMut(usize, [&mut [f32]; 3])) {
+    let plane = size * size;
+    let (b, rest) = out.split_at_mut(plane);
+    let (g, r) = rest.split_at_mut(plane);
+    for (y, ((b, g), r)) in
+        b.chunks_exact_mut(size).zip(g.chunks_exact_mut(size)).zip(r.chunks_exact_mut(size)).enumerate()
+    {
+        let (w, rows) = if y < h { (w, [b, g, r]) } else { (0, [b, g, r]) };
+        let [(b, bpad), (g, gpad), (r, rpad)] = rows.map(|p| p.split_at_mut(w));
+        if w > 0 {
+            fill(y, [b, g, r]);
+        }
+        [bpad, gpad, rpad].into_iter().for_each(|p| p.fill(PAD_VALUE));
+    }
 }
 
 /// The raw output did not have the layout the model promised at load.
@@ -340,6 +425,31 @@ mod tests {
         big.resize(85, 0.0);
         let dets = decode(&output_with(32, 12, 12, &big), 85, &lb, INPUT_SIZE, 0.3).unwrap();
         assert_eq!((dets[0].bbox.x2, dets[0].bbox.y2), (708.0, 504.0));
+    }
+
+    #[test]
+    fn a_camera_frame_in_4_2_0_gives_the_model_what_its_rgb_would() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference/frames/vtest_f0100.png");
+        let img = crate::picture::read_rgb(&path).expect("reference frame");
+        let pic = Yuv420::from_rgb(&img);
+        let (rgb, yuv) = (run(&img).1, run_source(&pic));
+        let diffs: Vec<f32> = rgb.iter().zip(&yuv).map(|(a, b)| (a - b).abs()).collect();
+        let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
+        // Chroma at half resolution blurs colour edges a little; nothing more.
+        assert!(mean < 1.5, "mean difference {mean}");
+        assert_eq!(yuv[input_len(INPUT_SIZE) - 1], PAD_VALUE);
+        // A region works the same way on 4:2:0 (odd corners included).
+        let region = Region { left: 101, top: 51, width: 301, height: 201 };
+        let mut out = vec![0.0; input_len(INPUT_SIZE)];
+        let lb = letterbox_region(&pic, region, INPUT_SIZE, &mut Scratch::default(), &mut out).unwrap();
+        assert_eq!((lb.width, lb.height), (416, 278));
+    }
+
+    fn run_source<'a>(src: impl Into<Source<'a>>) -> Vec<f32> {
+        let mut out = vec![0.0; input_len(INPUT_SIZE)];
+        letterbox(src, INPUT_SIZE, &mut Scratch::default(), &mut out).expect("letterbox");
+        out
     }
 
     /// An output tensor of zeros with one hand-placed row.
