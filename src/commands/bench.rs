@@ -92,6 +92,7 @@ fn table(r: &BenchReport) -> String {
         "\nframes in        {:.1}/s\nanalysed         {:.1}/s of {:.1}/s due\n\
          pipeline CPU     {:.2} ms per analysed picture ({:.2} cores)\n\
          floor            {:.2} ms = decode {:.2} ms/frame x {:.1} frames + inference {:.2} ms\n\
+         floor passes     {} (decode/inference ms, before and after)\n\
          overhead ratio   {:.3} (target <= 1.15)\n\
          RSS              {:.1} MB ({:.1} MB ONNX Runtime and binary pages, {:.1} MB the rest)\n\
          events           {}\n",
@@ -104,6 +105,7 @@ fn table(r: &BenchReport) -> String {
         r.floors.decode_ms_per_frame,
         r.frames_in_per_s / r.analysed_per_s.max(f64::MIN_POSITIVE),
         r.floors.inference_ms,
+        r.floors.passes.iter().map(|(d, i)| format!("{d:.2}/{i:.2}")).collect::<Vec<_>>().join(", "),
         r.overhead_ratio,
         r.rss_mb,
         r.rss_runtime_and_model_mb,
