@@ -19,7 +19,8 @@ pub enum Stage {
     // `gridwatch bench` measures as a whole.
     /// GStreamer's H.264/H.265 decoder, per access unit.
     Decode,
-    /// Colour conversion and scaling to the analysis size, per analysed picture.
+    /// Scaling to the analysis size, and conversion for streams that are not 8-bit 4:2:0,
+    /// per analysed picture: nothing to do for the usual camera stream.
     Convert,
     /// From the receipt of a picture's access unit to the analysis taking it up (wall):
     /// decoding, conversion and the wait in the one-picture queue.
