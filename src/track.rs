@@ -38,6 +38,10 @@ pub struct TrackerConfig {
     pub max_still_misses: u32,
     /// Median score a track must reach to be confirmed, by class id (absent: 0).
     pub confirm_score: Vec<(usize, f32)>,
+    /// Class ids that are kinds of one thing the model confuses (a van is a car on one
+    /// frame and a truck on the next): a detection of one may continue a track of
+    /// another, which keeps its first class.
+    pub one_kind: Vec<usize>,
 }
 
 impl TrackerConfig {
@@ -51,6 +55,7 @@ impl TrackerConfig {
             max_misses: ((fps * 2.0).round() as u32).max(3),
             max_still_misses: ((fps * 30.0).round() as u32).max(3),
             confirm_score: Vec::new(),
+            one_kind: Vec::new(),
         }
     }
 }
@@ -173,7 +178,8 @@ impl Tracker {
         for (ti, t) in self.tracks.iter().enumerate() {
             let pred = t.predicted();
             for (di, d) in detections.iter().enumerate() {
-                if d.class_id != t.class_id {
+                let kin = self.cfg.one_kind.contains(&d.class_id) && self.cfg.one_kind.contains(&t.class_id);
+                if d.class_id != t.class_id && !kin {
                     continue;
                 }
                 let sim = similarity(&pred, &d.bbox, self.cfg.min_iou);
@@ -290,6 +296,7 @@ mod tests {
             max_misses: 4,
             max_still_misses: 10,
             confirm_score: Vec::new(),
+            one_kind: Vec::new(),
         }
     }
 
@@ -394,6 +401,19 @@ mod tests {
         confirmed.sort();
         assert_eq!(confirmed.len(), 3, "{confirmed:?}");
         assert_eq!(confirmed.iter().filter(|c| c.1 == 0).count(), 2);
+    }
+
+    #[test]
+    fn a_van_seen_as_car_then_truck_is_one_track_of_its_first_class() {
+        let mut tr = Tracker::new(TrackerConfig { one_kind: vec![2, 7], ..cfg() });
+        for class in [2, 7, 2, 7, 7] {
+            tr.update(&[det(class, 100.0, 50.0, 90.0, 70.0)]);
+        }
+        assert_eq!(tr.tracks().len(), 1, "{:?}", tr.tracks());
+        assert_eq!((tr.tracks()[0].class_id, tr.tracks()[0].hits), (2, 5));
+        // A person is no kind of car.
+        tr.update(&[det(0, 100.0, 50.0, 90.0, 70.0)]);
+        assert_eq!(tr.tracks().len(), 2);
     }
 
     #[test]
