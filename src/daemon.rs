@@ -457,6 +457,9 @@ fn analyse(
     let object_labels: Vec<usize> = cam.track.iter().filter_map(|l| labels.id(l)).collect();
     let mut tracker_cfg = TrackerConfig::for_fps(cam.detect_fps);
     tracker_cfg.one_kind = filters.one_kind().to_vec();
+    if cam.motion.enabled {
+        tracker_cfg.min_travel = 0.5;
+    }
     tracker_cfg.confirm_score =
         cam.tracked_labels().iter().filter_map(|l| labels.id(l)).map(|c| (c, filters.confirm_score(c))).collect();
     // Pictures that stop coming (camera gone, stream stalled) end the open events as

@@ -168,8 +168,8 @@ mod tests {
         let crops = plan(&[rect(0.13, 0.04, 0.42, 0.22)], (1280, 720), 416);
         assert_eq!(crops.len(), 1, "{crops:?}");
         let r = crops[0].region;
-        // 372 px wide zone plus margin: 521 px, shown 1280 / 521 = 2.5x larger.
-        assert_eq!((r.width, r.height), (521, 521));
+        // 371 px wide zone plus margin: 520 px, shown 1280 / 520 = 2.5x larger.
+        assert_eq!((r.width, r.height), (520, 520));
         assert_eq!(r.top, 0, "clamped at the top");
         let zb = zone_box(&rect(0.13, 0.04, 0.42, 0.22), (1280, 720));
         assert!(r.left as f32 <= zb.x1 && (r.left + r.width) as f32 >= zb.x2, "{r:?} covers {zb:?}");
@@ -186,8 +186,11 @@ mod tests {
         assert!(plan(&[rect(0.0, 0.4, 0.7, 0.5)], (1280, 720), 416).is_empty());
         // A 768x576 picture: a 416 square magnifies 768 / 416 = 1.85x.
         assert_eq!(plan(&[rect(0.1, 0.1, 0.3, 0.3)], (768, 576), 416).len(), 1);
-        // 480x270: the whole picture is barely larger than the input; nothing gained.
-        assert!(plan(&[rect(0.1, 0.1, 0.3, 0.3)], (480, 270), 416).is_empty());
+        // 480x270: the square is the picture's height, shown 480 / 270 = 1.8x larger.
+        let r = plan(&[rect(0.1, 0.1, 0.3, 0.3)], (480, 270), 416)[0].region;
+        assert_eq!((r.left, r.top, r.width, r.height), (0, 0, 270, 270));
+        // 400x300, about the input's size: a square of 300 gains 1.33x only.
+        assert!(plan(&[rect(0.1, 0.1, 0.3, 0.3)], (400, 300), 416).is_empty());
         assert!(plan(&[], (1280, 720), 416).is_empty());
     }
 
@@ -236,7 +239,7 @@ mod tests {
     fn an_object_belongs_to_the_crop_holding_its_centre() {
         let r = Region { left: 100, top: 0, width: 416, height: 416 };
         assert!(holds(&r, &BBox { x1: 90.0, y1: 10.0, x2: 130.0, y2: 50.0 }));
-        assert!(!holds(&r, &BBox { x1: 500.0, y1: 10.0, x2: 530.0, y2: 50.0 }));
+        assert!(!holds(&r, &BBox { x1: 510.0, y1: 10.0, x2: 540.0, y2: 50.0 }));
         assert!(!holds(&r, &BBox { x1: 50.0, y1: 10.0, x2: 70.0, y2: 50.0 }));
     }
 }
