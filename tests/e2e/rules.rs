@@ -104,6 +104,9 @@ fn zone_rules_on_the_walkway_clip() {
     let later = gridwatch::rules::local_minute(SystemTime::now()) + 120;
     let closed = format!("{}-{}", hhmm(later), hhmm(later + 60));
     let mut text = base_config(broker.port(), &camera.url("/walkway"));
+    // N comes from whole-frame detections; region crops see more (three people by the
+    // sign post at 5-6 s, where the whole frame finds two), so this run sees as they do.
+    text = text.replace("track = [\"person\"]", "track = [\"person\"]\nregions = \"off\"");
     text = text.replace("[storage]", &format!("[snapshot]\nmax_bytes = {MAX_BYTES}\n[storage]"));
     text += &format!("[[cameras.privacy_masks]]\npoints = {MASK}\n");
     text += &zone("parking", PARKING, "[cameras.zones.occupation]\nseconds = 5");
