@@ -160,6 +160,10 @@ pub struct CameraConfig {
     pub enabled: bool,
     #[serde(default)]
     pub motion: MotionConfig,
+    /// `auto`: zones too small for the whole-frame view also get square crops shown to
+    /// the detector at full size (see docs/rules.md); `off`: the whole frame only.
+    #[serde(default)]
+    pub regions: RegionsMode,
     /// Per label: which detections count (see docs/rules.md).
     #[serde(default)]
     pub filters: BTreeMap<String, FilterConfig>,
@@ -173,6 +177,15 @@ pub struct CameraConfig {
     /// The `[snapshot]` section, copied here at load so a camera's pipeline has all it needs.
     #[serde(skip)]
     pub snapshot: SnapshotConfig,
+}
+
+/// Whether far zones get region crops of their own (`cameras.regions`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegionsMode {
+    #[default]
+    Auto,
+    Off,
 }
 
 /// A polygon's corners as `[x, y]` pairs in 0..1 of the frame's width and height.
@@ -1133,6 +1146,16 @@ track = ["person", "car"]
         let broken = GOOD.replace("stream1\"", "stream1");
         let err = parse(&broken).unwrap_err().to_string();
         assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn regions_default_to_auto_and_a_wrong_mode_is_named() {
+        assert_eq!(parse(GOOD).unwrap().cameras[0].regions, RegionsMode::Auto);
+        let off = parse(&GOOD.replace("detect_fps = 5", "detect_fps = 5\nregions = \"off\"")).unwrap();
+        assert_eq!(off.cameras[0].regions, RegionsMode::Off);
+        let err = parse(&GOOD.replace("detect_fps = 5", "detect_fps = 5\nregions = \"on\"")).unwrap_err().to_string();
+        assert!(err.contains("cameras[0].regions: "), "{err}");
+        assert!(err.contains("`auto`") && err.contains("`off`"), "{err}");
     }
 
     const RULES: &str = r#"

@@ -26,9 +26,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::camera::{self, Ingest, IngestOptions};
-use crate::config::{CameraConfig, Config};
+use crate::config::{CameraConfig, Config, RegionsMode};
 use crate::decode::{self, DecodeOptions, Decoder};
-use crate::detect::Detector;
+use crate::detect::{Detection, Detector, yolox};
 use crate::event::{EventSettings, EventType, ObjectEvents, Outgoing, RuleEvents, timestamp};
 use crate::filter::Filters;
 use crate::frame::{Frame, StreamInfo};
@@ -38,11 +38,13 @@ use crate::motion::{Grey, MotionDetector};
 use crate::mqtt::{self, MqttSettings, Retained, Topics};
 use crate::mqtt_link::MqttLink;
 use crate::outbox::{Outbox, SharedOutbox};
+use crate::regions::{self, Crop};
 use crate::rules::{self, CameraRules, RuleEngine, TrackView};
 use crate::snapshot::Renderer;
 use crate::stages::{self, Span, Stage};
 use crate::tamper::TamperDetector;
 use crate::track::{Tracker, TrackerConfig};
+use crate::yuv::Yuv420;
 
 /// How often health is published when nothing changes (the contract says <= 30 s).
 const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
@@ -455,6 +457,10 @@ fn analyse(
     let filters = Filters::new(cam, labels, shared.min_score);
     let object_labels: Vec<usize> = cam.track.iter().filter_map(|l| labels.id(l)).collect();
     let mut tracker_cfg = TrackerConfig::for_fps(cam.detect_fps);
+    tracker_cfg.one_kind = filters.one_kind().to_vec();
+    if cam.motion.enabled {
+        tracker_cfg.min_travel = 0.5;
+    }
     tracker_cfg.confirm_score =
         cam.tracked_labels().iter().filter_map(|l| labels.id(l)).map(|c| (c, filters.confirm_score(c))).collect();
     // Pictures that stop coming (camera gone, stream stalled) end the open events as
@@ -469,10 +475,13 @@ fn analyse(
     let renderer = Renderer::new(cam);
     let mut events = ObjectEvents::new(shared.events.clone(), &cam.id).with_snapshots(renderer.clone(), engine.zones());
     let mut rule_events = RuleEvents::new(shared.events.clone(), &cam.id, renderer, engine.zones());
-    let min_score = filters.lowest_min_score().min(shared.min_score);
+    let min_score = filters.detect_floor().min(shared.min_score);
     let mut last: Option<Frame> = None;
     let mut last_frame = Instant::now();
     let mut last_detect: Option<SystemTime> = None;
+    // Region crops for the current picture size (planned again when it changes).
+    let zone_shapes: Vec<_> = engine.zones().iter().map(|z| z.polygon.clone()).collect();
+    let mut crops: ((u32, u32), Vec<Crop>) = ((0, 0), Vec::new());
     while !shutdown.is_cancelled() {
         let frame = match frames.recv_timeout(IDLE_TICK) {
             Ok(f) => f,
@@ -512,9 +521,38 @@ fn analyse(
             .tracks()
             .iter()
             .any(|t| t.confirmed && (t.misses > 0 || engine.still_for(t.id, now) < rules::STOPPED_AFTER));
+        if cam.regions == RegionsMode::Auto && crops.0 != size {
+            crops = (size, regions::plan(&zone_shapes, size, yolox::INPUT_SIZE as u32));
+            for c in &crops.1 {
+                let (r, zones) =
+                    (c.region, c.zones.iter().map(|&z| engine.zones()[z].name.as_str()).collect::<Vec<_>>());
+                info!(camera = %cam.id, zones = %zones.join(","), "region crop {}x{} at ({}, {}) of the {}x{} picture",
+                      r.width, r.height, r.left, r.top, size.0, size.1);
+            }
+        }
+        // A crop runs when something moves in it, or an object in it is not settled
+        // (tentative ones too: a far object may be too small for the motion grid), and
+        // at the periodic recheck; such an object also makes the whole frame run.
+        let crop_unsettled = |c: &Crop| {
+            tracker.tracks().iter().any(|t| {
+                regions::holds(&c.region, &t.bbox)
+                    && (t.misses > 0
+                        || !(t.confirmed || t.established)
+                        || engine.still_for(t.id, now) < rules::STOPPED_AFTER)
+            })
+        };
+        let wanted: Vec<yolox::Region> = crops
+            .1
+            .iter()
+            .filter(|c| match &moved {
+                None => true,
+                Some(m) => m.recalibrated || due || m.moving_in(&regions::region_box(&c.region)) || crop_unsettled(c),
+            })
+            .map(|c| c.region)
+            .collect();
         let run = match &moved {
             None => true,
-            Some(m) => m.moving || m.recalibrated || due || unsettled,
+            Some(m) => m.moving || m.recalibrated || due || unsettled || crops.1.iter().any(crop_unsettled),
         };
         let mut changes = Vec::new();
         // Tracking and rules, after the detector (when it ran): one record per frame.
@@ -524,7 +562,7 @@ fn analyse(
                 let waited = Instant::now();
                 let mut detector = shared.free_detector(slot);
                 stages::record(Stage::Wait, Duration::ZERO, waited.elapsed());
-                detector.detect(&frame.picture, min_score, shared.nms_iou).map(|d| (d, detector.last_inference_ms()))
+                detect_with_crops(&mut detector, &frame.picture, &wanted, min_score, shared.nms_iou)
             };
             let (detections, inference_ms) = match found {
                 Ok(found) => found,
@@ -534,9 +572,13 @@ fn analyse(
                 }
             };
             health.frame_analysed(inference_ms);
+            if !wanted.is_empty() {
+                health.crops_analysed(wanted.len() as u64);
+            }
             last_detect = Some(now);
             track_span = Some(Span::start(Stage::Track));
-            let detections: Vec<_> = detections.into_iter().filter(|d| filters.keep(d, size)).collect();
+            let detections: Vec<_> =
+                filters.fuse_kinds(detections).into_iter().filter(|d| filters.keep(d, size)).collect();
             let in_motion: Vec<bool> =
                 detections.iter().map(|d| moved.as_ref().is_none_or(|m| m.moving_in(&d.bbox))).collect();
             changes = tracker.update_with_motion(&detections, &in_motion);
@@ -565,6 +607,27 @@ fn analyse(
     store(&cam.id, shared, out, |id| events.discard(id));
     let out = rule_events.end_all(Some(SystemTime::now()));
     store(&cam.id, shared, out, |id| rule_events.discard(id));
+}
+
+/// The whole picture's detections merged with those of the `crops` of it; the whole
+/// picture's inference time.
+fn detect_with_crops(
+    detector: &mut Detector,
+    pic: &Yuv420,
+    crops: &[yolox::Region],
+    min_score: f32,
+    nms_iou: f32,
+) -> Result<(Vec<Detection>, f32), crate::detect::DetectError> {
+    let full = detector.detect(pic, min_score, nms_iou)?;
+    let inference_ms = detector.last_inference_ms();
+    if crops.is_empty() {
+        return Ok((full, inference_ms));
+    }
+    let parts = crops
+        .iter()
+        .map(|&r| detector.detect_region(pic, r, min_score, nms_iou).map(|d| (r, d)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((regions::merge(full, parts, pic.dimensions(), nms_iou), inference_ms))
 }
 
 /// The tracker's objects as the rules see them.

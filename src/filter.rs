@@ -5,12 +5,22 @@
 //! within that label's bounds, and its bottom-centre is in none of the label's masks.
 //! The confirmation score (median of recent scores) is applied by the tracker; this
 //! module only says which score each label needs.
+//!
+//! The model scores each class on its own, so a van may come out as a car at 0.5 and
+//! a truck at 0.5 in the same box, each below the bar although the model is sure there
+//! is a vehicle there. `fuse_kinds` makes one detection of such boxes (labels in
+//! `ONE_KIND`), scored as the chance that it is any of them: 1 - (1 - a)(1 - b).
 
 use std::collections::HashMap;
 
 use crate::config::CameraConfig;
 use crate::detect::{Detection, Labels};
 use crate::zone::{Polygon, foot_point};
+
+/// Labels that are kinds of one thing the model hesitates between.
+const ONE_KIND: [&str; 3] = ["car", "truck", "bus"];
+/// Boxes at least this alike (IoU) of those labels are one object.
+const SAME_BOX_IOU: f32 = 0.8;
 
 #[derive(Debug, Clone)]
 struct LabelFilter {
@@ -25,12 +35,14 @@ struct LabelFilter {
 #[derive(Debug, Clone)]
 pub struct Filters {
     by_class: HashMap<usize, LabelFilter>,
+    /// Class ids of the tracked `ONE_KIND` labels.
+    one_kind: Vec<usize>,
 }
 
 impl Filters {
     /// Filters for every label `cam` tracks; `default_min_score` is `detector.min_score`.
     pub fn new(cam: &CameraConfig, labels: &Labels, default_min_score: f32) -> Filters {
-        let by_class = cam
+        let by_class: HashMap<usize, LabelFilter> = cam
             .tracked_labels()
             .iter()
             .filter_map(|name| {
@@ -45,7 +57,40 @@ impl Filters {
                 Some((labels.id(name)?, lf))
             })
             .collect();
-        Filters { by_class }
+        let one_kind = ONE_KIND.iter().filter_map(|l| labels.id(l)).filter(|c| by_class.contains_key(c)).collect();
+        Filters { by_class, one_kind }
+    }
+
+    /// Tracked class ids that are kinds of one thing (see `fuse_kinds`).
+    pub fn one_kind(&self) -> &[usize] {
+        &self.one_kind
+    }
+
+    /// The score the detector must report down to: every label's `min_score`, and
+    /// low enough that two parts of one vehicle that together pass reach `fuse_kinds`.
+    pub fn detect_floor(&self) -> f32 {
+        let m = self.lowest_min_score();
+        if self.one_kind.len() < 2 { m } else { 1.0 - (1.0 - m).sqrt() }
+    }
+
+    /// One detection per box for the `ONE_KIND` labels, of the best-scoring label and
+    /// box, scored as the chance that it is any of them; other detections unchanged.
+    pub fn fuse_kinds(&self, mut dets: Vec<Detection>) -> Vec<Detection> {
+        dets.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let mut out: Vec<Detection> = Vec::with_capacity(dets.len());
+        for d in dets {
+            let kin = |k: &&mut Detection| {
+                self.one_kind.contains(&k.class_id)
+                    && self.one_kind.contains(&d.class_id)
+                    && k.class_id != d.class_id
+                    && k.bbox.iou(&d.bbox) >= SAME_BOX_IOU
+            };
+            match out.iter_mut().find(|k| kin(k)) {
+                Some(k) => k.score = 1.0 - (1.0 - k.score) * (1.0 - d.score),
+                None => out.push(d),
+            }
+        }
+        out
     }
 
     /// The score the detector must report down to, so that every label's own
@@ -115,5 +160,27 @@ mod tests {
         assert!(!f.keep(&det(16, 0.9, 0.0, 0.0, 90.0, 40.0), size), "dog is not tracked");
         assert_eq!(f.lowest_min_score(), 0.5);
         assert_eq!(f.confirm_score(0), 0.6);
+    }
+
+    #[test]
+    fn a_box_scored_as_car_and_truck_is_one_vehicle_scored_as_either() {
+        let mut cam = camera(&[]);
+        cam.track.push("truck".into());
+        let f = Filters::new(&cam, &Labels::builtin(), 0.5);
+        // What the model says of the van in the 1080p clip: car 0.37, truck 0.47.
+        let got = f.fuse_kinds(vec![
+            det(2, 0.37, 971.6, 53.1, 1064.1, 126.5),
+            det(0, 0.8, 10.0, 10.0, 30.0, 60.0),
+            det(7, 0.47, 971.7, 51.8, 1065.5, 124.4),
+            // Another car elsewhere stays as it is.
+            det(2, 0.68, 1070.0, 61.8, 1122.6, 115.2),
+        ]);
+        let got: Vec<(usize, f32)> = got.iter().map(|d| (d.class_id, (d.score * 1000.0).round() / 1000.0)).collect();
+        assert_eq!(got, [(0, 0.8), (2, 0.68), (7, 0.666)]);
+        // Both parts must reach the detector: 1 - sqrt(0.5) = 0.293.
+        assert!((f.detect_floor() - 0.293).abs() < 0.001, "{}", f.detect_floor());
+        // Two boxes of one label are left to NMS, and a person is no kind of car.
+        assert_eq!(f.fuse_kinds(vec![det(2, 0.4, 0.0, 0.0, 10.0, 10.0), det(2, 0.4, 0.0, 0.0, 10.0, 10.0)]).len(), 2);
+        assert_eq!(f.fuse_kinds(vec![det(2, 0.4, 0.0, 0.0, 10.0, 10.0), det(0, 0.4, 0.0, 0.0, 10.0, 10.0)]).len(), 2);
     }
 }

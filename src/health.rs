@@ -41,6 +41,9 @@ pub struct HealthReport {
     pub frames_analyzed: u64,
     /// Frames the motion gate kept from the detector (nothing moved), since start.
     pub frames_gated: u64,
+    /// Region crops (see docs/rules.md) the detector saw besides whole frames, since start.
+    #[serde(default)]
+    pub crops_analyzed: u64,
     pub inference_ms: Option<f32>,
     pub reconnects_1h: usize,
     pub stalls_1h: usize,
@@ -65,6 +68,7 @@ struct Inner {
     frames_analyzed: u64,
     frames_skipped: u64,
     frames_gated: u64,
+    crops_analyzed: u64,
     inference_ms: Option<f32>,
     reconnects: VecDeque<SystemTime>,
     stalls: VecDeque<SystemTime>,
@@ -101,6 +105,7 @@ impl CameraHealth {
                 frames_analyzed: 0,
                 frames_skipped: 0,
                 frames_gated: 0,
+                crops_analyzed: 0,
                 inference_ms: None,
                 reconnects: VecDeque::new(),
                 stalls: VecDeque::new(),
@@ -162,6 +167,11 @@ impl CameraHealth {
             i.inference_ms = Some(inference_ms);
             i.inference.observe(inference_ms / 1000.0);
         })
+    }
+
+    /// `n` region crops of one frame went to the detector.
+    pub fn crops_analysed(&self, n: u64) {
+        self.with(|i| i.crops_analyzed += n)
     }
 
     /// A frame the motion gate kept from the detector.
@@ -252,6 +262,7 @@ pub struct HealthCounters {
     pub decode_errors: u64,
     pub packets_lost: u64,
     pub frames_gated: u64,
+    pub crops_analyzed: u64,
     /// Outbox evictions of this camera's snapshots and events.
     pub evicted: (u64, u64),
 }
@@ -272,6 +283,7 @@ impl HealthCounters {
             frames_skipped: self.frames_skipped,
             frames_analyzed: self.frames_analyzed,
             frames_gated: self.frames_gated,
+            crops_analyzed: self.crops_analyzed,
             inference_ms: self.inference_ms.map(|v| (v * 10.0).round() / 10.0),
             reconnects_1h: self.reconnects_1h,
             stalls_1h: self.stalls_1h,
@@ -310,6 +322,7 @@ impl CameraHealth {
                 decode_errors: i.decode_errors,
                 packets_lost: i.packets_lost,
                 frames_gated: i.frames_gated,
+                crops_analyzed: i.crops_analyzed,
                 evicted: i.evicted,
             }
         })

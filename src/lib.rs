@@ -30,6 +30,7 @@ pub mod notify;
 pub mod outbox;
 pub mod picture;
 pub mod redact;
+pub mod regions;
 pub mod rtsp_server;
 pub mod rules;
 pub mod snapshot;

@@ -38,6 +38,14 @@ pub struct TrackerConfig {
     pub max_still_misses: u32,
     /// Median score a track must reach to be confirmed, by class id (absent: 0).
     pub confirm_score: Vec<(usize, f32)>,
+    /// Class ids that are kinds of one thing the model confuses (a van is a car on one
+    /// frame and a truck on the next): a detection of one may continue a track of
+    /// another, which keeps its first class.
+    pub one_kind: Vec<usize>,
+    /// How far (in its own smaller side) an object must have gone from where it was
+    /// first seen before motion around it counts as its own: a post beside a passer-by
+    /// sits in changed pixels without moving. 0: motion in the box is enough.
+    pub min_travel: f32,
 }
 
 impl TrackerConfig {
@@ -51,6 +59,8 @@ impl TrackerConfig {
             max_misses: ((fps * 2.0).round() as u32).max(3),
             max_still_misses: ((fps * 30.0).round() as u32).max(3),
             confirm_score: Vec::new(),
+            one_kind: Vec::new(),
+            min_travel: 0.0,
         }
     }
 }
@@ -70,8 +80,10 @@ pub struct Track {
     /// Has been established (see [`Tracker::is_established`]) at some point; such a
     /// track survives misses like a confirmed one.
     pub established: bool,
-    /// Seen in a moving part of the picture at least once.
+    /// Seen in a moving part of the picture at least once (having gone `min_travel`).
     pub moved: bool,
+    /// The box it was first seen in.
+    origin: BBox,
     /// The last frames' scores, 0 for a miss, newest last.
     scores: VecDeque<f32>,
     /// Centre motion per frame, smoothed; used to predict where to look next.
@@ -83,6 +95,14 @@ impl Track {
         let k = (self.misses + 1) as f32;
         let (dx, dy) = (self.velocity.0 * k, self.velocity.1 * k);
         BBox { x1: self.bbox.x1 + dx, y1: self.bbox.y1 + dy, x2: self.bbox.x2 + dx, y2: self.bbox.y2 + dy }
+    }
+
+    /// How far it has gone from where it was first seen, in its own smaller side: the
+    /// shift of its centre, or the change of its height (walking towards the camera).
+    fn travelled(&self) -> f32 {
+        let ((x0, y0), (x1, y1)) = (centre(&self.origin), centre(&self.bbox));
+        let shift = (x1 - x0).hypot(y1 - y0).max((self.bbox.height() - self.origin.height()).abs());
+        shift / self.bbox.width().min(self.bbox.height()).max(1.0)
     }
 
     fn absorb(&mut self, d: &Detection) {
@@ -173,7 +193,8 @@ impl Tracker {
         for (ti, t) in self.tracks.iter().enumerate() {
             let pred = t.predicted();
             for (di, d) in detections.iter().enumerate() {
-                if d.class_id != t.class_id {
+                let kin = self.cfg.one_kind.contains(&d.class_id) && self.cfg.one_kind.contains(&t.class_id);
+                if d.class_id != t.class_id && !kin {
                     continue;
                 }
                 let sim = similarity(&pred, &d.bbox, self.cfg.min_iou);
@@ -192,7 +213,8 @@ impl Tracker {
             matched[ti] = true;
             taken[di] = true;
             self.tracks[ti].absorb(&detections[di]);
-            self.tracks[ti].moved |= moving.get(di).copied().unwrap_or(true);
+            let t = &mut self.tracks[ti];
+            t.moved |= moving.get(di).copied().unwrap_or(true) && t.travelled() >= self.cfg.min_travel;
             let ready = self.is_established(&self.tracks[ti]);
             let t = &mut self.tracks[ti];
             t.established |= ready;
@@ -227,7 +249,7 @@ impl Tracker {
 
         for (di, d) in detections.iter().enumerate() {
             if !taken[di] {
-                let moved = moving.get(di).copied().unwrap_or(true);
+                let moved = moving.get(di).copied().unwrap_or(true) && self.cfg.min_travel <= 0.0;
                 let t = Track {
                     id: self.next_id,
                     class_id: d.class_id,
@@ -238,6 +260,7 @@ impl Tracker {
                     confirmed: self.cfg.min_hits <= 1 && moved && d.score >= self.confirm_score(d.class_id),
                     established: false,
                     moved,
+                    origin: d.bbox,
                     scores: VecDeque::from([d.score]),
                     velocity: (0.0, 0.0),
                 };
@@ -290,6 +313,8 @@ mod tests {
             max_misses: 4,
             max_still_misses: 10,
             confirm_score: Vec::new(),
+            one_kind: Vec::new(),
+            min_travel: 0.0,
         }
     }
 
@@ -397,6 +422,19 @@ mod tests {
     }
 
     #[test]
+    fn a_van_seen_as_car_then_truck_is_one_track_of_its_first_class() {
+        let mut tr = Tracker::new(TrackerConfig { one_kind: vec![2, 7], ..cfg() });
+        for class in [2, 7, 2, 7, 7] {
+            tr.update(&[det(class, 100.0, 50.0, 90.0, 70.0)]);
+        }
+        assert_eq!(tr.tracks().len(), 1, "{:?}", tr.tracks());
+        assert_eq!((tr.tracks()[0].class_id, tr.tracks()[0].hits), (2, 5));
+        // A person is no kind of car.
+        tr.update(&[det(0, 100.0, 50.0, 90.0, 70.0)]);
+        assert_eq!(tr.tracks().len(), 2);
+    }
+
+    #[test]
     fn median_score_and_motion_hold_back_confirmation() {
         let mut c = cfg();
         c.confirm_score = vec![(0, 0.6)];
@@ -417,6 +455,23 @@ mod tests {
         assert!(tr.is_established(&tr.tracks()[0]));
         let moved = tr.update_with_motion(&[weak(0.9)], &[true]);
         assert_eq!(moved.first().map(|c| c.0), Some(Change::Confirmed), "confirmed once it moves");
+    }
+
+    #[test]
+    fn motion_around_an_object_that_stays_put_is_not_its_own() {
+        let c = TrackerConfig { min_travel: 0.5, ..cfg() };
+        let at = |x: f32| Detection { class_id: 0, score: 0.9, bbox: BBox { x1: x, y1: 10.0, x2: x + 20.0, y2: 60.0 } };
+        // A post (20 px wide) jittering by 2 px while someone walks past it.
+        let mut tr = Tracker::new(c.clone());
+        for i in 0..10 {
+            assert!(tr.update_with_motion(&[at(100.0 + (i % 2) as f32 * 2.0)], &[true]).is_empty());
+        }
+        // A person walking 4 px a frame: confirmed once 10 px (half their width) from the start.
+        let mut tr = Tracker::new(c);
+        let confirmed: Vec<usize> = (0..6)
+            .flat_map(|i| tr.update_with_motion(&[at(100.0 + 4.0 * i as f32)], &[true]).into_iter().map(move |_| i))
+            .collect();
+        assert_eq!(confirmed.first(), Some(&3), "{confirmed:?}");
     }
 
     #[test]

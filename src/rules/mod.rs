@@ -21,7 +21,7 @@ pub use schedule::{Schedule, local_minute};
 
 use crate::config::CameraConfig;
 use crate::detect::{BBox, Labels};
-use crate::zone::{Polygon, Zone, ZoneMembership};
+use crate::zone::{Polygon, Zone, ZoneMembership, foot_point};
 
 /// A box that has not moved more than this (IoU with where it stopped) is standing still.
 const STILL_IOU: f32 = 0.6;
@@ -76,7 +76,8 @@ struct ObjState {
     /// Where it stood when it last stopped, and since when.
     anchor: BBox,
     anchor_at: SystemTime,
-    /// Zones it is in, and since when.
+    /// Zones it is in, and since when: from the first of the frames in a row it was
+    /// seen standing there (zone inertia and confirmation only delay the news of it).
     entered: HashMap<usize, SystemTime>,
 }
 
@@ -96,6 +97,9 @@ pub struct RuleEngine {
     crowds: Vec<CrowdState>,
     /// Abandoned items (by track id): since when no person has been near.
     alone: HashMap<u64, SystemTime>,
+    /// (track id, zone): since when the track, tentative ones too, has stood in the
+    /// zone on every analysed frame.
+    standing: HashMap<(u64, usize), SystemTime>,
     person: Option<usize>,
 }
 
@@ -140,6 +144,7 @@ impl RuleEngine {
             membership: ZoneMembership::default(),
             objects: HashMap::new(),
             alone: HashMap::new(),
+            standing: HashMap::new(),
             person: labels.id("person"),
         }
     }
@@ -155,6 +160,17 @@ impl RuleEngine {
         let inside = self.membership.update(&self.zones, &real, size);
         self.objects.retain(|id, _| tracks.iter().any(|t| t.id == *id));
         self.alone.retain(|id, _| tracks.iter().any(|t| t.id == *id));
+        self.standing.retain(|(id, _), _| tracks.iter().any(|t| t.id == *id));
+        for t in tracks {
+            let (x, y) = foot_point(&t.bbox, size);
+            for (zi, z) in self.zones.iter().enumerate() {
+                if z.polygon.contains(x, y) {
+                    self.standing.entry((t.id, zi)).or_insert(now);
+                } else {
+                    self.standing.remove(&(t.id, zi));
+                }
+            }
+        }
         for t in tracks {
             let st = self.objects.entry(t.id).or_insert_with(|| ObjState {
                 anchor: t.bbox,
@@ -168,7 +184,7 @@ impl RuleEngine {
             let zs = inside.get(&t.id).cloned().unwrap_or_default();
             st.entered.retain(|z, _| zs.contains(z));
             for z in zs {
-                st.entered.entry(z).or_insert(now);
+                st.entered.entry(z).or_insert_with(|| self.standing.get(&(t.id, z)).copied().unwrap_or(now));
             }
         }
     }
@@ -346,8 +362,8 @@ mod tests {
         let mut e = engine("[cameras.zones.loitering]\nseconds = 2\n");
         // Person stands in the zone (feet at y = 80) from frame 0.
         let got = run(&mut e, 20, |_| vec![t(7, 0, 40.0, 80.0)]);
-        // Enters on frame 1 (inertia 2); 2 s later is frame 11.
-        assert_eq!(got.first().map(|g| g.0), Some(11), "{got:?}");
+        // Enters on frame 1 (inertia 2), standing there since frame 0; 2 s later is frame 10.
+        assert_eq!(got.first().map(|g| g.0), Some(10), "{got:?}");
         assert_eq!(got[0].1, "loitering/lane/7");
         assert!(got[0].2.contains("\"dwell_s\":2.0"), "{got:?}");
         // Feet above the zone: never.
