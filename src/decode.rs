@@ -24,7 +24,7 @@ use tracing::{debug, warn};
 
 use crate::frame::{Codec, EncodedFrame, Frame, StreamInfo};
 use crate::stages::{self, Stage};
-use crate::yuv::{Colorimetry, Yuv420};
+use crate::yuv::{Colorimetry, Recycler, Yuv420};
 
 /// Size and rate of the pictures the analysis wants.
 #[derive(Debug, Clone, Copy)]
@@ -234,11 +234,12 @@ impl Decoder {
         }
         let sink_counters = counters.clone();
         let id = camera_id.to_owned();
+        let recycler = Recycler::default();
         appsink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
                     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    match to_frame(&sample) {
+                    match to_frame(&sample, &recycler) {
                         Some(frame) => {
                             sink_counters.frames_out.fetch_add(1, Ordering::Relaxed);
                             on_frame(frame);
@@ -418,13 +419,13 @@ fn clock_time(d: Duration) -> gst::ClockTime {
 }
 
 /// Copies a decoded picture's planes, packed: GStreamer pads rows, `Yuv420` not.
-fn to_frame(sample: &gst::Sample) -> Option<Frame> {
+fn to_frame(sample: &gst::Sample, recycler: &Recycler) -> Option<Frame> {
     let buffer = sample.buffer()?;
     let info = gst_video::VideoInfo::from_caps(sample.caps()?).ok()?;
     let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).ok()?;
     let (width, height) = (info.width(), info.height());
     let (cw, ch) = Yuv420::chroma_size(width, height);
-    let mut data = Vec::with_capacity(Yuv420::len_for(width, height));
+    let mut data = recycler.take(Yuv420::len_for(width, height));
     for (plane, (w, h)) in [(width, height), (cw, ch), (cw, ch)].into_iter().enumerate() {
         let stride = usize::try_from(*frame.plane_stride().get(plane)?).ok()?;
         let src = frame.plane_data(plane as u32).ok()?;
@@ -436,7 +437,7 @@ fn to_frame(sample: &gst::Sample) -> Option<Frame> {
         bt709: info.colorimetry().matrix() == gst_video::VideoColorMatrix::Bt709,
         full_range: info.colorimetry().range() == gst_video::VideoColorRange::Range0_255,
     };
-    let picture = Yuv420::from_planes(width, height, data, colorimetry)?;
+    let picture = Yuv420::from_planes(width, height, data, colorimetry)?.returning_to(recycler);
     let captured_at = buffer
         .iter_meta::<gst::ReferenceTimestampMeta>()
         .find(|m| m.reference().structure(0).is_some_and(|s| s.name() == "timestamp/x-unix"))
