@@ -63,7 +63,7 @@ impl YuvToRgb {
         // Plain float arithmetic over slices of known length, pixel pairs sharing their
         // chroma: the compiler turns this into SIMD (about 8x faster than the fixed-point
         // pixel at a time, which was 40 % of the letterbox).
-        let clip = |v: f32| v.max(0.0).min(255.0);
+        let clip = |v: f32| v.clamp(0.0, 255.0);
         let chroma = |k: usize| {
             let (u, v) = (f32::from(cb[k]) - 128.0, f32::from(cr[k]) - 128.0);
             [r_v * v, -(g_u * u + g_v * v), b_u * u]
