@@ -207,6 +207,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     // reconnect attempts (at most 30 s apart).
     let publisher_limit = Duration::from_secs(90).max(Duration::from_secs(3 * cfg.mqtt.keep_alive_s));
     let watchdog = tokio::spawn(crate::watchdog::run(live.clone(), publisher_limit, tools_stop.clone()));
+    let trimmer = tokio::spawn(trim_allocator(tools_stop.clone()));
 
     info!(site = %cfg.site, cameras = pipelines.len(), "gridwatch running");
     crate::notify::ready(&format!("running: {} camera(s)", pipelines.len()));
@@ -233,6 +234,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     let _ = publisher.await;
     tools_stop.cancel();
     let _ = watchdog.await;
+    let _ = trimmer.await;
     if let Some(m) = metrics {
         let _ = m.await;
     }
@@ -254,6 +256,23 @@ fn tune_allocator() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
+}
+
+/// Hands the free pages inside malloc's heaps back to the system every 30 s. Small
+/// blocks (ONNX Runtime's, GStreamer's, the network's) free pages in the middle of a
+/// heap that glibc keeps until asked: about 7 MB of 120 at 4 cameras (measured with
+/// `gridwatch bench`). A pass only walks the free lists.
+async fn trim_allocator(stop: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(30));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        // SAFETY: malloc_trim only returns free memory; it is safe to call at any time.
+        let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
     }
 }
 

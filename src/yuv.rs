@@ -132,8 +132,8 @@ impl Drop for Yuv420 {
 pub struct Recycler(Arc<Mutex<Vec<Vec<u8>>>>);
 
 impl Recycler {
-    /// Spares kept: a camera has a picture in analysis while the next is decoded.
-    const SPARES: usize = 2;
+    /// Spares kept: the picture analysis lets go of is the one the decoder takes next.
+    const SPARES: usize = 1;
 
     /// An empty buffer with room for `len` bytes, reused when there is a spare.
     pub fn take(&self, len: usize) -> Vec<u8> {
