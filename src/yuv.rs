@@ -164,7 +164,13 @@ impl Yuv420 {
 
     /// The planes packed one after another; `None` when `data` has the wrong length.
     pub fn from_planes(width: u32, height: u32, data: Vec<u8>, colorimetry: Colorimetry) -> Option<Yuv420> {
-        (data.len() == Yuv420::len_for(width, height)).then_some(Yuv420 { width, height, data, colorimetry, home: None })
+        (data.len() == Yuv420::len_for(width, height)).then_some(Yuv420 {
+            width,
+            height,
+            data,
+            colorimetry,
+            home: None,
+        })
     }
 
     /// This picture's bytes go to `recycler` when it is dropped (and its clones' too).
@@ -302,7 +308,10 @@ mod tests {
                     let want = convert.rgb(luma[i], cb[i / 2], cr[i / 2]);
                     for (c, plane) in out.iter().enumerate() {
                         let got = plane[i];
-                        assert!((got - f32::from(want[c])).abs() <= 0.51, "pixel {i} of {n}, channel {c}: {got} vs {want:?}");
+                        assert!(
+                            (got - f32::from(want[c])).abs() <= 0.51,
+                            "pixel {i} of {n}, channel {c}: {got} vs {want:?}"
+                        );
                     }
                 }
             }
