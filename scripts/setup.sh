@@ -86,4 +86,10 @@ fi
 if ! command -v cargo >/dev/null; then
   die "cargo is not installed: install Rust 1.92 or newer (https://rustup.rs), then run this again"
 fi
+# The test command checks formatting first.
+if ! cargo fmt --version >/dev/null 2>&1; then
+  command -v rustup >/dev/null && rustup component add rustfmt >/dev/null 2>&1 ||
+    die "rustfmt is missing: run 'rustup component add rustfmt' (or install your distribution's rustfmt), then run this again"
+  say "installed rustfmt"
+fi
 say "ready"
