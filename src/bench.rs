@@ -192,14 +192,12 @@ pub async fn run(opts: BenchOptions, progress: impl Fn(&str)) -> anyhow::Result<
 }
 
 fn bench_config(opts: &BenchOptions, url: &str, broker_port: u16, dir: &Path) -> anyhow::Result<Config> {
+    let sessions = opts.sessions.map_or(String::new(), |n| format!("sessions = {n}\n"));
     let mut text = format!(
         "site = \"bench\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = {broker_port}\nmax_events_per_s = 0\n\
-         [detector]\nthreads = {}\n[storage]\ndir = \"state\"\n",
+         [detector]\nthreads = {}\n{sessions}[storage]\ndir = \"state\"\n",
         opts.threads
     );
-    if let Some(n) = opts.sessions {
-        text = text.replace("[detector]\n", &format!("[detector]\nsessions = {n}\n"));
-    }
     for i in 0..opts.cameras {
         text += &format!(
             "[[cameras]]\nid = \"cam{i}\"\nurl = \"{url}\"\ndetect_fps = {}\nanalysis_width = {}\n\

@@ -43,7 +43,7 @@ use crate::rules::{self, CameraRules, RuleEngine, TrackView};
 use crate::snapshot::Renderer;
 use crate::stages::{self, Span, Stage};
 use crate::tamper::TamperDetector;
-use crate::track::{Tracker, TrackerConfig};
+use crate::track::{Track, Tracker, TrackerConfig};
 use crate::yuv::Yuv420;
 
 /// How often health is published when nothing changes (the contract says <= 30 s).
@@ -536,10 +536,9 @@ fn analyse(
         // The gate: detect when something moves, while any confirmed object is unsettled
         // (moving, or missing), and otherwise only every `recheck`.
         let due = last_detect.is_none_or(|t| now.duration_since(t).unwrap_or_default() >= recheck);
-        let unsettled = tracker
-            .tracks()
-            .iter()
-            .any(|t| t.confirmed && (t.misses > 0 || engine.still_for(t.id, now) < rules::STOPPED_AFTER));
+        // Missing, or not yet stopped: where it is now is not known without the model.
+        let settling = |t: &Track| t.misses > 0 || engine.still_for(t.id, now) < rules::STOPPED_AFTER;
+        let unsettled = tracker.tracks().iter().any(|t| t.confirmed && settling(t));
         if cam.regions == RegionsMode::Auto && crops.0 != size {
             crops = (size, regions::plan(&zone_shapes, size, yolox::INPUT_SIZE as u32));
             for c in &crops.1 {
@@ -553,12 +552,10 @@ fn analyse(
         // (tentative ones too: a far object may be too small for the motion grid), and
         // at the periodic recheck; such an object also makes the whole frame run.
         let crop_unsettled = |c: &Crop| {
-            tracker.tracks().iter().any(|t| {
-                regions::holds(&c.region, &t.bbox)
-                    && (t.misses > 0
-                        || !(t.confirmed || t.established)
-                        || engine.still_for(t.id, now) < rules::STOPPED_AFTER)
-            })
+            tracker
+                .tracks()
+                .iter()
+                .any(|t| regions::holds(&c.region, &t.bbox) && (settling(t) || !(t.confirmed || t.established)))
         };
         let wanted: Vec<yolox::Region> = crops
             .1

@@ -22,6 +22,12 @@ const ONE_KIND: [&str; 3] = ["car", "truck", "bus"];
 /// Boxes at least this alike (IoU) of those labels are one object.
 const SAME_BOX_IOU: f32 = 0.8;
 
+/// Whether classes `a` and `b` are the same, or both kinds of one thing in `kinds`
+/// (see [`Filters::one_kind`]).
+pub fn of_one_kind(kinds: &[usize], a: usize, b: usize) -> bool {
+    a == b || (kinds.contains(&a) && kinds.contains(&b))
+}
+
 #[derive(Debug, Clone)]
 struct LabelFilter {
     min_score: f32,
@@ -79,10 +85,10 @@ impl Filters {
         dets.sort_by(|a, b| b.score.total_cmp(&a.score));
         let mut out: Vec<Detection> = Vec::with_capacity(dets.len());
         for d in dets {
+            // Two boxes of one label are NMS's to settle, not this.
             let kin = |k: &&mut Detection| {
-                self.one_kind.contains(&k.class_id)
-                    && self.one_kind.contains(&d.class_id)
-                    && k.class_id != d.class_id
+                k.class_id != d.class_id
+                    && of_one_kind(&self.one_kind, k.class_id, d.class_id)
                     && k.bbox.iou(&d.bbox) >= SAME_BOX_IOU
             };
             match out.iter_mut().find(|k| kin(k)) {

@@ -18,6 +18,7 @@
 use std::collections::VecDeque;
 
 use crate::detect::{BBox, Detection};
+use crate::filter::of_one_kind;
 
 /// Frames whose scores the confirmation median covers.
 const SCORE_WINDOW: usize = 7;
@@ -193,8 +194,7 @@ impl Tracker {
         for (ti, t) in self.tracks.iter().enumerate() {
             let pred = t.predicted();
             for (di, d) in detections.iter().enumerate() {
-                let kin = self.cfg.one_kind.contains(&d.class_id) && self.cfg.one_kind.contains(&t.class_id);
-                if d.class_id != t.class_id && !kin {
+                if !of_one_kind(&self.cfg.one_kind, d.class_id, t.class_id) {
                     continue;
                 }
                 let sim = similarity(&pred, &d.bbox, self.cfg.min_iou);
