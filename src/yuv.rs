@@ -21,17 +21,12 @@ pub struct Colorimetry {
     pub full_range: bool,
 }
 
-/// RGB from Y'CbCr: in 16.16 fixed point for 8-bit pixels, in `f32` for the model.
+/// RGB from Y'CbCr, in `f32`: one path for the model's rows and for snapshots.
 #[derive(Debug, Clone, Copy)]
 pub struct YuvToRgb {
-    y_offset: i32,
-    y_gain: i32,
-    r_v: i32,
-    g_u: i32,
-    g_v: i32,
-    b_u: i32,
-    /// The same gains as floats (the model's rows need no rounding).
-    float: [f32; 5],
+    y_offset: f32,
+    /// Luma gain, then R from Cr, G from Cb, G from Cr, B from Cb.
+    gains: [f32; 5],
 }
 
 impl YuvToRgb {
@@ -40,7 +35,7 @@ impl YuvToRgb {
         let (kr, kb) = if c.bt709 { (0.2126, 0.0722) } else { (0.299, 0.114) };
         let kg = 1.0 - kr - kb;
         let (y_scale, c_scale, y_offset) =
-            if c.full_range { (1.0, 1.0, 0) } else { (255.0 / 219.0, 255.0 / 224.0, 16) };
+            if c.full_range { (1.0, 1.0, 0.0) } else { (255.0 / 219.0, 255.0 / 224.0, 16.0) };
         let gains: [f64; 5] = [
             y_scale,
             2.0 * (1.0 - kr) * c_scale,
@@ -48,18 +43,17 @@ impl YuvToRgb {
             2.0 * (1.0 - kr) * kr / kg * c_scale,
             2.0 * (1.0 - kb) * c_scale,
         ];
-        let [y_gain, r_v, g_u, g_v, b_u] = gains.map(|v| (v * 65536.0).round() as i32);
-        YuvToRgb { y_offset, y_gain, r_v, g_u, g_v, b_u, float: gains.map(|v| v as f32) }
+        YuvToRgb { y_offset, gains: gains.map(|v| v as f32) }
     }
 
     /// One row: `luma` (n pixels) with its half-width `cb` and `cr` rows, into R, G and
-    /// B rows of n values 0..255 each (the model's input; not rounded, within half a
-    /// level of [`YuvToRgb::rgb`]). Stops at the shortest of the rows.
+    /// B rows of n values 0..255 each, not rounded (the model takes them as they are).
+    /// Stops at the shortest of the rows.
     pub fn row(&self, luma: &[u8], cb: &[u8], cr: &[u8], [r, g, b]: [&mut [f32]; 3]) {
         let n = luma.len().min(r.len()).min(g.len()).min(b.len()).min(cb.len() * 2).min(cr.len() * 2);
         let (luma, r, g, b) = (&luma[..n], &mut r[..n], &mut g[..n], &mut b[..n]);
-        let [y_gain, r_v, g_u, g_v, b_u] = self.float;
-        let y_offset = self.y_offset as f32;
+        let [y_gain, r_v, g_u, g_v, b_u] = self.gains;
+        let y_offset = self.y_offset;
         // Plain float arithmetic over slices of known length, pixel pairs sharing their
         // chroma: the compiler turns this into SIMD (about 4x faster than the fixed-point
         // pixel at a time, which was 40 % of the letterbox).
@@ -83,14 +77,18 @@ impl YuvToRgb {
         }
     }
 
-    /// One pixel: `[r, g, b]`.
-    #[inline]
+    /// One pixel, rounded: `[r, g, b]`.
     pub fn rgb(&self, y: u8, u: u8, v: u8) -> [u8; 3] {
-        let y = (i32::from(y) - self.y_offset) * self.y_gain + (1 << 15);
-        let (u, v) = (i32::from(u) - 128, i32::from(v) - 128);
-        let clip = |x: i32| (x >> 16).clamp(0, 255) as u8;
-        [clip(y + self.r_v * v), clip(y - self.g_u * u - self.g_v * v), clip(y + self.b_u * u)]
+        let mut px = [[0.0f32]; 3];
+        let [r, g, b] = &mut px;
+        self.row(&[y], &[u], &[v], [r, g, b]);
+        px.map(|[c]| to_level(c))
     }
+}
+
+/// A value 0..255 (already clipped) to the nearest level.
+fn to_level(v: f32) -> u8 {
+    (v + 0.5) as u8
 }
 
 /// A picture in 4:2:0: a full-size luma plane, then Cb and Cr at half size each way
@@ -251,10 +249,13 @@ impl Yuv420 {
         let (w, cw) = (self.width as usize, Yuv420::chroma_size(self.width, self.height).0 as usize);
         let (luma, cb, cr) = (self.y(), self.u(), self.v());
         let mut out = vec![0u8; w * self.height as usize * 3];
+        let mut planes = [vec![0.0f32; w], vec![0.0; w], vec![0.0; w]];
         for (y, row) in out.chunks_exact_mut(w * 3).enumerate() {
-            let (lrow, crow) = (&luma[y * w..(y + 1) * w], (y / 2) * cw);
-            for (x, px) in row.chunks_exact_mut(3).enumerate() {
-                px.copy_from_slice(&convert.rgb(lrow[x], cb[crow + x / 2], cr[crow + x / 2]));
+            let chroma = (y / 2) * cw..(y / 2 + 1) * cw;
+            let [r, g, b] = &mut planes;
+            convert.row(&luma[y * w..(y + 1) * w], &cb[chroma.clone()], &cr[chroma], [r, g, b]);
+            for (((px, &r), &g), &b) in row.chunks_exact_mut(3).zip(&planes[0]).zip(&planes[1]).zip(&planes[2]) {
+                px.copy_from_slice(&[to_level(r), to_level(g), to_level(b)]);
             }
         }
         RgbImage::from_raw(self.width, self.height, out).unwrap_or_default()
@@ -292,29 +293,42 @@ mod tests {
     }
 
     #[test]
-    fn a_model_row_is_the_pixels_rgb_within_half_a_level() {
-        // Every colorimetry, odd and even widths, values across the range and beyond the
-        // limited range's ends (clipped alike).
+    fn rows_follow_the_published_equations_for_every_colorimetry() {
+        // The standards' own matrix coefficients (BT.601: 1.402, 0.344136, 0.714136,
+        // 1.772; BT.709: 1.5748, 0.1873, 0.4681, 1.8556), not derived as the code does.
         let luma: Vec<u8> = (0..=254).step_by(2).chain([0, 255, 3]).collect();
         let cb: Vec<u8> = (0..luma.len().div_ceil(2)).map(|k| (k * 37 % 256) as u8).collect();
         let cr: Vec<u8> = (0..cb.len()).map(|k| (255 - k * 53 % 256) as u8).collect();
         for (bt709, full_range) in [(false, false), (false, true), (true, false), (true, true)] {
+            let [rv, gu, gv, bu] =
+                if bt709 { [1.5748, 0.1873, 0.4681, 1.8556] } else { [1.402, 0.344136, 0.714136, 1.772] };
+            let (ys, cs, y0) = if full_range { (1.0, 1.0, 0.0) } else { (255.0 / 219.0, 255.0 / 224.0, 16.0) };
             let convert = YuvToRgb::new(Colorimetry { bt709, full_range });
             for n in [luma.len(), luma.len() - 1] {
                 let mut out = [vec![-1.0f32; n], vec![-1.0; n], vec![-1.0; n]];
                 let [r, g, b] = &mut out;
                 convert.row(&luma[..n], &cb, &cr, [r, g, b]);
                 for i in 0..n {
-                    let want = convert.rgb(luma[i], cb[i / 2], cr[i / 2]);
+                    let y = (f64::from(luma[i]) - y0) * ys;
+                    let (u, v) = ((f64::from(cb[i / 2]) - 128.0) * cs, (f64::from(cr[i / 2]) - 128.0) * cs);
+                    let want = [y + rv * v, y - gu * u - gv * v, y + bu * u].map(|c| c.clamp(0.0, 255.0));
                     for (c, plane) in out.iter().enumerate() {
-                        let got = plane[i];
+                        let got = f64::from(plane[i]);
                         assert!(
-                            (got - f32::from(want[c])).abs() <= 0.51,
-                            "pixel {i} of {n}, channel {c}: {got} vs {want:?}"
+                            (got - want[c]).abs() < 0.05,
+                            "{bt709}/{full_range}: pixel {i} of {n}, channel {c}: {got} vs {}",
+                            want[c]
                         );
                     }
                 }
             }
+            // Snapshots round the same values.
+            assert_eq!(convert.rgb(luma[9], cb[4], cr[4]), {
+                let mut px = [[0.0f32]; 3];
+                let [r, g, b] = &mut px;
+                convert.row(&luma[9..10], &cb[4..5], &cr[4..5], [r, g, b]);
+                px.map(|[c]| c.round() as u8)
+            });
         }
     }
 
