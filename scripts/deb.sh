@@ -91,6 +91,8 @@ done
 inst 0644 systemd/gridwatch.service lib/systemd/system/gridwatch.service
 inst 0644 systemd/gridwatch.toml.example etc/gridwatch/gridwatch.toml
 inst 0644 packaging/deb/gridwatch.sysusers usr/lib/sysusers.d/gridwatch.conf
+# The street clip `gridwatch demo` and `bench` stream when given no --clip.
+inst 0644 tests/fixtures/video/vtest.h264 usr/share/gridwatch/demo.h264
 inst 0644 packaging/deb/copyright usr/share/doc/gridwatch/copyright
 inst 0644 docs/install.md usr/share/doc/gridwatch/install.md
 inst 0644 README.md usr/share/doc/gridwatch/README.md

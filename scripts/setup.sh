@@ -30,11 +30,13 @@ PACKAGES=(
 
 say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+# Root (or sudo) is needed only to install what is missing: a second run needs neither.
 SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null || die "run as root, or install sudo"
+need_root() {
+  [ "$(id -u)" -eq 0 ] && return
+  command -v sudo >/dev/null || die "$1 needs root: run this as root, or install sudo"
   SUDO=sudo
-fi
+}
 
 # 1. Debian packages: install only what is missing.
 missing=()
@@ -43,6 +45,7 @@ for p in "${PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
+  need_root "installing Debian packages"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
@@ -75,12 +78,13 @@ with zipfile.ZipFile(wheel) as z, open(f"{tmp}/libonnxruntime.so.{ver}", "wb") a
 PY
   got=$(sha256sum "$tmp/libonnxruntime.so.$ORT_VERSION" | cut -d' ' -f1)
   [ "$got" = "$want" ] || die "libonnxruntime.so sha256 is $got, expected $want; refusing to install it"
+  need_root "installing ONNX Runtime into $ORT_DIR"
   $SUDO install -d "$ORT_DIR"
   $SUDO install -m 0644 "$tmp/libonnxruntime.so.$ORT_VERSION" "$lib"
   $SUDO ln -sf "libonnxruntime.so.$ORT_VERSION" "$ORT_DIR/libonnxruntime.so"
   say "installed $lib"
 fi
-[ -e "$ORT_DIR/libonnxruntime.so" ] || $SUDO ln -sf "libonnxruntime.so.$ORT_VERSION" "$ORT_DIR/libonnxruntime.so"
+[ -e "$ORT_DIR/libonnxruntime.so" ] || { need_root "linking libonnxruntime.so"; $SUDO ln -sf "libonnxruntime.so.$ORT_VERSION" "$ORT_DIR/libonnxruntime.so"; }
 
 # 3. Rust: gridwatch needs 1.92 or newer (edition 2024).
 if ! command -v cargo >/dev/null; then
@@ -91,5 +95,11 @@ if ! cargo fmt --version >/dev/null 2>&1; then
   command -v rustup >/dev/null && rustup component add rustfmt >/dev/null 2>&1 ||
     die "rustfmt is missing: run 'rustup component add rustfmt' (or install your distribution's rustfmt), then run this again"
   say "installed rustfmt"
+fi
+# ... and lints with clippy.
+if ! cargo clippy --version >/dev/null 2>&1; then
+  command -v rustup >/dev/null && rustup component add clippy >/dev/null 2>&1 ||
+    die "clippy is missing: run 'rustup component add clippy' (or install your distribution's clippy), then run this again"
+  say "installed clippy"
 fi
 say "ready"

@@ -18,9 +18,9 @@ pub struct BenchArgs {
     pub seconds: u64,
     #[arg(long, default_value_t = 8)]
     pub warmup: u64,
-    /// The clip the cameras stream (H.264 or H.265 Annex-B).
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/video/vtest.h264"))]
-    pub clip: PathBuf,
+    /// The clip the cameras stream (H.264 or H.265 Annex-B) [default: the bundled street clip].
+    #[arg(long)]
+    pub clip: Option<PathBuf>,
     #[arg(long, default_value_t = 5.0)]
     pub detect_fps: f64,
     /// ONNX Runtime threads, as detector.threads.
@@ -41,8 +41,12 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let clip = match args.clip {
+        Some(c) => c,
+        None => crate::testkit::clip::bundled()?,
+    };
     let opts = BenchOptions {
-        clip: args.clip,
+        clip,
         cameras: args.cameras.max(1),
         detect_fps: args.detect_fps,
         seconds: args.seconds.max(1),

@@ -30,24 +30,11 @@ pub struct DemoArgs {
     pub track: Vec<String>,
 }
 
-/// Where the bundled clip may be: installed by the package, or in the source tree.
-fn find_clip() -> anyhow::Result<PathBuf> {
-    let candidates = [
-        PathBuf::from("/usr/share/gridwatch/demo.h264"),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/video/vtest.h264"),
-    ];
-    if let Some(c) = candidates.iter().find(|c| c.is_file()) {
-        return Ok(c.clone());
-    }
-    let tried: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
-    bail!("the demo clip is not in any of: {}; give one with --clip FILE (Annex-B .h264/.h265)", tried.join(", "))
-}
-
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let clip = match args.clip.clone() {
         Some(c) if c.is_file() => c,
         Some(c) => bail!("{}: no such file; --clip wants an Annex-B .h264 or .h265 file", c.display()),
-        None => find_clip()?,
+        None => crate::testkit::clip::bundled()?,
     };
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let out = args.out.canonicalize().unwrap_or(args.out.clone());

@@ -11,5 +11,5 @@ mod topics;
 pub use event::{EVENT_SCHEMA, EventMessage, EventType, SnapshotRef};
 pub use health::{CameraState, HealthReport};
 pub use info::{INFO_SCHEMA, Info, InfoCamera, InfoModel};
-pub use names::{check_id, hex, timestamp};
+pub use names::{Invalid, check_id, hex, timestamp};
 pub use topics::Topics;

@@ -3,8 +3,13 @@
 
 use std::time::SystemTime;
 
+/// A value refused: why, and what to do instead (an id, a URL, a schedule, a setting).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
 /// Site, camera and zone ids become MQTT topic levels: `[a-z0-9][a-z0-9_-]{0,62}`.
-pub fn check_id(id: &str) -> Result<(), String> {
+pub fn check_id(id: &str) -> Result<(), Invalid> {
     let ok = !id.is_empty()
         && id.len() <= 63
         && id
@@ -14,9 +19,9 @@ pub fn check_id(id: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
+        Err(Invalid(format!(
             "\"{id}\" is not a valid id: use 1-63 characters a-z, 0-9, '-' or '_', starting with a letter or digit"
-        ))
+        )))
     }
 }
 

@@ -107,7 +107,7 @@ pub struct BenchReport {
 /// Runs the whole bench; `progress` gets one line per phase.
 pub async fn run(opts: BenchOptions, progress: impl Fn(&str)) -> anyhow::Result<BenchReport> {
     if !opts.clip.is_file() {
-        bail!("{}: no such clip; give one with --clip (the repository has tests/fixtures/video/)", opts.clip.display());
+        bail!("{}: no such clip; give an H.264 or H.265 Annex-B file with --clip", opts.clip.display());
     }
     let server = ServerChild::start(&opts.clip)?;
     progress(&format!("serving {} at {}", opts.clip.display(), server.url));

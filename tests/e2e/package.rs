@@ -159,6 +159,7 @@ fn deb_holds_binary_runtime_model_unit_and_a_config_that_passes_check() {
         "./usr/share/gridwatch/models/yolox_nano.onnx",
         "./usr/share/gridwatch/models/coco80.txt",
         "./usr/share/gridwatch/models/NOTICE",
+        "./usr/share/gridwatch/demo.h264",
         "./lib/systemd/system/gridwatch.service",
         "./etc/gridwatch/gridwatch.toml",
         "./usr/lib/sysusers.d/gridwatch.conf",
@@ -211,4 +212,24 @@ fn deb_holds_binary_runtime_model_unit_and_a_config_that_passes_check() {
     let unit = std::fs::read_to_string(root.join("lib/systemd/system/gridwatch.service")).unwrap();
     let out = verify(&unit_with_binary(&dir, &unit, &root.join("usr/bin/gridwatch")));
     assert!(out.status.success() && text(&out).is_empty(), "the shipped unit:\n{}", text(&out));
+}
+
+#[test]
+fn an_installed_binary_names_no_build_path_and_says_where_it_looked_for_the_clip() {
+    let dir = scratch("installed-layout");
+    let bin = dir.join("usr/bin/gridwatch");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::copy(BIN, &bin).unwrap();
+    let build_tree = env!("CARGO_MANIFEST_DIR");
+    for args in [&["--help"][..], &["demo", "--help"], &["bench", "--help"]] {
+        let out = run(Command::new(&bin).args(args).current_dir(&dir));
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+        assert!(!text(&out).contains(build_tree), "{args:?} names the build tree:\n{}", text(&out));
+    }
+    // No clip installed beside it: the error lists where it looked, starting beside itself.
+    let out = run(Command::new(&bin).args(["demo", "--seconds", "1"]).current_dir(&dir));
+    assert!(!out.status.success());
+    let beside = dir.join("usr/bin/../share/gridwatch/demo.h264");
+    assert!(text(&out).contains(&beside.display().to_string()), "{}", text(&out));
+    assert!(text(&out).contains("--clip"), "{}", text(&out));
 }

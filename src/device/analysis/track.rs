@@ -185,11 +185,27 @@ impl Tracker {
 
     /// Like `update`; `moving[i]` says whether detection i lies in a moving part of the picture.
     pub fn update_with_motion(&mut self, detections: &[Detection], moving: &[bool]) -> Vec<(Change, Track)> {
+        let moving_at = |di: usize| moving.get(di).copied().unwrap_or(true);
+        let mut changes = Vec::new();
+        let (matched, taken) = self.match_detections(detections, &moving_at, &mut changes);
+        self.age_unmatched(&matched, &mut changes);
+        for (di, d) in detections.iter().enumerate().filter(|(di, _)| !taken[*di]) {
+            self.start_track(d, moving_at(di), &mut changes);
+        }
+        changes
+    }
+
+    /// Greedy assignment, best overlap first; confirmed tracks win ties over tentative
+    /// ones so a flicker never steals a real object's detection. Returns which tracks
+    /// were matched and which detections taken.
+    fn match_detections(
+        &mut self,
+        detections: &[Detection],
+        moving_at: &impl Fn(usize) -> bool,
+        changes: &mut Vec<(Change, Track)>,
+    ) -> (Vec<bool>, Vec<bool>) {
         let mut taken = vec![false; detections.len()];
         let mut matched = vec![false; self.tracks.len()];
-
-        // Greedy assignment, best overlap first; confirmed tracks win ties over
-        // tentative ones so a flicker never steals a real object's detection.
         let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
         for (ti, t) in self.tracks.iter().enumerate() {
             let pred = t.predicted();
@@ -204,17 +220,14 @@ impl Tracker {
             }
         }
         pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
-
-        let mut changes = Vec::new();
         for (_, ti, di) in pairs {
             if matched[ti] || taken[di] {
                 continue;
             }
-            matched[ti] = true;
-            taken[di] = true;
+            (matched[ti], taken[di]) = (true, true);
             self.tracks[ti].absorb(&detections[di]);
             let t = &mut self.tracks[ti];
-            t.moved |= moving.get(di).copied().unwrap_or(true) && t.travelled() >= self.cfg.min_travel;
+            t.moved |= moving_at(di) && t.travelled() >= self.cfg.min_travel;
             let ready = self.is_established(&self.tracks[ti]);
             let t = &mut self.tracks[ti];
             t.established |= ready;
@@ -225,7 +238,12 @@ impl Tracker {
                 changes.push((Change::Confirmed, t.clone()));
             }
         }
+        (matched, taken)
+    }
 
+    /// Counts a miss for every track not seen this frame, and drops those past their
+    /// limit (a confirmed one with a `Lost`).
+    fn age_unmatched(&mut self, matched: &[bool], changes: &mut Vec<(Change, Track)>) {
         let cfg = &self.cfg;
         let mut i = 0;
         self.tracks.retain_mut(|t| {
@@ -246,32 +264,31 @@ impl Tracker {
                 t.confirmed || t.established || t.misses <= cfg.max_tentative_misses
             }
         });
+    }
 
-        for (di, d) in detections.iter().enumerate() {
-            if !taken[di] {
-                let moved = moving.get(di).copied().unwrap_or(true) && self.cfg.min_travel <= 0.0;
-                let t = Track {
-                    id: self.next_id,
-                    class_id: d.class_id,
-                    bbox: d.bbox,
-                    score: d.score,
-                    hits: 1,
-                    misses: 0,
-                    confirmed: self.cfg.min_hits <= 1 && moved && d.score >= self.confirm_score(d.class_id),
-                    established: false,
-                    moved,
-                    origin: d.bbox,
-                    scores: VecDeque::from([d.score]),
-                    velocity: (0.0, 0.0),
-                };
-                self.next_id += 1;
-                if t.confirmed {
-                    changes.push((Change::Confirmed, t.clone()));
-                }
-                self.tracks.push(t);
-            }
+    /// A tentative track for a detection nothing matched (confirmed at once only when
+    /// one hit is enough).
+    fn start_track(&mut self, d: &Detection, moving: bool, changes: &mut Vec<(Change, Track)>) {
+        let moved = moving && self.cfg.min_travel <= 0.0;
+        let t = Track {
+            id: self.next_id,
+            class_id: d.class_id,
+            bbox: d.bbox,
+            score: d.score,
+            hits: 1,
+            misses: 0,
+            confirmed: self.cfg.min_hits <= 1 && moved && d.score >= self.confirm_score(d.class_id),
+            established: false,
+            moved,
+            origin: d.bbox,
+            scores: VecDeque::from([d.score]),
+            velocity: (0.0, 0.0),
+        };
+        self.next_id += 1;
+        if t.confirmed {
+            changes.push((Change::Confirmed, t.clone()));
         }
-        changes
+        self.tracks.push(t);
     }
 
     /// Removes and returns every confirmed track (on shutdown, so each gets its end).

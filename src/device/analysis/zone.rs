@@ -2,7 +2,8 @@
 //! objects are in which zone.
 //!
 //! Promises: an object is in a zone when the bottom-centre of its box (where it stands)
-//! is inside the polygon; it enters after `inertia` analysed frames in a row inside and
+//! is inside the polygon or on its border (a zone drawn to the frame's edge keeps a
+//! person whose box that edge cuts: the box stands where it is cut); it enters after `inertia` analysed frames in a row inside and
 //! leaves after `inertia` frames in a row outside, so a box that jitters across an edge
 //! does not flicker in and out. Pure logic: no pictures, no clocks.
 
@@ -15,8 +16,26 @@ use crate::device::analysis::detect::BBox;
 pub struct Polygon(pub Vec<[f32; 2]>);
 
 impl Polygon {
-    /// Even-odd rule: true when (x, y), in 0..1 of the frame, lies inside.
+    /// True when (x, y), in 0..1 of the frame, lies inside (even-odd rule) or on the border.
     pub fn contains(&self, x: f32, y: f32) -> bool {
+        self.on_border(x, y) || self.encloses(x, y)
+    }
+
+    fn on_border(&self, x: f32, y: f32) -> bool {
+        // A thousandth of a pixel at 4K: rounding, not distance.
+        const EPS: f32 = 1e-5;
+        let p = &self.0;
+        (0..p.len()).any(|i| {
+            let ([ax, ay], [bx, by]) = (p[i], p[(i + 1) % p.len()]);
+            let (dx, dy) = (bx - ax, by - ay);
+            let len2 = dx * dx + dy * dy;
+            let t = if len2 > 0.0 { (((x - ax) * dx + (y - ay) * dy) / len2).clamp(0.0, 1.0) } else { 0.0 };
+            let (cx, cy) = (ax + t * dx - x, ay + t * dy - y);
+            cx * cx + cy * cy <= EPS * EPS
+        })
+    }
+
+    fn encloses(&self, x: f32, y: f32) -> bool {
         let p = &self.0;
         let mut inside = false;
         let mut j = p.len().wrapping_sub(1);
@@ -36,9 +55,12 @@ impl Polygon {
     }
 }
 
-/// Where an object stands: the bottom-centre of its box, in 0..1 of a `w` x `h` frame.
+/// Where an object stands: the bottom-centre of its box, in 0..1 of a `w` x `h` frame;
+/// a box that runs past the frame's edge stands on the edge.
 pub fn foot_point(b: &BBox, (w, h): (u32, u32)) -> (f32, f32) {
-    ((b.x1 + b.x2) / 2.0 / w.max(1) as f32, b.y2 / h.max(1) as f32)
+    let x = (b.x1 + b.x2) / 2.0 / w.max(1) as f32;
+    let y = b.y2 / h.max(1) as f32;
+    (x.clamp(0.0, 1.0), y.clamp(0.0, 1.0))
 }
 
 /// A named zone of one camera.
@@ -100,6 +122,31 @@ mod tests {
 
     fn square() -> Polygon {
         Polygon(vec![[0.2, 0.2], [0.6, 0.2], [0.6, 0.6], [0.2, 0.6]])
+    }
+
+    #[test]
+    fn a_person_cut_by_the_frames_edge_stays_in_a_zone_drawn_to_that_edge() {
+        // The lower half of a 640x480 frame, drawn to its corners.
+        let zone = Zone {
+            name: "lane".into(),
+            polygon: Polygon(vec![[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]]),
+            inertia: 2,
+        };
+        let mut m = ZoneMembership::default();
+        let walking_down = |i: u32| {
+            // Feet reach the bottom edge at frame 4, then the box is cut by it (and runs past it).
+            let y2 = (400.0 + 20.0 * i as f32).min(480.0 + (i as f32 - 4.0).max(0.0));
+            BBox { x1: 300.0, y1: y2 - 150.0, x2: 340.0, y2 }
+        };
+        let inside: Vec<bool> = (0..12)
+            .map(|i| m.update(std::slice::from_ref(&zone), &[(1, walking_down(i))], (640, 480))[&1].contains(&0))
+            .collect();
+        assert_eq!(inside.iter().position(|&b| b), Some(1), "enters after inertia");
+        assert!(inside[1..].iter().all(|&b| b), "never leaves while cut by the edge: {inside:?}");
+        // Every corner and edge of a zone belongs to it.
+        for (x, y) in [(0.0, 1.0), (1.0, 1.0), (0.5, 1.0), (0.0, 0.75), (1.0, 0.5)] {
+            assert!(zone.polygon.contains(x, y), "({x}, {y})");
+        }
     }
 
     #[test]

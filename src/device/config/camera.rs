@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::rules::{OfflineRule, TamperRule, ZoneConfig};
 use super::{Parsed, SnapshotConfig, default_true};
-use crate::contract::check_id;
+use crate::contract::{Invalid, check_id};
 use crate::device::analysis::detect::Labels;
 pub use crate::device::ingest::url::CameraUrl;
 
@@ -203,7 +203,7 @@ impl CameraConfig {
     pub(super) fn problems(&self, key: &str, labels: Option<&Labels>, bad: &mut dyn FnMut(String, String)) {
         let k = |s: &str| format!("{key}.{s}");
         if let Err(r) = check_id(&self.id) {
-            bad(k("id"), r);
+            bad(k("id"), r.0);
         }
         if let Some(r) = self.url.problem() {
             bad(k("url"), r.to_owned());
@@ -271,13 +271,13 @@ fn rule_problems(cam: &CameraConfig, labels: Option<&Labels>) -> Vec<(String, St
         }
         for (i, p) in f.masks.iter().enumerate() {
             if let Err(r) = check_polygon(p) {
-                bad(k(&format!("masks[{i}]")), r);
+                bad(k(&format!("masks[{i}]")), r.0);
             }
         }
     }
     for (i, p) in cam.privacy_masks.iter().enumerate() {
         if let Err(r) = check_polygon(&p.points) {
-            bad(format!("privacy_masks[{i}].points"), r);
+            bad(format!("privacy_masks[{i}].points"), r.0);
         }
     }
     for (i, z) in cam.zones.iter().enumerate() {
@@ -301,16 +301,16 @@ fn rule_problems(cam: &CameraConfig, labels: Option<&Labels>) -> Vec<(String, St
 }
 
 /// A polygon needs 3 or more corners, each within the frame (0..1).
-pub(super) fn check_polygon(p: &Points) -> Result<(), String> {
+pub(super) fn check_polygon(p: &Points) -> Result<(), Invalid> {
     if p.len() < 3 {
-        return Err(format!("has {} point(s); a polygon needs at least 3 [x, y] pairs", p.len()));
+        return Err(Invalid(format!("has {} point(s); a polygon needs at least 3 [x, y] pairs", p.len())));
     }
     if let Some((j, [x, y])) =
         p.iter().enumerate().find(|(_, [x, y])| !(0.0..=1.0).contains(x) || !(0.0..=1.0).contains(y))
     {
-        return Err(format!(
+        return Err(Invalid(format!(
             "point {j} [{x}, {y}] is outside the frame; coordinates are fractions 0..1 of width and height"
-        ));
+        )));
     }
     Ok(())
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::device::analysis::detect::{Labels, ModelSource};
+use crate::device::analysis::detect::{DetectError, Labels, ModelSource};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -74,9 +74,9 @@ impl DetectorConfig {
     }
 
     /// The label list the detector will use (the file's, or the built-in one).
-    pub fn labels(&self) -> Result<Labels, String> {
+    pub fn labels(&self) -> Result<Labels, DetectError> {
         match &self.labels {
-            Some(p) => Labels::from_file(p).map_err(|e| e.to_string()),
+            Some(p) => Labels::from_file(p),
             None => Ok(Labels::builtin()),
         }
     }
@@ -116,6 +116,6 @@ impl DetectorConfig {
         if !(0.0..=1.0).contains(&self.nms_iou) {
             bad("detector.nms_iou".into(), format!("{} is outside 0..1", self.nms_iou));
         }
-        self.labels().inspect_err(|e| bad("detector.labels".into(), e.clone())).ok()
+        self.labels().inspect_err(|e| bad("detector.labels".into(), e.to_string())).ok()
     }
 }

@@ -36,7 +36,7 @@ pub use rules::{
 pub use schedule::{Schedule, local_minute};
 pub use storage::{SnapshotConfig, StorageConfig};
 
-use crate::device::analysis::detect::{Labels, ModelSource};
+use crate::device::analysis::detect::{DetectError, Labels, ModelSource};
 
 /// Cameras one daemon runs at most: each takes threads and a decoder's memory.
 const MAX_CAMERAS: usize = 32;
@@ -163,7 +163,7 @@ impl Config {
     }
 
     /// The label list the detector will use (the file's, or the built-in one).
-    pub fn labels(&self) -> Result<Labels, String> {
+    pub fn labels(&self) -> Result<Labels, DetectError> {
         self.detector.labels()
     }
 
@@ -186,7 +186,7 @@ impl Config {
         let mut out = Vec::new();
         let mut bad = |key: String, reason: String| out.push(Problem { key, reason });
         if let Err(r) = crate::contract::check_id(&self.site) {
-            bad("site".into(), r);
+            bad("site".into(), r.0);
         }
         self.mqtt.problems(&mut bad);
         let labels = self.detector.problems(&mut bad);

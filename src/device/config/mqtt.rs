@@ -99,7 +99,7 @@ impl MqttConfig {
             bad("mqtt.port".into(), "0 is not a port; the usual MQTT port is 1883 (8883 with TLS)".into());
         }
         if let Err(r) = check_id(&self.topic_root) {
-            bad("mqtt.topic_root".into(), r);
+            bad("mqtt.topic_root".into(), r.0);
         }
         if let Some(id) = &self.client_id
             && (id.is_empty() || id.len() > MAX_CLIENT_ID)

@@ -8,8 +8,10 @@
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::contract::Invalid;
+
 #[derive(Clone, PartialEq)]
-pub struct Parsed<T>(Result<T, String>);
+pub struct Parsed<T>(Result<T, Invalid>);
 
 impl<T> Parsed<T> {
     /// The value. Only a configuration that `Config::load` returned is used, and it
@@ -23,7 +25,7 @@ impl<T> Parsed<T> {
 
     /// Why the string did not parse.
     pub fn problem(&self) -> Option<&str> {
-        self.0.as_ref().err().map(String::as_str)
+        self.0.as_ref().err().map(|e| e.0.as_str())
     }
 }
 
@@ -33,7 +35,7 @@ impl<T> From<T> for Parsed<T> {
     }
 }
 
-impl<'de, T: TryFrom<String, Error = String>> Deserialize<'de> for Parsed<T> {
+impl<'de, T: TryFrom<String, Error = Invalid>> Deserialize<'de> for Parsed<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Parsed<T>, D::Error> {
         Ok(Parsed(T::try_from(String::deserialize(d)?)))
     }

@@ -126,10 +126,10 @@ impl ZoneConfig {
             }
         };
         if let Err(r) = check_id(&self.name) {
-            bad(k("name"), r);
+            bad(k("name"), r.0);
         }
         if let Err(r) = check_polygon(&self.points) {
-            bad(k("points"), r);
+            bad(k("points"), r.0);
         }
         if !(1..=50).contains(&self.inertia) {
             bad(k("inertia"), format!("{} is outside 1..=50 frames", self.inertia));

@@ -7,6 +7,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::contract::Invalid;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Schedule {
@@ -15,20 +17,22 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    pub fn parse(text: &str) -> Result<Schedule, String> {
+    pub fn parse(text: &str) -> Result<Schedule, Invalid> {
         let hint = "use \"HH:MM-HH:MM\" in local time, e.g. \"22:00-06:00\"";
         let minutes = |s: &str| -> Option<u32> {
             let (h, m) = s.trim().split_once(':')?;
             let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
             (h < 24 && m < 60 && s.trim().len() == 5).then_some(h * 60 + m)
         };
-        let (a, b) = text.split_once('-').ok_or_else(|| format!("\"{text}\" is not a time window; {hint}"))?;
+        let (a, b) = text.split_once('-').ok_or_else(|| Invalid(format!("\"{text}\" is not a time window; {hint}")))?;
         let (start, end) = match (minutes(a), minutes(b)) {
             (Some(s), Some(e)) => (s, e),
-            _ => return Err(format!("\"{text}\" does not parse; {hint}")),
+            _ => return Err(Invalid(format!("\"{text}\" does not parse; {hint}"))),
         };
         if start == end {
-            return Err(format!("\"{text}\" is an empty window; leave the schedule out to apply at all times"));
+            return Err(Invalid(format!(
+                "\"{text}\" is an empty window; leave the schedule out to apply at all times"
+            )));
         }
         Ok(Schedule { start, end })
     }
@@ -44,8 +48,8 @@ impl Schedule {
 }
 
 impl TryFrom<String> for Schedule {
-    type Error = String;
-    fn try_from(text: String) -> Result<Schedule, String> {
+    type Error = Invalid;
+    fn try_from(text: String) -> Result<Schedule, Invalid> {
         Schedule::parse(&text)
     }
 }

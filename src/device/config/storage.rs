@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::contract::Invalid;
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
@@ -59,21 +61,22 @@ impl StorageConfig {
             );
         }
         if let Err(why) = usable_dir(&self.dir) {
-            bad("storage.dir".into(), why);
+            bad("storage.dir".into(), why.0);
         }
     }
 }
 
 /// Whether `dir` is, or can become, a folder this process writes in: it exists as a
 /// folder we may write, or its nearest existing ancestor is one.
-fn usable_dir(dir: &std::path::Path) -> Result<(), String> {
+fn usable_dir(dir: &std::path::Path) -> Result<(), Invalid> {
     let mut at = dir;
     loop {
         match std::fs::metadata(at) {
             Ok(m) if m.is_dir() => break,
-            Ok(_) if at == dir => return Err(format!("{} exists but is not a folder", dir.display())),
+            Ok(_) if at == dir => return Err(Invalid(format!("{} exists but is not a folder", dir.display()))),
             Ok(_) => {
-                return Err(format!("{} cannot be made: {} is a file, not a folder", dir.display(), at.display()));
+                let why = format!("{} cannot be made: {} is a file, not a folder", dir.display(), at.display());
+                return Err(Invalid(why));
             }
             Err(_) => match at.parent() {
                 Some(p) if !p.as_os_str().is_empty() => at = p,
@@ -81,15 +84,15 @@ fn usable_dir(dir: &std::path::Path) -> Result<(), String> {
             },
         }
     }
-    let c = std::ffi::CString::new(at.as_os_str().as_encoded_bytes()).map_err(|_| "has a NUL byte".to_owned())?;
+    let c = std::ffi::CString::new(at.as_os_str().as_encoded_bytes()).map_err(|_| Invalid("has a NUL byte".into()))?;
     // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
     if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
         let who = if at == dir { "" } else { " (where it would be made)" };
-        return Err(format!(
+        return Err(Invalid(format!(
             "{}{who} is not writable by this user: {}; fix its owner or permissions",
             at.display(),
             std::io::Error::last_os_error()
-        ));
+        )));
     }
     Ok(())
 }

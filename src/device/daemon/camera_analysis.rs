@@ -73,14 +73,14 @@ pub struct CameraAnalysis {
 }
 
 impl CameraAnalysis {
-    pub fn new(cam: &CameraConfig, events: &EventSettings, min_score: f32) -> CameraAnalysis {
+    /// `renderer` draws this camera's snapshots (built once per camera, with its masks).
+    pub fn new(cam: &CameraConfig, events: &EventSettings, min_score: f32, renderer: Renderer) -> CameraAnalysis {
         let labels: &Labels = &events.labels;
         let filters = Filters::new(cam, labels, min_score);
         let tracker_cfg = tracker_config(cam, labels, &filters);
         let loss_window = Duration::from_secs_f64(f64::from(tracker_cfg.max_misses) / cam.detect_fps);
         let engine = RuleEngine::new(cam, labels);
         let camera_rules = CameraRules::new(cam);
-        let renderer = Renderer::new(cam);
         let objects = ObjectEvents::new(events.clone(), &cam.id).with_snapshots(renderer.clone(), engine.zones());
         let rule_events = RuleEvents::new(events.clone(), &cam.id, renderer, engine.zones());
         CameraAnalysis {
@@ -298,7 +298,7 @@ mod tests {
             update_interval: Duration::from_secs(5),
             better_snapshot_ratio: 1.25,
         };
-        CameraAnalysis::new(&cfg.cameras[0], &events, 0.5)
+        CameraAnalysis::new(&cfg.cameras[0], &events, 0.5, Renderer::new(&cfg.cameras[0]))
     }
 
     fn frame(i: usize) -> Frame {

@@ -56,7 +56,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         events: EventSettings {
             topic_root: topics.root.clone(),
             site: cfg.site.clone(),
-            labels: Arc::new(cfg.labels().map_err(anyhow::Error::msg)?),
+            labels: Arc::new(cfg.labels()?),
             jpeg_quality: cfg.snapshot.quality,
             update_interval: Duration::from_secs(5),
             better_snapshot_ratio: 1.25,
@@ -214,7 +214,15 @@ impl Cameras {
                 info!(camera = %cam.id, "camera disabled in the configuration");
                 continue;
             }
-            match CameraPipeline::start(cam, shared, &l.health, &l.frames, &health_changed, shutdown) {
+            match CameraPipeline::start(
+                cam,
+                shared,
+                &l.health,
+                &l.frames,
+                &health_changed,
+                l.renderer.clone(),
+                shutdown,
+            ) {
                 Ok(p) => running.push((cam.id.clone(), p)),
                 Err(e) => error!(camera = %cam.id, "cannot start the camera's pipeline: {e:#}"),
             }

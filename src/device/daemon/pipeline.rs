@@ -31,6 +31,7 @@ use crate::device::ops::live::FrameSlot;
 use crate::device::ops::stages::{self, Stage};
 use crate::device::publish::event::{EventSettings, Outgoing};
 use crate::device::publish::outbox::SharedOutbox;
+use crate::device::publish::snapshot::Renderer;
 
 /// How often an idle analysis thread looks up (stop asked, pictures gone).
 const IDLE_TICK: Duration = Duration::from_millis(250);
@@ -75,6 +76,7 @@ impl CameraPipeline {
         health: &Arc<CameraHealth>,
         frames: &FrameSlot,
         health_changed: &Arc<Notify>,
+        renderer: Renderer,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<CameraPipeline> {
         let (ingest_tx, ingest_rx) = mpsc::channel::<Ingest>(16);
@@ -90,7 +92,7 @@ impl CameraPipeline {
             let (cam, shared, health, shutdown) = (cam.clone(), shared.clone(), health.clone(), shutdown.clone());
             std::thread::Builder::new()
                 .name(format!("analyse-{}", cam.id))
-                .spawn(move || analyse(&cam, &shared, &health, frame_rx, &shutdown))?
+                .spawn(move || analyse(&cam, &shared, &health, renderer, frame_rx, &shutdown))?
         };
         let opts =
             IngestOptions { stall_timeout: Duration::from_secs(cam.stall_timeout_s), ..IngestOptions::default() };
@@ -209,11 +211,12 @@ fn analyse(
     cam: &CameraConfig,
     shared: &Shared,
     health: &CameraHealth,
+    renderer: Renderer,
     frames: Receiver<Frame>,
     shutdown: &CancellationToken,
 ) {
     let slot = shared.next_slot.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut analysis = CameraAnalysis::new(cam, &shared.events, shared.min_score);
+    let mut analysis = CameraAnalysis::new(cam, &shared.events, shared.min_score, renderer);
     let mut failing = DetectorFailures::default();
     let mut last_frame = Instant::now();
     while !shutdown.is_cancelled() {

@@ -10,6 +10,8 @@
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::contract::Invalid;
+
 #[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct CameraUrl(Url);
@@ -19,13 +21,14 @@ const SECRET_KEYS: [&str; 5] = ["pass", "pwd", "token", "secret", "key"];
 
 impl CameraUrl {
     /// Parses and checks `raw`; the error never quotes it (it may hold a password).
-    pub fn parse(raw: &str) -> Result<CameraUrl, String> {
-        let url = Url::parse(raw).map_err(|e| format!("is not a valid URL ({e}); expected rtsp://host[:port]/path"))?;
+    pub fn parse(raw: &str) -> Result<CameraUrl, Invalid> {
+        let url = Url::parse(raw)
+            .map_err(|e| Invalid(format!("is not a valid URL ({e}); expected rtsp://host[:port]/path")))?;
         if url.scheme() != "rtsp" {
-            return Err(format!("scheme \"{}\" is not supported; use rtsp://", url.scheme()));
+            return Err(Invalid(format!("scheme \"{}\" is not supported; use rtsp://", url.scheme())));
         }
         if url.host_str().is_none_or(str::is_empty) {
-            return Err("has no host; expected rtsp://host[:port]/path".into());
+            return Err(Invalid("has no host; expected rtsp://host[:port]/path".into()));
         }
         Ok(CameraUrl(url))
     }
@@ -69,8 +72,8 @@ impl CameraUrl {
 }
 
 impl TryFrom<String> for CameraUrl {
-    type Error = String;
-    fn try_from(raw: String) -> Result<CameraUrl, String> {
+    type Error = Invalid;
+    fn try_from(raw: String) -> Result<CameraUrl, Invalid> {
         CameraUrl::parse(&raw)
     }
 }
@@ -130,7 +133,7 @@ mod tests {
     fn wrong_urls_are_refused_without_quoting_them() {
         for raw in ["http://u:pw@cam/x", "rtsp://", "not a url pw", "rtsp://u:pw@/path"] {
             let e = CameraUrl::parse(raw).unwrap_err();
-            assert!(!e.contains("pw"), "{raw}: {e}");
+            assert!(!e.0.contains("pw"), "{raw}: {e}");
         }
     }
 }

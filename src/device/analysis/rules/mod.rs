@@ -207,98 +207,139 @@ impl RuleEngine {
     /// The zone incidents that hold at `now`.
     pub fn evaluate(&mut self, now: SystemTime, tracks: &[TrackView]) -> Vec<Incident> {
         let mut out = Vec::new();
-        let since = |t: SystemTime| now.duration_since(t).unwrap_or_default();
-        let dwell = |d: Duration| (d.as_secs_f64() * 10.0).round() / 10.0;
         let persons: Vec<&TrackView> =
             tracks.iter().filter(|t| Some(t.class_id) == self.person && t.established).collect();
-        for (zi, rules) in self.rules.iter().enumerate() {
-            let zone = &self.zones[zi].name;
-            let in_zone = |t: &&TrackView| self.objects.get(&t.id).and_then(|s| s.entered.get(&zi)).is_some();
-            let entered = |t: &TrackView| self.objects[&t.id].entered[&zi];
-            let one = |kind: &'static str, t: &TrackView, detail: serde_json::Value| Incident {
-                key: format!("{kind}/{zone}/{}", t.id),
-                kind,
-                zone: Some(zi),
-                label: self.labels.name(t.class_id).to_owned(),
-                score: t.score,
-                boxes: vec![t.bbox],
-                detail,
-                milestone: 0,
-            };
-            if let Some((classes, sched, text)) = &rules.intrusion
-                && sched.is_none_or(|s| s.contains(local_minute(now)))
-            {
-                for t in tracks.iter().filter(|t| t.confirmed && classes.contains(&t.class_id)).filter(in_zone) {
-                    out.push(one("intrusion", t, json!({ "schedule": text })));
-                }
-            }
-            if let Some(r) = &rules.loitering {
-                for t in tracks.iter().filter(|t| t.confirmed && r.classes.contains(&t.class_id)).filter(in_zone) {
-                    let d = since(entered(t));
-                    if d >= r.after {
-                        out.push(one("loitering", t, json!({ "dwell_s": dwell(d) })));
-                    }
-                }
-            }
-            if let Some((r, count)) = &rules.crowd {
-                let members: Vec<&TrackView> =
-                    tracks.iter().filter(|t| t.confirmed && r.classes.contains(&t.class_id)).filter(in_zone).collect();
-                let c = &mut self.crowds[zi];
-                if members.len() >= *count as usize {
-                    let start = *c.since.get_or_insert(now);
-                    if since(start) >= r.after {
-                        c.peak = c.peak.max(members.len());
-                        out.push(Incident {
-                            key: format!("crowd/{zone}"),
-                            kind: "crowd",
-                            zone: Some(zi),
-                            label: self.labels.name(r.classes[0]).to_owned(),
-                            score: members.iter().map(|t| t.score).fold(0.0, f32::max),
-                            boxes: members.iter().map(|t| t.bbox).collect(),
-                            detail: json!({ "count": members.len(), "peak": c.peak }),
-                            milestone: c.peak as u64,
-                        });
-                    }
-                } else {
-                    *c = CrowdState::default();
-                }
-            }
-            if let Some(r) = &rules.occupation {
-                let vehicles: Vec<&TrackView> = tracks
-                    .iter()
-                    .filter(|t| t.established && r.classes.contains(&t.class_id))
-                    .filter(in_zone)
-                    .collect();
-                for t in distinct(vehicles) {
-                    let still = since(self.objects[&t.id].anchor_at);
-                    if still >= r.after {
-                        out.push(one("occupation", t, json!({ "dwell_s": dwell(still) })));
-                    }
-                }
-            }
-            if let Some(r) = &rules.abandoned {
-                let items: Vec<&TrackView> = tracks
-                    .iter()
-                    .filter(|t| t.established && r.classes.contains(&t.class_id))
-                    .filter(in_zone)
-                    .collect();
-                for t in distinct(items) {
-                    let still = since(self.objects[&t.id].anchor_at);
-                    let near = persons.iter().any(|p| is_near(&p.bbox, &t.bbox));
-                    if near || still < STOPPED_AFTER {
-                        self.alone.remove(&t.id);
-                        continue;
-                    }
-                    let alone = since(*self.alone.entry(t.id).or_insert(now));
-                    if alone >= r.after {
-                        let d = json!({ "dwell_s": dwell(still), "alone_s": dwell(alone) });
-                        out.push(one("abandoned", t, d));
-                    }
-                }
-            }
+        for zi in 0..self.rules.len() {
+            self.intrusion(zi, now, tracks, &mut out);
+            self.loitering(zi, now, tracks, &mut out);
+            self.crowd(zi, now, tracks, &mut out);
+            self.occupation(zi, now, tracks, &mut out);
+            self.abandoned(zi, now, tracks, &persons, &mut out);
         }
         out
     }
+
+    fn in_zone(&self, zi: usize, t: &TrackView) -> bool {
+        self.objects.get(&t.id).and_then(|s| s.entered.get(&zi)).is_some()
+    }
+
+    /// The tracks of `classes` in zone `zi`: confirmed ones, or with `established`
+    /// also those seen surely enough that never moved (a parked van).
+    fn members<'t>(
+        &self,
+        zi: usize,
+        tracks: &'t [TrackView],
+        classes: &[usize],
+        established: bool,
+    ) -> Vec<&'t TrackView> {
+        tracks
+            .iter()
+            .filter(|t| (t.confirmed || (established && t.established)) && classes.contains(&t.class_id))
+            .filter(|t| self.in_zone(zi, t))
+            .collect()
+    }
+
+    /// An incident about one object.
+    fn one(&self, kind: &'static str, zi: usize, t: &TrackView, detail: serde_json::Value) -> Incident {
+        Incident {
+            key: format!("{kind}/{}/{}", self.zones[zi].name, t.id),
+            kind,
+            zone: Some(zi),
+            label: self.labels.name(t.class_id).to_owned(),
+            score: t.score,
+            boxes: vec![t.bbox],
+            detail,
+            milestone: 0,
+        }
+    }
+
+    fn intrusion(&self, zi: usize, now: SystemTime, tracks: &[TrackView], out: &mut Vec<Incident>) {
+        let Some((classes, sched, text)) = &self.rules[zi].intrusion else { return };
+        if sched.is_none_or(|s| s.contains(local_minute(now))) {
+            for t in self.members(zi, tracks, classes, false) {
+                out.push(self.one("intrusion", zi, t, json!({ "schedule": text })));
+            }
+        }
+    }
+
+    fn loitering(&self, zi: usize, now: SystemTime, tracks: &[TrackView], out: &mut Vec<Incident>) {
+        let Some(r) = &self.rules[zi].loitering else { return };
+        for t in self.members(zi, tracks, &r.classes, false) {
+            let d = since(now, self.objects[&t.id].entered[&zi]);
+            if d >= r.after {
+                out.push(self.one("loitering", zi, t, json!({ "dwell_s": dwell(d) })));
+            }
+        }
+    }
+
+    fn crowd(&mut self, zi: usize, now: SystemTime, tracks: &[TrackView], out: &mut Vec<Incident>) {
+        let Some((r, count)) = &self.rules[zi].crowd else { return };
+        let members = self.members(zi, tracks, &r.classes, false);
+        let c = &mut self.crowds[zi];
+        if members.len() < *count as usize {
+            *c = CrowdState::default();
+            return;
+        }
+        let start = *c.since.get_or_insert(now);
+        if since(now, start) < r.after {
+            return;
+        }
+        c.peak = c.peak.max(members.len());
+        out.push(Incident {
+            key: format!("crowd/{}", self.zones[zi].name),
+            kind: "crowd",
+            zone: Some(zi),
+            label: self.labels.name(r.classes[0]).to_owned(),
+            score: members.iter().map(|t| t.score).fold(0.0, f32::max),
+            boxes: members.iter().map(|t| t.bbox).collect(),
+            detail: json!({ "count": members.len(), "peak": c.peak }),
+            milestone: c.peak as u64,
+        });
+    }
+
+    fn occupation(&self, zi: usize, now: SystemTime, tracks: &[TrackView], out: &mut Vec<Incident>) {
+        let Some(r) = &self.rules[zi].occupation else { return };
+        for t in distinct(self.members(zi, tracks, &r.classes, true)) {
+            let still = since(now, self.objects[&t.id].anchor_at);
+            if still >= r.after {
+                out.push(self.one("occupation", zi, t, json!({ "dwell_s": dwell(still) })));
+            }
+        }
+    }
+
+    fn abandoned(
+        &mut self,
+        zi: usize,
+        now: SystemTime,
+        tracks: &[TrackView],
+        persons: &[&TrackView],
+        out: &mut Vec<Incident>,
+    ) {
+        let Some(r) = &self.rules[zi].abandoned else { return };
+        let after = r.after;
+        for t in distinct(self.members(zi, tracks, &r.classes, true)) {
+            let still = since(now, self.objects[&t.id].anchor_at);
+            let near = persons.iter().any(|p| is_near(&p.bbox, &t.bbox));
+            if near || still < STOPPED_AFTER {
+                self.alone.remove(&t.id);
+                continue;
+            }
+            let alone = since(now, *self.alone.entry(t.id).or_insert(now));
+            if alone >= after {
+                let d = json!({ "dwell_s": dwell(still), "alone_s": dwell(alone) });
+                out.push(self.one("abandoned", zi, t, d));
+            }
+        }
+    }
+}
+
+fn since(now: SystemTime, t: SystemTime) -> Duration {
+    now.duration_since(t).unwrap_or_default()
+}
+
+/// Seconds to one decimal, as the contract's `dwell_s` figures are written.
+fn dwell(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10.0).round() / 10.0
 }
 
 /// One track per physical object: the detector may see one van as a car and a truck at
