@@ -350,6 +350,7 @@ fn inference_floor(info: &StreamInfo, sample: &[EncodedFrame], opts: &BenchOptio
 
 /// This process's CPU time (user and system) so far.
 fn process_cpu() -> Duration {
+    // SAFETY: rusage is plain integers, for which all-zero bytes are a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: a valid out-pointer.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
@@ -359,6 +360,7 @@ fn process_cpu() -> Duration {
 
 /// CPU time of this process's threads, by thread name (clock ticks, 10 ms).
 fn thread_cpu_by_name() -> Vec<(u32, String, Duration)> {
+    // SAFETY: sysconf only reads a system constant.
     let tick = 1.0 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     let mut out = Vec::new();
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return out };

@@ -167,6 +167,7 @@ impl Mosquitto {
     /// saves its sessions and queues.
     pub fn terminate(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // SAFETY: kill only sends a signal, to our own child whose pid we hold.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let _ = c.wait();
         }

@@ -172,6 +172,7 @@ impl Daemon {
     }
 
     pub fn signal(&mut self, sig: i32) {
+        // SAFETY: kill only sends a signal, to our own child whose pid we hold.
         unsafe { libc::kill(self.child.id() as i32, sig) };
     }
 

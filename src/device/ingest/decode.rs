@@ -10,9 +10,8 @@
 //! [`DecodeStats`]), never a panic. The decoder does not buffer without bound: if it
 //! falls behind, input is dropped up to the next keyframe.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use gstreamer as gst;
@@ -64,17 +63,28 @@ struct Counters {
     frames_out: AtomicU64,
     frames_dropped: AtomicU64,
     decode_errors: AtomicU64,
-    /// The thread that runs this pipeline's decoder (0 until its first buffer).
-    decoder_thread: AtomicI32,
 }
 
-/// Which decoder runs on which thread, so that libav's complaints, logged without
-/// the element that made them, are counted for the right camera.
-type DecoderThreads = Mutex<HashMap<i32, Arc<Counters>>>;
+thread_local! {
+    /// The counters of the decoder this streaming thread runs, so that libav's
+    /// complaints, logged on that thread without the element that made them, are
+    /// counted for the right camera. Weak: a finished decoder's counters go with it.
+    static DECODING: std::cell::RefCell<Weak<Counters>> = const { std::cell::RefCell::new(Weak::new()) };
+}
 
-fn decoder_threads() -> &'static DecoderThreads {
-    static THREADS: OnceLock<DecoderThreads> = OnceLock::new();
-    THREADS.get_or_init(|| {
+/// This thread now runs the decoder counting into `c`.
+fn decoding_on_this_thread(c: &Arc<Counters>) {
+    DECODING.with(|d| {
+        if !std::ptr::eq(d.borrow().as_ptr(), Arc::as_ptr(c)) {
+            *d.borrow_mut() = Arc::downgrade(c);
+        }
+    });
+}
+
+/// Listens to libav's log once per process.
+fn count_libav_errors() {
+    static LISTENING: OnceLock<()> = OnceLock::new();
+    LISTENING.get_or_init(|| {
         // FFmpeg conceals damaged slices and says so only in its log, which gst-libav
         // forwards to GStreamer's "libav" debug category: listen there at ERROR.
         if std::env::var_os("GST_DEBUG").is_none() {
@@ -84,15 +94,13 @@ fn decoder_threads() -> &'static DecoderThreads {
         gst::log::set_threshold_for_name("libav", gst::DebugLevel::Error);
         gst::log::add_log_function(|category, level, _file, _function, _line, _object, _message| {
             if level == gst::DebugLevel::Error && category.name() == "libav" {
-                let tid = unsafe { libc::gettid() };
-                let threads = decoder_threads().lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(c) = threads.get(&tid) {
+                let counters = DECODING.with(|d| d.borrow().upgrade());
+                if let Some(c) = counters {
                     c.decode_errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
         });
-        Mutex::new(HashMap::new())
-    })
+    });
 }
 
 /// Access units that may wait inside GStreamer before input is dropped. Decoding takes
@@ -193,13 +201,11 @@ impl Decoder {
         // streaming thread (no queues): each is clocked between probes around it.
         let pads = |e: &gst::Element, name| e.static_pad(name);
         if let (Some(start), Some(end)) = (pads(&decoder, "sink"), pads(&decoder, "src")) {
-            let (mark, c, threads) = (Mark::default(), counters.clone(), decoder_threads());
+            count_libav_errors();
+            let (mark, c) = (Mark::default(), counters.clone());
             let m = mark.clone();
             start.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-                let tid = unsafe { libc::gettid() };
-                if c.decoder_thread.swap(tid, Ordering::Relaxed) != tid {
-                    threads.lock().unwrap_or_else(|p| p.into_inner()).insert(tid, c.clone());
-                }
+                decoding_on_this_thread(&c);
                 m.set();
                 gst::PadProbeReturn::Ok
             });
@@ -348,11 +354,6 @@ impl Decoder {
 impl Drop for Decoder {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
-        let tid = self.counters.decoder_thread.load(Ordering::Relaxed);
-        let mut threads = decoder_threads().lock().unwrap_or_else(|p| p.into_inner());
-        if threads.get(&tid).is_some_and(|c| Arc::ptr_eq(c, &self.counters)) {
-            threads.remove(&tid);
-        }
     }
 }
 

@@ -110,8 +110,10 @@ fn bind(path: &Path, mode: u32) -> anyhow::Result<UnixListener> {
             .with_context(|| format!("control socket: cannot remove the stale {}", path.display()))?;
     }
     // Nobody but the owner may connect until the mode is set: bind under a tight umask.
+    // SAFETY: umask only swaps the process file-mode mask; it cannot fail.
     let old = unsafe { libc::umask(0o177) };
     let bound = UnixListener::bind(path);
+    // SAFETY: as above, restoring the mask we read.
     unsafe { libc::umask(old) };
     let listener = bound.with_context(|| format!("control socket: cannot bind {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
