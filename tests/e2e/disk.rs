@@ -17,6 +17,24 @@ use gridwatch::testkit::rtsp_server::RtspServer;
 
 use super::support::*;
 
+/// The binary under test: `GRIDWATCH_E2E_BIN` when set (a copy, safe from other
+/// builds sharing the target folder), else cargo's.
+fn bin() -> PathBuf {
+    std::env::var_os("GRIDWATCH_E2E_BIN").map_or_else(|| PathBuf::from(BIN), PathBuf::from)
+}
+
+fn start(config: &Path, log: PathBuf) -> Daemon {
+    let child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(config)
+        .env("GRIDWATCH_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start gridwatch");
+    Daemon { child, log }
+}
+
 /// A tmpfs of `size` mounted on `dir` for the test's life; `None` (after saying so)
 /// where this process may not mount.
 struct Tmpfs(PathBuf);
@@ -59,9 +77,9 @@ fn fill(dir: &Path) -> PathBuf {
 
 /// `gridwatch status --json` of the daemon of `config`.
 fn status(config: &Path) -> serde_json::Value {
-    let (code, out, err) = gridwatch(&["status", "--config", config.to_str().unwrap(), "--json"]);
-    assert_eq!(code, 0, "status: {err}");
-    serde_json::from_str(&out).unwrap()
+    let out = Command::new(bin()).args(["status", "--json", "--config"]).arg(config).output().unwrap();
+    assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// How often the desk got each event `seq`.
@@ -101,7 +119,7 @@ fn a_full_disk_during_an_outage_sends_every_event_once_and_counts_what_it_could_
     let port = free_port().unwrap();
     let camera = RtspServer::start(0, &[("/walkway", fixture("video/vtest.h264").as_path())]).expect("RTSP server");
     let config = write_config(&dir, port, &camera.url("/walkway"));
-    let mut daemon = Daemon::start(&config, dir.join("run.log"));
+    let mut daemon = start(&config, dir.join("run.log"));
 
     // The outage on a small disk: more pictures than the disk holds.
     std::thread::sleep(Duration::from_secs(30));
@@ -175,7 +193,7 @@ fn a_damaged_outbox_is_moved_aside_and_the_cameras_keep_running() {
     let port = free_port().unwrap();
     let camera = RtspServer::start(0, &[("/walkway", fixture("video/vtest.h264").as_path())]).expect("RTSP server");
     let config = write_config(&dir, port, &camera.url("/walkway"));
-    let mut daemon = Daemon::start(&config, dir.join("run1.log"));
+    let mut daemon = start(&config, dir.join("run1.log"));
     std::thread::sleep(Duration::from_secs(12));
     stop(&mut daemon);
     let file = dir.join("state").join(Outbox::FILE_NAME);
@@ -194,7 +212,7 @@ fn a_damaged_outbox_is_moved_aside_and_the_cameras_keep_running() {
 
     let broker = Mosquitto::start_on(port).expect("mosquitto");
     let mut desk = Desk::connect(port);
-    let mut daemon = Daemon::start(&config, dir.join("run2.log"));
+    let mut daemon = start(&config, dir.join("run2.log"));
     let fresh = desk.wait_for(Duration::from_secs(40), |seen| {
         seen.iter()
             .filter(|m| m.topic == "gridwatch/e2e/events")

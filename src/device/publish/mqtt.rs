@@ -147,6 +147,7 @@ pub async fn run(
         next_send: Instant::now(),
         retry: None,
         retry_pause: RETRY_MIN,
+        read_failing: false,
     };
     let mut backoff = Duration::from_secs(1);
     // The event in flight at the last losses, and how many times in a row.
@@ -235,6 +236,8 @@ struct Publisher {
     /// When to retry what the outbox could not write (or read), while something failed.
     retry: Option<Instant>,
     retry_pause: Duration,
+    /// The outbox could not be read at the last try (logged once per spell).
+    read_failing: bool,
 }
 
 impl Publisher {
@@ -264,7 +267,13 @@ impl Publisher {
             let paced = self.drain_deadline.is_none() && Instant::now() < self.next_send;
             let retry_at = self.retry.unwrap_or_else(Instant::now);
             if connected && look && current.is_none() && !stopped_sent && !paced {
-                match self.outbox.with_async(|o| o.oldest()).await {
+                let next = self.outbox.with_async(|o| o.oldest()).await;
+                // Logged once per spell, not at every broker packet.
+                if let (Err(e), false) = (&next, self.read_failing) {
+                    warn!("outbox: cannot read the next event: {e}; retrying");
+                }
+                self.read_failing = next.is_err();
+                match next {
                     Ok(Some(p)) => {
                         current_sent = std::time::Instant::now();
                         asked.push_back(publish_pending(client, &self.topics, &p).await);
@@ -279,11 +288,7 @@ impl Publisher {
                         stopped_sent = true;
                     }
                     Ok(None) => look = false,
-                    Err(e) => {
-                        // Not at every broker packet: at the next retry.
-                        if self.retry.is_none() {
-                            warn!("outbox: cannot read the next event: {e}; retrying");
-                        }
+                    Err(_) => {
                         self.retry_later();
                         look = false;
                     }
