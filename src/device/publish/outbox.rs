@@ -201,9 +201,20 @@ impl Outbox {
         }
     }
 
-    /// Keeps what the store holds on disk (database, log and its index) within `bytes`.
+    /// Keeps what the store holds on disk (database, log and its index) within `bytes`,
+    /// or within what the disk has room for when that is less (said once, here).
     pub fn with_budget(mut self, bytes: u64) -> Outbox {
         self.budget = bytes;
+        if let Some(free) = disk_free(&self.path) {
+            let room = self.on_disk() + free;
+            if room < bytes {
+                warn!(
+                    budget = bytes,
+                    room,
+                    "storage.max_bytes is more than the disk holding storage.dir has room for; the outbox keeps within the disk (pictures go first when it fills)"
+                );
+            }
+        }
         self
     }
 
