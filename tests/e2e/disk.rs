@@ -234,6 +234,7 @@ fn a_damaged_outbox_is_moved_aside_and_the_cameras_keep_running() {
     let log = daemon.log();
     assert!(log.contains("moved aside") && !log.contains("move it aside to start a fresh outbox"), "{log}");
     stop(&mut daemon);
+    assert!(desk.wait_for(Duration::from_secs(10), last_status_is("stopped")), "status stopped");
     let (seq, sends) = most_sends(&desk);
     assert!(sends <= 2, "seq {seq} sent {sends} times");
     let events = check_contract(&desk);
