@@ -1386,6 +1386,26 @@ mod tests {
     }
 
     #[test]
+    fn damage_found_while_running_moves_the_file_aside_and_goes_on() {
+        let dir = tempdir("damaged-live");
+        let mut ob = Outbox::open(&dir).unwrap();
+        ob.push(outgoing(true)).unwrap();
+        ob.damaged.set(true); // what a read that met SQLITE_CORRUPT leaves
+        assert!(ob.retry());
+        let aside = ob.health_view().damaged_file.expect("moved aside");
+        assert!(aside.exists(), "{}", aside.display());
+        let p = ob.oldest().unwrap().unwrap();
+        assert_eq!((p.seq, p.snapshot), (1, None), "the pending event is kept, without its picture");
+        let mut end = outgoing(false);
+        end.message.event_type = EventType::End;
+        assert_eq!(ob.push(end).unwrap(), 2, "seq goes on");
+        drop(ob);
+        let mut ob = Outbox::open(&dir).unwrap();
+        assert!(ob.end_orphans().unwrap().is_empty(), "the new outbox knew the event was open, and closed it");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn the_hint_fits_the_error() {
         let full = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(13), None);
         let damaged = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(11), None);
