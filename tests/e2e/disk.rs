@@ -82,6 +82,16 @@ fn status(config: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The metrics endpoint's text.
+fn metrics(port: u16) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint listens");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    response
+}
+
 /// How often the desk got each event `seq`.
 fn sends_per_seq(desk: &Desk) -> HashMap<u64, usize> {
     let mut n = HashMap::new();
@@ -118,7 +128,9 @@ fn a_full_disk_during_an_outage_sends_every_event_once_and_counts_what_it_could_
     let Some(_disk) = Tmpfs::mount(&dir.join("state"), "1m") else { return };
     let port = free_port().unwrap();
     let camera = RtspServer::start(0, &[("/walkway", fixture("video/vtest.h264").as_path())]).expect("RTSP server");
-    let config = write_config(&dir, port, &camera.url("/walkway"));
+    let metrics_port = free_port().unwrap();
+    let text = base_config(port, &camera.url("/walkway")) + &format!("[metrics]\nport = {metrics_port}\n");
+    let config = write_config_text(&dir, &text);
     let mut daemon = start(&config, dir.join("run.log"));
 
     // The outage on a small disk: more pictures than the disk holds.
@@ -151,6 +163,12 @@ fn a_full_disk_during_an_outage_sends_every_event_once_and_counts_what_it_could_
     // Health goes out every 30 s.
     let failing = |d: &Desk| last_health(d, "walkway").is_some_and(|h| h["outbox_error"].is_string());
     assert!(wait_until(&mut desk, Duration::from_secs(35), failing), "health shows the failing writes");
+
+    let m = metrics(metrics_port);
+    assert!(m.contains("\ngridwatch_outbox_write_failing 1\n"), "{m}");
+    assert!(!m.contains("\ngridwatch_outbox_write_errors_total 0\n"), "{m}");
+    let dropped_now = s["outbox"]["events_dropped"].as_u64().unwrap();
+    assert!(m.contains(&format!("\ngridwatch_events_dropped_total{{camera=\"walkway\"}} {dropped_now}\n")), "{m}");
 
     // Room again: the deliveries are written, the flag goes.
     std::fs::remove_file(&filler).unwrap();
