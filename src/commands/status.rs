@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use super::output::{age, exit, or_dash, table};
 use crate::device::config::{CONTROL_SOCKET_NAME, Config};
 use crate::device::ops::control::{self, ClientError, Request};
-use crate::device::ops::live::Status;
+use crate::device::ops::live::{OutboxStatus, Status};
 
 /// Where to find the daemon.
 #[derive(Debug, Clone, clap::Args)]
@@ -80,6 +80,42 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The outbox's line: what waits, then every problem, loudly.
+fn outbox_line(o: &OutboxStatus) -> String {
+    let mut line = match (o.pending, o.oldest_pending_age_s) {
+        (0, _) => "empty: every event reached the broker".to_owned(),
+        (n, Some(a)) => format!("{n} event(s) waiting, oldest {} old", age(a as u64)),
+        (n, None) => format!("{n} event(s) waiting"),
+    };
+    if let Some(e) = &o.write_error {
+        line += &format!(
+            "; WRITES FAILING since {}: {e} (nothing is sent twice because of it; retried)",
+            or_dash(o.write_failing_since.as_ref())
+        );
+    }
+    if o.acks_unrecorded {
+        line += "; deliveries not yet written to disk";
+    }
+    if o.ends_waiting > 0 {
+        line += &format!("; {} end(s) waiting in memory", o.ends_waiting);
+    }
+    if o.events_dropped > 0 {
+        line += &format!("; {} EVENT(S) DROPPED since start (gaps in seq)", o.events_dropped);
+    }
+    if o.snapshots_damaged > 0 {
+        line += &format!("; {} damaged picture(s) not sent", o.snapshots_damaged);
+    }
+    if let Some(f) = &o.damaged_file {
+        line += &format!(
+            "; DAMAGED OUTBOX moved aside to {f} (a new one runs; keep the file for recovery, then remove it)"
+        );
+    }
+    if let Some(e) = &o.read_error {
+        line += &format!("; CANNOT READ: {e}");
+    }
+    line
+}
+
 fn render(s: &Status, socket: &Path) -> String {
     let mqtt = if s.mqtt.connected {
         format!("connected to {} since {}", s.mqtt.broker, or_dash(s.mqtt.since.as_ref()))
@@ -91,11 +127,7 @@ fn render(s: &Status, socket: &Path) -> String {
             or_dash(s.mqtt.last_error.as_ref())
         )
     };
-    let outbox = match (s.outbox.pending, s.outbox.oldest_pending_age_s) {
-        (0, _) => "empty: every event reached the broker".to_owned(),
-        (n, Some(a)) => format!("{n} event(s) waiting, oldest {} old", age(a as u64)),
-        (n, None) => format!("{n} event(s) waiting"),
-    };
+    let outbox = outbox_line(&s.outbox);
     let head = vec![
         vec!["gridwatch".into(), format!("{} on site {} (socket {})", s.version, s.site, socket.display())],
         vec!["up".into(), format!("{} (since {})", age(s.uptime_s), s.started_at)],
@@ -146,4 +178,31 @@ fn render(s: &Status, socket: &Path) -> String {
         ]);
     }
     format!("{}\n{}", table(&head), table(&rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outbox_line_says_every_problem_loudly() {
+        assert_eq!(outbox_line(&OutboxStatus::default()), "empty: every event reached the broker");
+        let bad = OutboxStatus {
+            pending: 2,
+            write_error: Some("database or disk is full".into()),
+            acks_unrecorded: true,
+            events_dropped: 3,
+            damaged_file: Some("/var/lib/gridwatch/outbox.sqlite3.damaged-1".into()),
+            ..Default::default()
+        };
+        let line = outbox_line(&bad);
+        for want in [
+            "2 event(s) waiting",
+            "WRITES FAILING since -: database or disk is full",
+            "3 EVENT(S) DROPPED",
+            "DAMAGED OUTBOX moved aside to /var/lib/gridwatch/outbox.sqlite3.damaged-1",
+        ] {
+            assert!(line.contains(want), "{want:?} missing from {line:?}");
+        }
+    }
 }

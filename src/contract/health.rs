@@ -48,4 +48,18 @@ pub struct HealthReport {
     /// storage.max_bytes, over the outbox's life.
     pub snapshots_evicted: u64,
     pub events_evicted: u64,
+    /// This camera's events that could not be stored (full or damaged disk), since
+    /// start; each left a gap in `seq`.
+    #[serde(default)]
+    pub events_dropped: u64,
+    /// This camera's stored snapshots that no longer matched their sha256, since start;
+    /// their events went out without them (`snapshot_damaged`).
+    #[serde(default)]
+    pub snapshots_damaged: u64,
+    /// Why the device's outbox cannot write, while it cannot (the same for every camera).
+    #[serde(default)]
+    pub outbox_error: Option<String>,
+    /// Where a damaged outbox was moved for recovery, while that file is there.
+    #[serde(default)]
+    pub outbox_damaged: Option<String>,
 }

@@ -4,6 +4,7 @@
 //! slow); one module per area.
 
 mod cli;
+mod disk;
 mod faults;
 mod package;
 mod rules;

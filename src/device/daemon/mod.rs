@@ -345,10 +345,9 @@ async fn publish_health(
     let publish_all = |stopping: bool| {
         let (healths, outbox) = (&healths, &outbox);
         async move {
-            let evictions = outbox.with_async(|o| o.evictions().clone()).await;
+            let view = outbox.health();
             for h in healths {
-                let e = evictions.get(h.camera()).copied().unwrap_or_default();
-                h.set_evictions(e.snapshots, e.events);
+                h.set_outbox(&view);
                 if stopping {
                     h.stopped();
                 }

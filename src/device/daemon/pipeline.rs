@@ -30,7 +30,7 @@ use crate::device::ops::health::CameraHealth;
 use crate::device::ops::live::FrameSlot;
 use crate::device::ops::stages::{self, Stage};
 use crate::device::publish::event::{EventSettings, Outgoing};
-use crate::device::publish::outbox::SharedOutbox;
+use crate::device::publish::outbox::{OutboxError, SharedOutbox};
 use crate::device::publish::snapshot::Renderer;
 
 /// How often an idle analysis thread looks up (stop asked, pictures gone).
@@ -333,6 +333,8 @@ fn store(camera: &str, shared: &Shared, out: Vec<Outgoing>, mut discard: impl Fn
                 info!(camera = %camera, seq, event = %id, "{what}");
                 shared.wake.notify_one();
             }
+            // Not lost: the outbox stores it as soon as a write works.
+            Err(e @ OutboxError::EndWaits { .. }) => warn!(camera = %camera, event = %id, "{what}: {e}"),
             Err(e) => {
                 error!(camera = %camera, event = %id, "cannot store the event ({what}), so it is not sent: {e}");
                 if event_type == EventType::New {

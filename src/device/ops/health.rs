@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use crate::contract::timestamp;
 use crate::contract::{CameraState, HealthReport};
 use crate::device::ingest::frame::StreamInfo;
+use crate::device::publish::outbox::OutboxHealth;
 
 #[derive(Debug)]
 struct Inner {
@@ -34,6 +35,7 @@ struct Inner {
     detect_errors: u64,
     packets_lost: u64,
     evicted: (u64, u64),
+    outbox: OutboxShare,
     /// Counters at the previous report, for the rates.
     prev: (SystemTime, u64, u64),
 }
@@ -71,6 +73,7 @@ impl CameraHealth {
                 detect_errors: 0,
                 packets_lost: 0,
                 evicted: (0, 0),
+                outbox: OutboxShare::default(),
                 prev: (now, 0, 0),
             }),
         }
@@ -154,6 +157,20 @@ impl CameraHealth {
         self.with(|i| i.evicted = (snapshots, events))
     }
 
+    /// What the outbox says about this camera's events, and about itself.
+    pub fn set_outbox(&self, o: &OutboxHealth) {
+        let e = o.evictions.get(&self.camera).copied().unwrap_or_default();
+        self.set_evictions(e.snapshots, e.events);
+        self.with(|i| {
+            i.outbox = OutboxShare {
+                events_dropped: o.events_dropped.get(&self.camera).copied().unwrap_or(0),
+                snapshots_damaged: o.snapshots_damaged.get(&self.camera).copied().unwrap_or(0),
+                error: o.write_error.clone(),
+                damaged_file: o.damaged_file.as_ref().map(|p| p.display().to_string()),
+            }
+        })
+    }
+
     pub fn stopped(&self) -> bool {
         self.with(|i| set_state(i, CameraState::Offline))
     }
@@ -227,6 +244,18 @@ pub struct HealthCounters {
     pub crops_analyzed: u64,
     /// Outbox evictions of this camera's snapshots and events.
     pub evicted: (u64, u64),
+    pub outbox: OutboxShare,
+}
+
+/// The outbox's part of a camera's health.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxShare {
+    pub events_dropped: u64,
+    pub snapshots_damaged: u64,
+    /// Why the outbox cannot write, while it cannot.
+    pub error: Option<String>,
+    /// Where a damaged outbox was moved, while that file is there.
+    pub damaged_file: Option<String>,
 }
 
 impl HealthCounters {
@@ -255,6 +284,10 @@ impl HealthCounters {
             packets_lost: self.packets_lost,
             snapshots_evicted: self.evicted.0,
             events_evicted: self.evicted.1,
+            events_dropped: self.outbox.events_dropped,
+            snapshots_damaged: self.outbox.snapshots_damaged,
+            outbox_error: self.outbox.error.clone(),
+            outbox_damaged: self.outbox.damaged_file.clone(),
         }
     }
 }
@@ -288,6 +321,7 @@ impl CameraHealth {
                 frames_gated: i.frames_gated,
                 crops_analyzed: i.crops_analyzed,
                 evicted: i.evicted,
+                outbox: i.outbox.clone(),
             }
         })
     }
@@ -340,5 +374,24 @@ mod tests {
         let c = h.counters();
         assert_eq!((c.frames_in, c.frames_analyzed, c.reconnects_total), (1, 1, 1));
         assert_eq!((c.inference.count, c.inference.buckets[1], c.inference.buckets[2]), (1, 0, 1), "21.5 ms");
+    }
+
+    #[test]
+    fn the_outbox_shows_in_every_cameras_health() {
+        use crate::device::publish::outbox::{Evictions, OutboxHealth};
+        let h = CameraHealth::new("cam", true);
+        let mut o = OutboxHealth { write_error: Some("disk full".into()), ..Default::default() };
+        o.events_dropped.insert("cam".into(), 4);
+        o.events_dropped.insert("other".into(), 9);
+        o.snapshots_damaged.insert("cam".into(), 1);
+        o.evictions.insert("cam".into(), Evictions { snapshots: 2, events: 3 });
+        o.damaged_file = Some("/var/lib/gridwatch/outbox.sqlite3.damaged-1".into());
+        h.set_outbox(&o);
+        let r = h.report();
+        assert_eq!((r.events_dropped, r.snapshots_damaged, r.snapshots_evicted, r.events_evicted), (4, 1, 2, 3));
+        assert_eq!(r.outbox_error.as_deref(), Some("disk full"));
+        assert_eq!(r.outbox_damaged.as_deref(), Some("/var/lib/gridwatch/outbox.sqlite3.damaged-1"));
+        h.set_outbox(&OutboxHealth::default());
+        assert_eq!((h.report().outbox_error, h.report().events_dropped), (None, 0), "cleared once it works");
     }
 }

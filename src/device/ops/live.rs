@@ -135,12 +135,39 @@ pub struct MqttStatus {
     pub delivered: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct OutboxStatus {
     pub pending: u64,
     /// When the oldest event not yet acknowledged by the broker was stored.
     pub oldest_pending_at: Option<String>,
     pub oldest_pending_age_s: Option<f64>,
+    /// Why the outbox cannot write, while it cannot, and since when.
+    #[serde(default)]
+    pub write_error: Option<String>,
+    #[serde(default)]
+    pub write_failing_since: Option<String>,
+    /// Writes that failed since start.
+    #[serde(default)]
+    pub write_errors: u64,
+    /// The broker has events the disk still lists as pending (kept in memory, so not
+    /// sent again; written once writes work).
+    #[serde(default)]
+    pub acks_unrecorded: bool,
+    /// `end`s waiting in memory for a write that works.
+    #[serde(default)]
+    pub ends_waiting: usize,
+    /// Events that could not be stored since start (gaps in `seq`), all cameras.
+    #[serde(default)]
+    pub events_dropped: u64,
+    /// Stored pictures that no longer matched their hash since start, all cameras.
+    #[serde(default)]
+    pub snapshots_damaged: u64,
+    /// Where a damaged outbox was moved for recovery, while that file is there.
+    #[serde(default)]
+    pub damaged_file: Option<String>,
+    /// Why the pending events could not be counted, if they could not.
+    #[serde(default)]
+    pub read_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,15 +188,36 @@ impl Live {
         self.cameras.iter().find(|c| c.id == id)
     }
 
-    /// Pending events and when the oldest was stored; SQLite work, off the async workers.
+    /// Pending events and when the oldest was stored (SQLite work, off the async
+    /// workers), and what the outbox says of itself. A failed read is shown, not
+    /// returned: `status` must work best when the outbox does not.
     pub async fn outbox_status(&self) -> anyhow::Result<OutboxStatus> {
-        let (pending, oldest) =
-            self.outbox.with_async(|o| Ok::<_, anyhow::Error>((o.pending_count()?, o.oldest_pending_at()?))).await?;
-        let age = oldest.map(|t| {
-            let age = SystemTime::now().duration_since(t).unwrap_or_default().as_secs_f64();
-            (age * 10.0).round() / 10.0
-        });
-        Ok(OutboxStatus { pending, oldest_pending_at: oldest.map(timestamp), oldest_pending_age_s: age })
+        let counted =
+            self.outbox.with_async(|o| Ok::<_, anyhow::Error>((o.pending_count()?, o.oldest_pending_at()?))).await;
+        let h = self.outbox.health();
+        let mut s = OutboxStatus {
+            write_error: h.write_error.clone(),
+            write_failing_since: h.failing_since.map(|(t, _)| timestamp(t)),
+            write_errors: h.write_errors,
+            acks_unrecorded: h.acks_unrecorded,
+            ends_waiting: h.ends_waiting,
+            events_dropped: h.events_dropped.values().sum(),
+            snapshots_damaged: h.snapshots_damaged.values().sum(),
+            damaged_file: h.damaged_file.as_ref().map(|p| p.display().to_string()),
+            ..OutboxStatus::default()
+        };
+        match counted {
+            Ok((pending, oldest)) => {
+                s.pending = pending;
+                s.oldest_pending_at = oldest.map(timestamp);
+                s.oldest_pending_age_s = oldest.map(|t| {
+                    let age = SystemTime::now().duration_since(t).unwrap_or_default().as_secs_f64();
+                    (age * 10.0).round() / 10.0
+                });
+            }
+            Err(e) => s.read_error = Some(format!("{e:#}")),
+        }
+        Ok(s)
     }
 
     pub async fn status(&self) -> anyhow::Result<Status> {

@@ -74,6 +74,36 @@ pub async fn serve(
     }))
 }
 
+/// The outbox's own troubles: failing writes, a damaged file moved aside, events that
+/// could not be stored and pictures that no longer matched their hash.
+fn outbox_families(out: &mut String, live: &Live) {
+    let h = live.outbox.health();
+    let flag = |b: bool| f64::from(u8::from(b));
+    family(out, "gridwatch_outbox_write_failing", "gauge", "1 while the outbox cannot write (full or damaged disk).")
+        .sample("gridwatch_outbox_write_failing", &[], flag(h.write_error.is_some()));
+    family(out, "gridwatch_outbox_write_errors_total", "counter", "Outbox writes that failed.").sample(
+        "gridwatch_outbox_write_errors_total",
+        &[],
+        h.write_errors as f64,
+    );
+    family(out, "gridwatch_outbox_damaged", "gauge", "1 while a damaged outbox moved aside for recovery is on disk.")
+        .sample("gridwatch_outbox_damaged", &[], flag(h.damaged_file.is_some()));
+    let per_camera = [
+        ("gridwatch_events_dropped_total", "Events that could not be stored (each a gap in seq).", &h.events_dropped),
+        (
+            "gridwatch_snapshots_damaged_total",
+            "Stored pictures that no longer matched their hash.",
+            &h.snapshots_damaged,
+        ),
+    ];
+    for (name, help, counts) in per_camera {
+        let mut f = family(out, name, "counter", help);
+        for c in &live.cameras {
+            f.sample(name, &[("camera", &c.id)], counts.get(&c.id).copied().unwrap_or(0) as f64);
+        }
+    }
+}
+
 /// One family: `# HELP`, `# TYPE`, then its samples.
 struct Family<'a> {
     out: &'a mut String,
@@ -186,6 +216,7 @@ pub async fn render(live: &Live) -> String {
         )
         .sample("gridwatch_outbox_oldest_age_seconds", &[], o.oldest_pending_age_s.unwrap_or(0.0));
     }
+    outbox_families(&mut out, live);
     let link = live.link.state();
     family(&mut out, "gridwatch_mqtt_connected", "gauge", "1 while connected to the broker.").sample(
         "gridwatch_mqtt_connected",

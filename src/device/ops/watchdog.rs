@@ -7,7 +7,9 @@
 //! arriving, received frames must keep turning into pictures, and offered pictures
 //! must keep being analysed. The publisher must go round its loop (broker packets,
 //! keep-alive pings, reconnect attempts). Limits are generous: a restart is for a
-//! stage that stopped, not for a slow one.
+//! stage that stopped, not for a slow one. Outbox writes must not keep failing for
+//! more than 5 minutes (a restart reopens the database, and moves it aside if it is
+//! damaged).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -31,6 +33,15 @@ const ANALYSIS_LIMIT: Duration = Duration::from_secs(30);
 pub const TICK: Duration = Duration::from_secs(2);
 /// The window frame rates are measured over.
 const RATE_WINDOW: Duration = Duration::from_secs(10);
+/// Outbox writes failing for this long stop the pings.
+const OUTBOX_LIMIT: Duration = Duration::from_secs(300);
+
+/// What is wrong when the outbox's writes have failed since `failing_since` for too long.
+pub fn outbox_problem(now: Instant, failing_since: Option<Instant>, error: Option<&str>) -> Option<String> {
+    let failing = now.saturating_duration_since(failing_since?);
+    (failing > OUTBOX_LIMIT)
+        .then(|| format!("outbox: writes failing for {}s: {}", failing.as_secs(), error.unwrap_or("unknown error")))
+}
 
 /// One camera's counters at one moment.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -199,7 +210,15 @@ pub async fn run(live: Arc<Live>, publisher_limit: Duration, shutdown: Cancellat
                 CameraSample { state: h.state, received: h.frames_in, decoded: *decoded, analysed: h.frames_analyzed }
             })
             .collect();
-        let verdict = dog.check(now, &samples, live.link.state().last_activity);
+        let mut verdict = dog.check(now, &samples, live.link.state().last_activity);
+        let outbox = live.outbox.health();
+        let failing_since = outbox.failing_since.map(|(_, at)| at);
+        if let Some(p) = outbox_problem(now, failing_since, outbox.write_error.as_deref()) {
+            verdict = Err(match verdict {
+                Ok(()) => p,
+                Err(e) => format!("{e}; {p}"),
+            });
+        }
         match &verdict {
             Ok(()) if !was_ok => info!("pipeline moving again; watchdog pings resumed"),
             Err(problem) if was_ok => {
@@ -316,5 +335,14 @@ mod tests {
         let err = d.check(t0 + Duration::from_secs(91), &[], Some(t0)).unwrap_err();
         assert!(err.contains("MQTT publisher"), "{err}");
         assert!(d.check(t0 + Duration::from_secs(92), &[], Some(t0 + Duration::from_secs(92))).is_ok());
+    }
+
+    #[test]
+    fn outbox_writes_failing_for_long_stop_the_pings() {
+        let t0 = Instant::now();
+        assert_eq!(outbox_problem(t0 + Duration::from_secs(900), None, None), None, "writes work");
+        assert_eq!(outbox_problem(t0 + Duration::from_secs(299), Some(t0), Some("disk full")), None, "not yet");
+        let p = outbox_problem(t0 + Duration::from_secs(301), Some(t0), Some("disk full")).unwrap();
+        assert!(p.contains("outbox") && p.contains("301s") && p.contains("disk full"), "{p}");
     }
 }

@@ -7,6 +7,11 @@
 //! delivery is at least once and never out of order. `status` is retained: `online`
 //! after every connect, `offline` as the last will, `stopped` on a clean stop.
 //!
+//! An outbox that cannot write (full disk, damaged file) never makes an event go out
+//! twice: the outbox keeps the broker's acknowledgements in memory and hands out only
+//! what the broker does not have; the publisher retries the writes with a growing
+//! pause (1 s to 30 s) and goes on delivering meanwhile.
+//!
 //! Each connection gets a fresh rumqttc client and event loop, polled by a task of its
 //! own: rumqttc's `poll` must not be cancelled mid-connect (the broker would see a
 //! dropped connection and publish the last will), and nothing from a dead connection
@@ -88,6 +93,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the last words ("stopped", DISCONNECT) may take after that.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Pauses between retries of outbox writes (or reads) that failed.
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Runs until `stop` is cancelled and the outbox is drained (or `DRAIN_TIMEOUT`
 /// passed): connects, reconnects with backoff, and feeds the outbox to the broker.
@@ -137,6 +145,9 @@ pub async fn run(
         link: settings.link.clone(),
         min_gap,
         next_send: Instant::now(),
+        retry: None,
+        retry_pause: RETRY_MIN,
+        read_failing: false,
     };
     let mut backoff = Duration::from_secs(1);
     // The event in flight at the last losses, and how many times in a row.
@@ -222,6 +233,11 @@ struct Publisher {
     /// Least time between two events (from `max_events_per_s`), and when the next may go.
     min_gap: Duration,
     next_send: Instant,
+    /// When to retry what the outbox could not write (or read), while something failed.
+    retry: Option<Instant>,
+    retry_pause: Duration,
+    /// The outbox could not be read at the last try (logged once per spell).
+    read_failing: bool,
 }
 
 impl Publisher {
@@ -249,8 +265,15 @@ impl Publisher {
             self.link.alive();
             // A stop drains at full speed: the time left is short.
             let paced = self.drain_deadline.is_none() && Instant::now() < self.next_send;
+            let retry_at = self.retry.unwrap_or_else(Instant::now);
             if connected && look && current.is_none() && !stopped_sent && !paced {
-                match self.outbox.with_async(|o| o.oldest()).await {
+                let next = self.outbox.with_async(|o| o.oldest()).await;
+                // Logged once per spell, not at every broker packet.
+                if let (Err(e), false) = (&next, self.read_failing) {
+                    warn!("outbox: cannot read the next event: {e}; retrying");
+                }
+                self.read_failing = next.is_err();
+                match next {
                     Ok(Some(p)) => {
                         current_sent = std::time::Instant::now();
                         asked.push_back(publish_pending(client, &self.topics, &p).await);
@@ -258,12 +281,17 @@ impl Publisher {
                         self.next_send = Instant::now() + self.min_gap;
                     }
                     Ok(None) if self.drain_deadline.is_some() => {
+                        // Last chance to write what the broker has, so that the next
+                        // start does not send it again.
+                        self.outbox.with_async(|o| o.retry()).await;
                         self.say_stopped(client, &mut asked).await;
                         stopped_sent = true;
                     }
                     Ok(None) => look = false,
-                    // Keep looking: the next event of the connection tries again.
-                    Err(e) => warn!("outbox: {e}"),
+                    Err(_) => {
+                        self.retry_later();
+                        look = false;
+                    }
                 }
             }
 
@@ -304,12 +332,15 @@ impl Publisher {
                             if let Some(p) = current.as_ref().filter(|p| p.seq == seq) {
                                 record_delivery(&p.payload, current_sent.elapsed());
                             }
+                            // Delivered either way: the outbox remembers it in memory when
+                            // the disk cannot take it (and logs that once).
+                            self.link.delivered();
                             match self.outbox.with_async(move |o| o.ack(seq)).await {
-                                Ok(()) => {
-                                    debug!(seq, "event delivered");
-                                    self.link.delivered();
+                                Ok(()) => debug!(seq, "event delivered"),
+                                Err(e) => {
+                                    debug!(seq, "event delivered; the outbox cannot record it yet: {e}");
+                                    self.retry_later();
                                 }
-                                Err(e) => warn!(seq, "outbox: cannot mark event delivered: {e}"),
                             }
                             current = None;
                             look = true;
@@ -330,6 +361,15 @@ impl Publisher {
                     self.latest.insert(r.topic, r.payload);
                 }
                 _ = self.wake.notified(), if current.is_none() => look = true,
+                _ = tokio::time::sleep_until(retry_at), if self.retry.is_some() => {
+                    self.retry = None;
+                    if self.outbox.with_async(|o| o.retry()).await {
+                        self.retry_pause = RETRY_MIN;
+                    } else {
+                        self.retry_later();
+                    }
+                    look = true;
+                }
                 _ = tokio::time::sleep_until(self.next_send), if paced && look && current.is_none() => {}
                 _ = self.stop.cancelled(), if self.drain_deadline.is_none() => {
                     self.drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
@@ -349,6 +389,15 @@ impl Publisher {
                     self.drain_deadline = Some(Instant::now() + GOODBYE_TIMEOUT);
                 }
             }
+        }
+    }
+
+    /// Schedules a retry of the outbox's failed writes (or reads), pausing longer each
+    /// time in a row.
+    fn retry_later(&mut self) {
+        if self.retry.is_none() {
+            self.retry = Some(Instant::now() + self.retry_pause);
+            self.retry_pause = (self.retry_pause * 2).min(RETRY_MAX);
         }
     }
 
