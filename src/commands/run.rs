@@ -72,6 +72,9 @@ pub fn check(check: CheckArgs) -> anyhow::Result<ExitCode> {
             );
             println!("  model    {}, sha256 {}", d.model_name(), d.model_sha256());
             println!("  storage  {}", cfg.storage.dir.display());
+            if let Some(warning) = budget_warning(&cfg) {
+                eprintln!("warning: {warning}");
+            }
             for c in &cfg.cameras {
                 let state = if c.enabled { "" } else { "  (disabled)" };
                 println!(
@@ -92,6 +95,21 @@ pub fn check(check: CheckArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(EXIT_CONFIG))
         }
     }
+}
+
+/// A warning when `storage.max_bytes` is more than the disk that holds `storage.dir`
+/// has free: the daemon then keeps to what the disk has room for.
+fn budget_warning(cfg: &Config) -> Option<String> {
+    let dir = cfg.storage.dir.ancestors().find(|d| d.is_dir())?;
+    let free = crate::device::publish::outbox::disk_free(&dir.join("outbox.sqlite3"))?;
+    (cfg.storage.max_bytes > free).then(|| {
+        format!(
+            "storage.max_bytes is {} bytes but {} has {free} bytes free: the outbox will hold only what fits \
+             (free some space, or lower storage.max_bytes to say so)",
+            cfg.storage.max_bytes,
+            dir.display()
+        )
+    })
 }
 
 /// The configuration as the daemon uses it: every default filled in, relative paths

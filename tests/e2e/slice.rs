@@ -185,6 +185,19 @@ fn check_names_file_key_and_reason() {
 }
 
 #[test]
+fn check_warns_when_the_budget_exceeds_the_disk() {
+    let dir = scratch("check-budget");
+    let good = write_config(&dir, 1883, "rtsp://192.0.2.1/stream");
+    let text = std::fs::read_to_string(&good).unwrap().replace("[storage]", "[storage]\nmax_bytes = 1000000000000000");
+    std::fs::write(&good, text).unwrap();
+    let out = Command::new(BIN).args(["check", "--config"]).arg(&good).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "a warning, not a refusal: {err}");
+    assert!(err.contains("warning: storage.max_bytes is 1000000000000000 bytes") && err.contains("free"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn detect_json_reports_what_the_model_sees() {
     let images = [fixture("photos/darknet_dog.jpg"), fixture("photos/darknet_person.jpg")];
     let out = Command::new(BIN).args(["detect", "--json"]).args(&images).output().unwrap();

@@ -965,7 +965,7 @@ fn move_aside(path: &Path) -> std::io::Result<PathBuf> {
 }
 
 /// Bytes free for this process on the disk that holds `path`.
-fn disk_free(path: &Path) -> Option<u64> {
+pub fn disk_free(path: &Path) -> Option<u64> {
     use std::os::unix::ffi::OsStrExt;
     let dir = path.parent()?;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
