@@ -2,5 +2,6 @@
 //! mosquitto, GStreamer's RTSP server on a clip) and the bench harness.
 
 pub mod bench;
+pub mod hostile_rtsp;
 pub mod mosquitto;
 pub mod rtsp_server;

@@ -5,6 +5,7 @@
 
 mod cli;
 mod faults;
+mod hostile;
 mod package;
 mod rules;
 mod slice;
