@@ -175,8 +175,8 @@ async fn relay_one(client: TcpStream, shared: &Shared) {
         },
     };
     let _ = client.set_nodelay(true);
-    let (mut from_client, mut to_camera) = client.into_split();
-    let (mut from_camera, mut to_client) = camera.into_split();
+    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_camera, mut to_camera) = camera.into_split();
     let requests = async {
         let _ = tokio::io::copy(&mut from_client, &mut to_camera).await;
     };
@@ -210,5 +210,31 @@ async fn forward_checked(
         if to.write_all(&buf[..n]).await.is_err() {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes go to the camera and back unchanged, through the loopback port.
+    #[tokio::test]
+    async fn relays_both_ways() {
+        let camera = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("rtsp://127.0.0.1:{}/cam", camera.local_addr().unwrap().port())).unwrap();
+        let relay = Relay::start(&url, Limits::default()).unwrap();
+        relay.connect(Duration::from_secs(2)).await.unwrap();
+        let local = relay.url_for(&url);
+        assert_eq!(local.path(), "/cam");
+        let (mut accepted, _) = camera.accept().await.unwrap();
+        let mut client = TcpStream::connect(("127.0.0.1", local.port().unwrap())).await.unwrap();
+        client.write_all(b"OPTIONS * RTSP/1.0\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 22];
+        accepted.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"OPTIONS * RTSP/1.0\r\n\r\n");
+        accepted.write_all(b"RTSP/1.0 200 OK\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 19];
+        client.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"RTSP/1.0 200 OK\r\n\r\n");
     }
 }
