@@ -503,6 +503,22 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Accept errors in a row (out of file descriptors) wait longer each time, up to
+    /// 2 s, instead of retrying at once; a success starts over.
+    #[test]
+    fn accept_errors_back_off_up_to_two_seconds() {
+        let mut b = AcceptBackoff::default();
+        let delays: Vec<u128> = (0..9)
+            .map(|_| {
+                b.failures += 1;
+                b.delay().as_millis()
+            })
+            .collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 2000, 2000, 2000, 2000]);
+        b.succeeded();
+        assert_eq!(b.failures, 0);
+    }
+
     /// A peer that takes the connection and says nothing: the client gives up in time
     /// with `NoAnswer` (exit code 3), not an I/O error.
     #[test]
