@@ -14,6 +14,31 @@ use super::support::*;
 
 const MB: u64 = 1 << 20;
 
+/// The binary under test: `$GRIDWATCH_E2E_BIN` when set (a build folder shared by
+/// several branches may hold another branch's `gridwatch`), else this build's.
+fn bin() -> String {
+    std::env::var("GRIDWATCH_E2E_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
+
+/// Runs `gridwatch ARGS...` to the end: exit code, stdout, stderr.
+fn gw(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin()).args(args).output().expect("run gridwatch");
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
+}
+
+/// `gridwatch run --config CONFIG` with its log in `log`, after `setup` on the command.
+fn daemon(config: &std::path::Path, log: std::path::PathBuf, setup: impl FnOnce(&mut Command)) -> Daemon {
+    let mut cmd = Command::new(bin());
+    cmd.args(["run", "--config"])
+        .arg(config)
+        .env("GRIDWATCH_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    setup(&mut cmd);
+    Daemon { child: cmd.spawn().expect("start gridwatch"), log }
+}
+
 /// Every lie of issue 13: each alone took gigabytes before the caps.
 const LIES: [Lie; 4] =
     [Lie::HugeContentLength, Lie::EndlessHeaders, Lie::EndlessAccessUnit, Lie::Picture { width: 16000, height: 9000 }];
@@ -21,7 +46,7 @@ const LIES: [Lie; 4] =
 /// Runs `gridwatch ARGS...` to its end: exit code, stdout, stderr and peak RSS.
 fn run_measured(args: &[&str]) -> (i32, String, String, u64) {
     let child =
-        Command::new(BIN).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run gridwatch");
+        Command::new(bin()).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run gridwatch");
     let pid = child.id() as libc::pid_t;
     let out = std::thread::spawn(move || child.wait_with_output_ignoring_status());
     let (code, max_rss) = wait_with_rusage(pid);
@@ -97,7 +122,7 @@ fn probe_stays_small_against_lying_cameras() {
 #[test]
 fn probe_refuses_nonsense_durations() {
     for args in [["--timeout", "nan"], ["--duration", "nan"], ["--timeout", "inf"], ["--duration", "0"]] {
-        let (code, out, err) = gridwatch(&["probe", "rtsp://127.0.0.1:9/x", args[0], args[1]]);
+        let (code, out, err) = gw(&["probe", "rtsp://127.0.0.1:9/x", args[0], args[1]]);
         assert_eq!(code, 2, "{args:?}: {out}{err}");
         assert!(err.contains(args[0]) && !err.contains("panicked"), "{err}");
     }
@@ -119,7 +144,7 @@ fn a_lying_camera_keeps_the_daemon_small_and_the_other_camera_streaming() {
     let config = write_config_text(&dir, &text);
     let cfg = config.to_str().unwrap();
     let mut desk = Desk::connect(broker.port());
-    let daemon = Daemon::start(&config, dir.join("daemon.log"));
+    let daemon = daemon(&config, dir.join("daemon.log"), |_| {});
 
     // Until the liar has been refused for each kind of lie (it reconnects with backoff):
     // an RTSP message (two lies), an access unit, a picture.
@@ -129,7 +154,7 @@ fn a_lying_camera_keeps_the_daemon_small_and_the_other_camera_streaming() {
     while errors.len() < 3 || liar.connections() < LIES.len() {
         assert!(Instant::now() < deadline, "refusals seen: {errors:?}\n{}", daemon.log());
         std::thread::sleep(Duration::from_millis(500));
-        let (code, out, _) = gridwatch(&["status", "--config", cfg, "--json"]);
+        let (code, out, _) = gw(&["status", "--config", cfg, "--json"]);
         if code != 0 {
             continue;
         }
@@ -203,16 +228,10 @@ fn local_servers_hold_a_flood_under_a_low_file_limit() {
     let text = format!("{}\n[metrics]\nport = {metrics_port}\n", base_config(broker.port(), &server.url("/cam")));
     let config = write_config_text(&dir, &text);
     let cfg = config.to_str().unwrap();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["run", "--config", cfg])
-        .env("GRIDWATCH_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("daemon.log")).unwrap());
-    with_file_limit(&mut cmd, 256);
-    let daemon = Daemon { child: cmd.spawn().unwrap(), log: dir.join("daemon.log") };
+    let daemon = daemon(&config, dir.join("daemon.log"), |cmd| with_file_limit(cmd, 256));
     let pid = daemon.child.id();
     let status = || {
-        let (code, out, err) = gridwatch(&["status", "--config", cfg, "--json"]);
+        let (code, out, err) = gw(&["status", "--config", cfg, "--json"]);
         (code, serde_json::from_str::<serde_json::Value>(&out).unwrap_or_default(), err)
     };
     let streaming = |s: &serde_json::Value| s["cameras"][0]["state"] == "streaming" && s["mqtt"]["connected"] == true;
