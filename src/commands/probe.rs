@@ -18,6 +18,7 @@ use url::Url;
 use super::output::{Progress, or_dash, table};
 use crate::device::ingest::camera::{self, Ingest, IngestOptions};
 use crate::device::ingest::decode::{DecodeOptions, Decoder};
+use crate::device::ingest::error::IngestError;
 use crate::device::ingest::frame::{Frame, StreamInfo};
 
 #[derive(Debug, clap::Args)]
@@ -33,11 +34,11 @@ pub struct ProbeArgs {
     /// Save the first decoded picture here, as JPEG.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
-    /// Limit, in seconds, for connecting and for the first keyframe.
-    #[arg(long, default_value_t = 10.0)]
+    /// Limit, in seconds, for connecting and for the first keyframe (0.5 to 600).
+    #[arg(long, default_value_t = 10.0, value_parser = seconds)]
     pub timeout: f64,
-    /// Seconds of stream to measure frame rate and loss over.
-    #[arg(long, default_value_t = 3.0)]
+    /// Seconds of stream to measure frame rate and loss over (0.5 to 600).
+    #[arg(long, default_value_t = 3.0, value_parser = seconds)]
     pub duration: f64,
     /// One JSON object on stdout instead of a table.
     #[arg(long)]
@@ -68,6 +69,15 @@ pub enum Failure {
     NoKeyframe,
     /// 19: any other RTSP or URL problem.
     Rtsp,
+    /// 20: the camera sent more than gridwatch accepts (an RTSP message, a frame or a
+    /// picture over its cap).
+    TooLarge,
+}
+
+/// A number of seconds for `--timeout` and `--duration`: finite, 0.5 to 600.
+fn seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s} is not a number of seconds"))?;
+    if (0.5..=600.0).contains(&v) { Ok(v) } else { Err(format!("{s} is outside 0.5..=600 seconds")) }
 }
 
 impl Failure {
@@ -83,30 +93,29 @@ impl Failure {
             Failure::Decoder => 17,
             Failure::NoKeyframe => 18,
             Failure::Rtsp => 19,
+            Failure::TooLarge => 20,
         }
     }
 
-    /// Sorts a reason from the ingest stage (retina's wording, or camera.rs's own).
-    pub fn classify(reason: &str) -> Failure {
-        let r = reason.to_ascii_lowercase();
-        let has = |words: &[&str]| words.iter().any(|w| r.contains(w));
-        if has(&["lookup address", "name or service not known", "name resolution", "no address associated"]) {
-            Failure::Dns
-        } else if has(&["connection refused", "no route to host", "network is unreachable", "host is unreachable"]) {
-            Failure::Connect
-        } else if has(&["401"]) {
-            Failure::Auth
-        } else if has(&["404"]) {
-            Failure::NotFound
-        } else if has(&["no keyframe"]) {
-            Failure::NoKeyframe
-        } else if has(&["timed out", "stalled"]) {
-            Failure::Timeout
-        } else if let Some(offers) = r.split("camera offers:").nth(1) {
-            if offers.contains("video/") { Failure::Codec } else { Failure::NoVideo }
-        } else {
-            Failure::Rtsp
+    /// The failure an ingest error means for the technician.
+    pub fn of(e: &IngestError) -> Failure {
+        match e {
+            IngestError::Dns { .. } => Failure::Dns,
+            IngestError::Connect { .. } => Failure::Connect,
+            IngestError::Timeout { .. } | IngestError::Stalled(_) => Failure::Timeout,
+            IngestError::Auth { .. } => Failure::Auth,
+            IngestError::NotFound { .. } => Failure::NotFound,
+            IngestError::NoKeyframe(_) => Failure::NoKeyframe,
+            IngestError::NoVideo { .. } => Failure::NoVideo,
+            IngestError::Codec { .. } => Failure::Codec,
+            IngestError::TooLarge { .. } => Failure::TooLarge,
+            IngestError::Rtsp { .. } | IngestError::Local(_) => Failure::Rtsp,
         }
+    }
+
+    /// The failure and its reason, for [`run`].
+    fn with_reason(e: &IngestError) -> (Failure, String) {
+        (Failure::of(e), e.to_string())
     }
 
     fn message(self, target: &str, timeout: f64) -> (String, &'static str) {
@@ -150,6 +159,10 @@ impl Failure {
             Failure::Rtsp => (
                 format!("the RTSP exchange with {target} failed"),
                 "see the reason above; check the URL and the camera's RTSP settings",
+            ),
+            Failure::TooLarge => (
+                format!("{target} sends more than gridwatch accepts from a camera"),
+                "see the reason above; lower the camera's resolution or bitrate for this stream, or check that the address is a camera",
             ),
         }
     }
@@ -278,18 +291,18 @@ async fn probe(url: Url, args: &ProbeArgs) -> Result<Report, (Failure, String)> 
     // and GStreamer's server while it prepares its first client's stream.
     let described = loop {
         match camera::describe(url.clone(), limit).await {
-            Err(r) if r.contains("503") && started.elapsed() + Duration::from_millis(500) < limit => {
+            Err(e) if e.is_busy() && started.elapsed() + Duration::from_millis(500) < limit => {
                 progress.say("the camera is busy (503); asking again");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            other => break other.map_err(|r| (Failure::classify(&r), r))?,
+            other => break other.map_err(|e| Failure::with_reason(&e))?,
         }
     };
 
     progress.say("connecting and waiting for the first keyframe");
     let (tx, mut rx) = mpsc::channel(64);
     let stop = CancellationToken::new();
-    let opts = IngestOptions { connect_timeout: limit, stall_timeout: limit };
+    let opts = IngestOptions { connect_timeout: limit, stall_timeout: limit, ..IngestOptions::default() };
     let ingest = tokio::spawn(camera::run("probe".into(), url, opts, tx, stop.clone()));
     let result = stream(&mut rx, args, &progress, started, limit).await;
     stop.cancel();
@@ -312,10 +325,10 @@ async fn stream(
         match rx.recv().await {
             Some(Ingest::Connected(info)) => break info,
             // Busy (503): ingest asks again by itself, within the time limit.
-            Some(Ingest::Disconnected { reason, .. }) if reason.contains("503") && started.elapsed() < limit => {
+            Some(Ingest::Disconnected { reason, .. }) if reason.is_busy() && started.elapsed() < limit => {
                 progress.say("the camera is busy (503); asking again");
             }
-            Some(Ingest::Disconnected { reason, .. }) => return Err((Failure::classify(&reason), reason)),
+            Some(Ingest::Disconnected { reason, .. }) => return Err(Failure::with_reason(&reason)),
             Some(Ingest::Frame(_)) | None => return Err((Failure::Rtsp, "the session ended before it started".into())),
         }
     };
@@ -354,7 +367,7 @@ async fn stream(
                 }
             }
             Ingest::Connected(_) => {}
-            Ingest::Disconnected { reason, .. } => return Err((Failure::classify(&reason), reason)),
+            Ingest::Disconnected { reason, .. } => return Err(Failure::with_reason(&reason)),
         }
     }
     // What is still inside GStreamer comes out within a moment.
@@ -414,7 +427,7 @@ fn loss_and_rate(pts: &[Duration], announced: Option<f64>) -> (u64, Option<f64>)
     // The typical step, robust against the gaps themselves.
     let interval = announced
         .filter(|f| *f > 0.0)
-        .map(|f| Duration::from_secs_f64(1.0 / f))
+        .and_then(|f| Duration::try_from_secs_f64(1.0 / f).ok())
         .or_else(|| steps.get(steps.len() / 2).copied());
     let Some(interval) = interval.filter(|i| !i.is_zero()) else {
         return (0, None);
@@ -520,28 +533,51 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reasons_sort_into_failures() {
+    fn ingest_errors_sort_into_failures() {
+        use crate::device::ingest::error::Oversize;
+        let s = Duration::from_secs(10);
+        let refused = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        let unreachable = std::io::Error::from_raw_os_error(libc::EHOSTUNREACH);
         let cases = [
+            (IngestError::Dns { host: "cam.invalid".into(), detail: "not known".into() }, Failure::Dns),
+            (IngestError::from_connect("10.0.0.1:554", &refused), Failure::Connect),
+            (IngestError::from_connect("10.0.0.1:554", &unreachable), Failure::Connect),
+            (IngestError::Timeout { step: "DESCRIBE", after: s }, Failure::Timeout),
+            (IngestError::Auth { step: "DESCRIBE" }, Failure::Auth),
+            (IngestError::NotFound { step: "DESCRIBE" }, Failure::NotFound),
+            (IngestError::NoVideo { offered: vec!["audio/mpeg4-generic".into()] }, Failure::NoVideo),
+            (IngestError::Codec { offered: vec!["video/jpeg".into(), "audio/pcmu".into()] }, Failure::Codec),
+            (IngestError::NoKeyframe(s), Failure::NoKeyframe),
+            (IngestError::Stalled(s), Failure::Timeout),
+            (IngestError::Rtsp { step: "PLAY", status: Some(461), detail: "461".into() }, Failure::Rtsp),
             (
-                "DESCRIBE failed: Unable to connect to RTSP server: failed to lookup address information: Name or service not known",
-                Failure::Dns,
+                IngestError::TooLarge { what: Oversize::Message, size: 1 << 32, at_least: false, limit: 1 << 20 },
+                Failure::TooLarge,
             ),
-            ("DESCRIBE failed: Unable to connect to RTSP server: Connection refused (os error 111)", Failure::Connect),
-            ("DESCRIBE failed: Unable to connect to RTSP server: No route to host (os error 113)", Failure::Connect),
-            ("DESCRIBE timed out after 10s", Failure::Timeout),
-            ("DESCRIBE failed: 401 Unauthorized; check the user name and password in the URL", Failure::Auth),
-            ("DESCRIBE failed: 404 response to DESCRIBE CSeq=1: Not Found", Failure::NotFound),
-            ("no H.264 or H.265 video stream (camera offers: audio/mpeg4-generic)", Failure::NoVideo),
-            ("no H.264 or H.265 video stream (camera offers: video/jpeg, audio/pcmu)", Failure::Codec),
-            ("stalled: no keyframe within 10s", Failure::NoKeyframe),
-            ("stalled: no frame for 10s", Failure::Timeout),
-            ("PLAY failed: 461 response to PLAY", Failure::Rtsp),
         ];
-        for (reason, want) in cases {
-            assert_eq!(Failure::classify(reason), want, "{reason}");
+        for (e, want) in &cases {
+            assert_eq!(Failure::of(e), *want, "{e}");
         }
         let codes: std::collections::HashSet<u8> = cases.iter().map(|(_, f)| f.code()).collect();
-        assert_eq!(codes.len(), 9, "distinct codes for distinct failures");
+        assert_eq!(codes.len(), 10, "distinct codes for distinct failures");
+    }
+
+    #[test]
+    fn seconds_must_be_finite_and_sensible() {
+        assert_eq!(seconds("2.5"), Ok(2.5));
+        for bad in ["nan", "NaN", "inf", "-1", "0", "1e9", "x"] {
+            assert!(seconds(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_tiny_announced_frame_rate_does_not_panic() {
+        let ms = |v: u64| Duration::from_millis(v);
+        let pts = [ms(0), ms(100), ms(200)];
+        for fps in [1e-300, f64::MIN_POSITIVE, 1e-40] {
+            let (lost, rate) = loss_and_rate(&pts, Some(fps));
+            assert_eq!((lost, rate), (0, Some(10.0)), "{fps}");
+        }
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub struct StatusArgs {
 pub fn client_error(e: &ClientError) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::from(match e {
-        ClientError::NotRunning { .. } => exit::NOT_RUNNING,
+        ClientError::NotRunning { .. } | ClientError::NoAnswer { .. } => exit::NOT_RUNNING,
         ClientError::PermissionDenied { .. } => exit::PERMISSION,
         ClientError::Refused(_) => exit::REFUSED,
         ClientError::Io { .. } | ClientError::Protocol(_) => exit::FAILURE,

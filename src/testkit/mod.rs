@@ -3,5 +3,6 @@
 
 pub mod bench;
 pub mod clip;
+pub mod hostile_rtsp;
 pub mod mosquitto;
 pub mod rtsp_server;

@@ -41,6 +41,7 @@ struct Tmpfs(PathBuf);
 
 impl Tmpfs {
     fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        // SAFETY: geteuid only reads the process credentials.
         if unsafe { libc::geteuid() } != 0 {
             eprintln!("SKIPPED: mounting a tmpfs needs root");
             return None;

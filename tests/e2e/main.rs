@@ -6,6 +6,7 @@
 mod cli;
 mod disk;
 mod faults;
+mod hostile;
 mod package;
 mod rules;
 mod slice;

@@ -165,7 +165,7 @@ fn decode_loop(
             }
             Ingest::Disconnected { reason, stalled } => {
                 session = None;
-                if health.disconnected(&reason, stalled) {
+                if health.disconnected(&reason.to_string(), stalled) {
                     health_changed.notify_one();
                 }
             }

@@ -5,11 +5,14 @@
 //! ([`Ingest::Frame`], Annex-B with parameter sets before each keyframe), and when a
 //! session ends for any reason it says so ([`Ingest::Disconnected`]) and reconnects with
 //! exponential backoff. Every network step has a timeout, so a camera that hangs is
-//! treated like one that hung up. The password from the URL is handed to retina only:
-//! it never appears in a log line or a reason (see [`redact_url`]).
+//! treated like one that hung up. Why a session ended is an [`IngestError`]. The
+//! password from the URL is handed to retina only: it never appears in a log line or a
+//! reason (see [`redact_url`]). What the camera sends is held to [`Limits`] (RTSP
+//! message, access unit and picture size) through the camera's [`Relay`], so a lying
+//! camera costs a reconnect, not the device's memory.
 //! It does not decode, and it does not drop frames: back-pressure is the consumer's.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
@@ -24,7 +27,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use url::Url;
 
+use crate::device::ingest::error::IngestError;
 use crate::device::ingest::frame::{Codec, EncodedFrame, StreamInfo};
+use crate::device::ingest::guard::Limits;
+use crate::device::ingest::relay::Relay;
 
 /// What ingest tells its consumer, in order: `Connected`, `Frame`s, `Disconnected`, and
 /// again from `Connected` after a reconnect.
@@ -34,10 +40,11 @@ pub enum Ingest {
     /// a session if the camera changes its stream parameters (rebuild the decoder).
     Connected(StreamInfo),
     Frame(EncodedFrame),
-    /// A session ended or could not start; a reconnect follows. `reason` is short and
-    /// free of credentials. `stalled`: the session was up but video stopped coming.
+    /// A session ended or could not start; a reconnect follows. `reason` displays as
+    /// one short line free of credentials. `stalled`: the session was up but video
+    /// stopped coming.
     Disconnected {
-        reason: String,
+        reason: IngestError,
         stalled: bool,
     },
 }
@@ -46,15 +53,25 @@ pub enum Ingest {
 pub struct IngestOptions {
     /// A session that delivers no video frame for this long is dropped.
     pub stall_timeout: Duration,
-    /// Limit for each of connect+DESCRIBE, SETUP and PLAY.
+    /// Limit for each of connect, DESCRIBE, SETUP and PLAY.
     pub connect_timeout: Duration,
+    /// Size caps on what the camera sends.
+    pub limits: Limits,
 }
 
 impl Default for IngestOptions {
     fn default() -> Self {
-        IngestOptions { stall_timeout: Duration::from_secs(20), connect_timeout: Duration::from_secs(10) }
+        IngestOptions {
+            stall_timeout: Duration::from_secs(20),
+            connect_timeout: Duration::from_secs(10),
+            limits: Limits::default(),
+        }
     }
 }
+
+/// Frame rates outside this range are taken as not announced: a camera's SDP or SPS
+/// may say anything, and a rate near 0 would make frame intervals of centuries.
+const PLAUSIBLE_FPS: std::ops::RangeInclusive<f64> = 0.01..=1000.0;
 
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
@@ -96,13 +113,16 @@ struct Camera {
     /// Lets a new session wait until the previous one is torn down; some cameras allow
     /// only a few sessions and refuse new ones while stale ones linger.
     group: Arc<SessionGroup>,
+    /// Opened at the first session and kept, so that a stale session's TEARDOWN on a
+    /// fresh connection still reaches the camera.
+    relay: Mutex<Option<Arc<Relay>>>,
 }
 
 /// Why a session stopped.
 enum Stop {
-    Failed(String),
+    Failed(IngestError),
     /// Connected, but no (key)frame within the stall timeout.
-    Stalled(String),
+    Stalled(IngestError),
     /// The receiver of `out` was dropped: nobody wants frames any more.
     ConsumerGone,
 }
@@ -118,7 +138,7 @@ impl Camera {
         let _ = url.set_username("");
         let _ = url.set_password(None);
         let group = Arc::new(SessionGroup::default().named(id.clone()));
-        Camera { id, url, shown_url, creds, opts, out, group }
+        Camera { id, url, shown_url, creds, opts, out, group, relay: Mutex::new(None) }
     }
 
     /// Returns only when the consumer is gone.
@@ -133,7 +153,7 @@ impl Camera {
                 }
                 Err(Stop::Failed(reason)) => (reason, false),
                 Err(Stop::Stalled(reason)) => (reason, true),
-                Ok(()) => ("server ended the stream".to_owned(), false),
+                Ok(()) => (ended(), false),
             };
             if streaming_since.is_some_and(|t: Instant| t.elapsed() >= HEALTHY_SESSION) {
                 backoff.reset();
@@ -154,16 +174,21 @@ impl Camera {
         self.await_stale_sessions().await;
         let limit = self.opts.connect_timeout;
         debug!(camera = %self.id, url = %self.shown_url, "connecting");
+        let relay = self.relay()?;
+        relay.connect(limit).await.map_err(Stop::Failed)?;
         let options = self.session_options().session_group(self.group.clone());
-        let mut described = step("DESCRIBE", limit, Session::describe(self.url.clone(), options)).await?;
+        let describe = Session::describe(relay.url_for(&self.url), options);
+        let mut described = step(&relay, "DESCRIBE", limit, describe).await?;
         let (stream_i, codec) = pick_video_stream(described.streams())?;
+        if let Some(ParametersRef::Video(params)) = described.streams()[stream_i].parameters() {
+            self.check_picture(params)?;
+        }
         let setup = SetupOptions::default()
             .transport(Transport::Tcp(TcpTransportOptions::default()))
             .frame_format(FrameFormat::SIMPLE);
-        step("SETUP", limit, described.setup(stream_i, setup)).await?;
-        let playing = step("PLAY", limit, described.play(PlayOptions::default())).await?;
-        let mut demuxed =
-            playing.demuxed().map_err(|e| Stop::Failed(format!("cannot depacketize: {}", first_line(&e))))?;
+        step(&relay, "SETUP", limit, described.setup(stream_i, setup)).await?;
+        let playing = step(&relay, "PLAY", limit, described.play(PlayOptions::default())).await?;
+        let mut demuxed = playing.demuxed().map_err(|e| Stop::Failed(IngestError::from_retina("PLAY", &e)))?;
         info!(camera = %self.id, url = %self.shown_url, codec = codec.as_str(), "playing");
 
         let stall = self.opts.stall_timeout;
@@ -172,13 +197,13 @@ impl Camera {
         let mut skipped = 0u32;
         loop {
             let item = match timeout_at(deadline, demuxed.next()).await {
-                Err(_) if info.is_none() => {
-                    return Err(Stop::Stalled(format!("stalled: no keyframe within {stall:?}")));
-                }
-                Err(_) => return Err(Stop::Stalled(format!("stalled: no frame for {stall:?}"))),
-                Ok(None) => return Ok(()),
+                Err(_) if info.is_none() => return Err(Stop::Stalled(IngestError::NoKeyframe(stall))),
+                Err(_) => return Err(Stop::Stalled(IngestError::Stalled(stall))),
+                // The relay may have cut the connection: then that is why it ended.
+                Ok(None) => return relay.take_cut().map_or(Ok(()), |cut| Err(Stop::Failed(cut))),
                 Ok(Some(Err(e))) => {
-                    return Err(Stop::Failed(format!("stream error: {}", first_line(&e))));
+                    let cut = relay.take_cut();
+                    return Err(Stop::Failed(cut.unwrap_or_else(|| IngestError::from_retina("stream", &e))));
                 }
                 Ok(Some(Ok(item))) => item,
             };
@@ -202,6 +227,9 @@ impl Camera {
             let announce = (info.is_none() || frame.has_new_parameters())
                 .then(|| stream_info(codec, params, stream.framerate()))
                 .filter(|new| info.as_ref() != Some(new));
+            if announce.is_some() {
+                self.check_picture(params)?;
+            }
             // retina prepends parameter sets only to the keyframes it recognises itself.
             let param_sets = if keyframe && !retina_keyframe { params.extra_data() } else { &[] };
             let encoded = encoded(frame, keyframe, param_sets);
@@ -215,6 +243,24 @@ impl Camera {
             streaming_since.get_or_insert_with(Instant::now);
             self.send(Ingest::Frame(encoded)).await?;
         }
+    }
+
+    /// The camera's relay, opened on first use.
+    fn relay(&self) -> Result<Arc<Relay>, Stop> {
+        let mut slot = self.relay.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(relay) = slot.as_ref() {
+            return Ok(relay.clone());
+        }
+        let relay = Arc::new(Relay::start(&self.url, self.opts.limits).map_err(Stop::Failed)?);
+        *slot = Some(relay.clone());
+        Ok(relay)
+    }
+
+    /// Refuses a stream whose pictures are over the size cap, before a decoder is
+    /// built for it.
+    fn check_picture(&self, params: &VideoParameters) -> Result<(), Stop> {
+        let (width, height) = params.pixel_dimensions();
+        self.opts.limits.check_picture(width, height).map_err(Stop::Failed)
     }
 
     fn session_options(&self) -> SessionOptions {
@@ -250,16 +296,20 @@ pub struct Description {
     pub streams: Vec<String>,
 }
 
-/// One DESCRIBE with the credentials, user agent and time limit `run` uses, without
-/// setting anything up; on failure the same short reason `run` would report, or the
-/// reason it would give for the streams on offer.
-pub async fn describe(url: Url, limit: Duration) -> Result<Description, String> {
+/// One DESCRIBE with the credentials, user agent, time limit and caps `run` uses,
+/// without setting anything up; on failure the same error `run` would report, or the
+/// one it would give for the streams on offer.
+pub async fn describe(url: Url, limit: Duration) -> Result<Description, IngestError> {
     let (out, _) = mpsc::channel(1);
     let camera = Camera::new("probe".into(), url, IngestOptions { connect_timeout: limit, ..Default::default() }, out);
-    let described = step("DESCRIBE", limit, Session::describe(camera.url.clone(), camera.session_options()))
-        .await
-        .map_err(Stop::reason)?;
-    pick_video_stream(described.streams()).map_err(Stop::reason)?;
+    let relay = camera.relay().map_err(Stop::reason)?;
+    relay.connect(limit).await?;
+    let request = Session::describe(relay.url_for(&camera.url), camera.session_options());
+    let described = step(&relay, "DESCRIBE", limit, request).await.map_err(Stop::reason)?;
+    let (stream_i, _) = pick_video_stream(described.streams()).map_err(Stop::reason)?;
+    if let Some(ParametersRef::Video(params)) = described.streams()[stream_i].parameters() {
+        camera.check_picture(params).map_err(Stop::reason)?;
+    }
     Ok(Description {
         // retina shows the tool only through Debug, quoted.
         tool: described.tool().map(|t| format!("{t:?}").trim_matches('"').to_owned()),
@@ -268,27 +318,31 @@ pub async fn describe(url: Url, limit: Duration) -> Result<Description, String> 
 }
 
 impl Stop {
-    fn reason(self) -> String {
+    fn reason(self) -> IngestError {
         match self {
             Stop::Failed(r) | Stop::Stalled(r) => r,
-            Stop::ConsumerGone => "cancelled".into(),
+            Stop::ConsumerGone => IngestError::Local("cancelled".into()),
         }
     }
 }
 
-/// Runs one RTSP request with a time limit, turning failure into a short reason.
+/// The reason for a session the camera ended without an error.
+fn ended() -> IngestError {
+    IngestError::Rtsp { step: "stream", status: None, detail: "the camera ended the stream".into() }
+}
+
+/// Runs one RTSP request with a time limit. A failure is the relay's cut when it cut
+/// the connection (the cause; retina saw only the end), else what retina reports.
 async fn step<T>(
-    what: &str,
+    relay: &Relay,
+    what: &'static str,
     limit: Duration,
     request: impl Future<Output = Result<T, retina::Error>>,
 ) -> Result<T, Stop> {
     match timeout(limit, request).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) if e.status_code() == Some(401) => {
-            Err(Stop::Failed(format!("{what} failed: 401 Unauthorized; check the user name and password in the URL")))
-        }
-        Ok(Err(e)) => Err(Stop::Failed(format!("{what} failed: {}", first_line(&e)))),
-        Err(_) => Err(Stop::Failed(format!("{what} timed out after {limit:?}"))),
+        Ok(Err(e)) => Err(Stop::Failed(relay.take_cut().unwrap_or_else(|| IngestError::from_retina(what, &e)))),
+        Err(_) => Err(Stop::Failed(relay.take_cut().unwrap_or(IngestError::Timeout { step: what, after: limit }))),
     }
 }
 
@@ -300,14 +354,19 @@ fn pick_video_stream(streams: &[retina::client::Stream]) -> Result<(usize, Codec
     });
     found.ok_or_else(|| {
         let offered: Vec<String> = streams.iter().map(|s| format!("{}/{}", s.media(), s.encoding_name())).collect();
-        Stop::Failed(format!("no H.264 or H.265 video stream (camera offers: {})", offered.join(", ")))
+        let has_video = streams.iter().any(|s| s.media() == "video");
+        Stop::Failed(if has_video { IngestError::Codec { offered } } else { IngestError::NoVideo { offered } })
     })
 }
 
 fn video_parameters(stream: &retina::client::Stream) -> Result<&VideoParameters, Stop> {
     match stream.parameters() {
         Some(ParametersRef::Video(params)) => Ok(params),
-        _ => Err(Stop::Failed("keyframe without video parameters (SPS/PPS)".into())),
+        _ => Err(Stop::Failed(IngestError::Rtsp {
+            step: "stream",
+            status: None,
+            detail: "keyframe without video parameters (SPS/PPS)".into(),
+        })),
     }
 }
 
@@ -319,7 +378,7 @@ fn stream_info(codec: Codec, params: &VideoParameters, sdp_fps: Option<f32>) -> 
         .filter(|&(num, den)| num > 0 && den > 0)
         .map(|(num, den)| f64::from(den) / f64::from(num))
         .or(sdp_fps.map(f64::from))
-        .filter(|fps| fps.is_finite() && *fps > 0.0);
+        .filter(|fps| PLAUSIBLE_FPS.contains(fps));
     StreamInfo { codec, rfc6381_codec: params.rfc6381_codec().to_owned(), width, height, fps }
 }
 
@@ -356,11 +415,6 @@ fn is_h265_irap(annex_b: &[u8]) -> bool {
         rest = &rest[pos + 3..];
     }
     false
-}
-
-/// retina's errors run over several lines of connection context; a reason needs one.
-fn first_line(e: &retina::Error) -> String {
-    e.to_string().lines().next().unwrap_or_default().trim().to_owned()
 }
 
 /// URL user names and passwords arrive percent-encoded (`p%40ss` for `p@ss`).
@@ -400,7 +454,11 @@ mod tests {
     }
 
     fn fast_retry() -> IngestOptions {
-        IngestOptions { stall_timeout: Duration::from_millis(1500), connect_timeout: Duration::from_secs(3) }
+        IngestOptions {
+            stall_timeout: Duration::from_millis(1500),
+            connect_timeout: Duration::from_secs(3),
+            ..IngestOptions::default()
+        }
     }
 
     /// Runs ingest for `url` in the background; cancel the token to stop it.
@@ -423,7 +481,7 @@ mod tests {
         let deadline = Instant::now() + within;
         loop {
             if let Ingest::Disconnected { reason, .. } = next(rx, deadline - Instant::now()).await {
-                return reason;
+                return reason.to_string();
             }
         }
     }
@@ -615,6 +673,61 @@ mod tests {
             Ingest::Frame(f) if f.keyframe
         ));
         stop(token, task).await;
+    }
+
+    /// Failures from real servers arrive as the right variant, not as text to sort.
+    #[tokio::test]
+    async fn errors_from_real_servers_are_typed() {
+        let server = RtspServer::start_with_auth(0, &[("/cam", &clip("vtest.h264"))], "admin", "pw").unwrap();
+        let limit = Duration::from_secs(2);
+        let at =
+            |creds: &str, path: &str| Url::parse(&format!("rtsp://{creds}127.0.0.1:{}{path}", server.port())).unwrap();
+        let e = describe(at("admin:pw@", "/nothing-here"), limit).await.unwrap_err();
+        assert!(matches!(e, IngestError::NotFound { step: "DESCRIBE" }), "{e}");
+        let e = describe(at("admin:wrong@", "/cam"), limit).await.unwrap_err();
+        assert!(matches!(e, IngestError::Auth { step: "DESCRIBE" }), "{e}");
+        assert!(describe(at("admin:pw@", "/cam"), limit).await.is_ok());
+
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let e = describe(Url::parse(&format!("rtsp://127.0.0.1:{closed}/cam")).unwrap(), limit).await.unwrap_err();
+        assert!(matches!(e, IngestError::Connect { .. }) && e.to_string().contains("refused"), "{e}");
+        // The kernel accepts from the backlog; nobody ever answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = Url::parse(&format!("rtsp://127.0.0.1:{}/cam", silent.local_addr().unwrap().port())).unwrap();
+        let e = describe(url, limit).await.unwrap_err();
+        assert_eq!(e, IngestError::Timeout { step: "DESCRIBE", after: limit });
+        let e = describe(Url::parse("rtsp://camera.invalid/cam").unwrap(), limit).await.unwrap_err();
+        assert!(matches!(e, IngestError::Dns { .. }), "{e}");
+    }
+
+    /// Each lie is refused as too large, naming what broke the cap.
+    #[tokio::test]
+    async fn lying_cameras_are_refused_as_too_large() {
+        use crate::device::ingest::error::Oversize;
+        use crate::testkit::hostile_rtsp::{HostileRtsp, Lie};
+        let cases = [
+            (Lie::HugeContentLength, Oversize::Message),
+            (Lie::EndlessHeaders, Oversize::Message),
+            (Lie::Picture { width: 16000, height: 9000 }, Oversize::Picture),
+        ];
+        for (lie, want) in cases {
+            let server = HostileRtsp::start(&[lie]).unwrap();
+            let e = describe(Url::parse(&server.url("/cam")).unwrap(), Duration::from_secs(5)).await.unwrap_err();
+            assert!(matches!(e, IngestError::TooLarge { what, .. } if what == want), "{lie:?}: {e}");
+        }
+        // An access unit that never ends shows only once playing.
+        let server = HostileRtsp::start(&[Lie::EndlessAccessUnit]).unwrap();
+        let (mut rx, token, task) = start(&server.url("/cam"), fast_retry());
+        let reason = disconnected(&mut rx, Duration::from_secs(5)).await;
+        assert!(reason.starts_with("too large: the camera sent a video frame"), "{reason}");
+        stop(token, task).await;
+    }
+
+    #[test]
+    fn implausible_frame_rates_are_not_announced() {
+        assert!(!PLAUSIBLE_FPS.contains(&1e-40) && !PLAUSIBLE_FPS.contains(&f64::NAN));
+        assert!(!PLAUSIBLE_FPS.contains(&f64::INFINITY) && !PLAUSIBLE_FPS.contains(&0.0));
+        assert!(PLAUSIBLE_FPS.contains(&0.5) && PLAUSIBLE_FPS.contains(&30.0));
     }
 
     #[derive(Clone, Default)]

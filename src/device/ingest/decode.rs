@@ -106,6 +106,8 @@ fn count_libav_errors() {
 /// Access units that may wait inside GStreamer before input is dropped. Decoding takes
 /// a few ms per frame, so a full queue means the machine cannot keep up.
 const MAX_QUEUED: u64 = 30;
+/// Bytes that may wait there, whatever the frames' size: a few keyframes of a 4K camera.
+const MAX_QUEUED_BYTES: u64 = 32 << 20;
 
 /// When a buffer entered a stage, on the streaming thread that runs it.
 #[derive(Clone, Default)]
@@ -289,7 +291,7 @@ impl Decoder {
             self.counters.frames_dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        if self.appsrc.current_level_buffers() >= MAX_QUEUED {
+        if self.appsrc.current_level_buffers() >= MAX_QUEUED || self.appsrc.current_level_bytes() >= MAX_QUEUED_BYTES {
             if !self.awaiting_keyframe {
                 warn!(camera = %self.camera_id, "decoder falling behind; skipping to the next keyframe");
             }

@@ -3,7 +3,10 @@
 
 pub mod camera;
 pub mod decode;
+pub mod error;
 pub mod frame;
+pub mod guard;
 pub mod redact;
+pub mod relay;
 pub mod url;
 pub mod yuv;

@@ -3,7 +3,9 @@
 //!
 //! Promises: a scrape reads counters the pipeline keeps anyway (it never waits on a
 //! pipeline stage); names and labels are the ones docs/operations.md lists; the
-//! listener answers one request per connection and drops a client after 5 s.
+//! listener answers one request per connection, drops a client after 5 s, serves at
+//! most [`MAX_CLIENTS`] at once (more wait in the kernel's backlog, costing no file
+//! descriptor), and backs off when accepting fails instead of spinning.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -16,8 +18,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::contract::CameraState;
+use crate::device::ops::control::AcceptBackoff;
 use crate::device::ops::health::INFERENCE_BUCKETS;
 use crate::device::ops::live::Live;
+
+/// Scrapes served at once; Prometheus makes one at a time.
+pub const MAX_CLIENTS: usize = 16;
+/// How long one scrape may take, from accept to the last byte.
+const EXCHANGE_LIMIT: Duration = Duration::from_secs(5);
 
 /// Binds `addr` and serves scrapes until `shutdown`.
 pub async fn serve(
@@ -30,16 +38,23 @@ pub async fn serve(
         .map_err(|e| anyhow::anyhow!("metrics: cannot listen on {addr}: {e} (metrics.port in use?)"))?;
     info!(%addr, "metrics endpoint ready at /metrics");
     Ok(tokio::spawn(async move {
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
+        let mut backoff = AcceptBackoff::default();
         loop {
-            let (mut stream, _) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(s) => s,
-                    Err(_) => continue,
+            let (slot, mut stream) = tokio::select! {
+                r = accept_within(&listener, &slots) => match r {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        backoff.failed("metrics", &e).await;
+                        continue;
+                    }
                 },
                 _ = shutdown.cancelled() => return,
             };
+            backoff.succeeded();
             let live = live.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let exchange = async {
                     let mut buf = vec![0u8; 2048];
                     let mut n = 0;
@@ -66,7 +81,7 @@ pub async fn serve(
                     stream.write_all(response.as_bytes()).await?;
                     stream.shutdown().await
                 };
-                if let Err(e) = tokio::time::timeout(Duration::from_secs(5), exchange).await.unwrap_or(Ok(())) {
+                if let Err(e) = tokio::time::timeout(EXCHANGE_LIMIT, exchange).await.unwrap_or(Ok(())) {
                     debug!("metrics client: {e}");
                 }
             });
@@ -102,6 +117,16 @@ fn outbox_families(out: &mut String, live: &Live) {
             f.sample(name, &[("camera", &c.id)], counts.get(&c.id).copied().unwrap_or(0) as f64);
         }
     }
+}
+
+/// Waits for a free client slot, then accepts.
+async fn accept_within(
+    listener: &TcpListener,
+    slots: &Arc<tokio::sync::Semaphore>,
+) -> std::io::Result<(tokio::sync::OwnedSemaphorePermit, tokio::net::TcpStream)> {
+    let slot = slots.clone().acquire_owned().await.map_err(std::io::Error::other)?;
+    let (stream, _) = listener.accept().await?;
+    Ok((slot, stream))
 }
 
 /// One family: `# HELP`, `# TYPE`, then its samples.

@@ -971,6 +971,7 @@ pub fn disk_free(path: &Path) -> Option<u64> {
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     // SAFETY: statvfs writes only into the struct we pass; the path is NUL-terminated.
     let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above: `c` outlives the call and `s` is ours to fill.
     if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
         return None;
     }

@@ -187,6 +187,14 @@ pub fn draw_box(img: &mut RgbImage, bbox: &BBox, color: Rgb<u8>) {
     fill(x2 - t + 1, y1, x2, y2); // right
 }
 
+/// Times libjpeg-turbo failed and the image crate's encoder stood in, since start.
+static TURBOJPEG_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How often libjpeg-turbo has failed since start (each time the slower encoder ran).
+pub fn turbojpeg_failures() -> u64 {
+    TURBOJPEG_FAILURES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Encodes `img` as JPEG at `quality` (1-100), 4:2:0, with libjpeg-turbo (several
 /// times faster than the image crate's encoder, which stays as the fallback).
 pub fn encode_jpeg(img: &RgbImage, quality: u8) -> Vec<u8> {
@@ -200,9 +208,26 @@ pub fn encode_jpeg(img: &RgbImage, quality: u8) -> Vec<u8> {
         height,
         format: turbojpeg::PixelFormat::RGB,
     };
-    if let Ok(jpeg) = turbojpeg::compress(pixels, i32::from(quality), turbojpeg::Subsamp::Sub2x2) {
-        return jpeg.to_vec();
+    match turbojpeg::compress(pixels, i32::from(quality), turbojpeg::Subsamp::Sub2x2) {
+        Ok(jpeg) => jpeg.to_vec(),
+        Err(e) => fallback_jpeg(img, quality, &e),
     }
+}
+
+/// The image crate's encoder, after libjpeg-turbo failed with `why`. Said out loud:
+/// it is several times slower, which the watchdog and the frame rate would feel. A
+/// warning the first time and every 1000th after, a count always.
+fn fallback_jpeg(img: &RgbImage, quality: u8, why: &dyn std::fmt::Display) -> Vec<u8> {
+    let failures = TURBOJPEG_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    if failures % 1000 == 1 {
+        tracing::warn!(
+            failures,
+            "libjpeg-turbo could not encode a {}x{} picture ({why}); using the slower image encoder",
+            img.width(),
+            img.height()
+        );
+    }
+    let (width, height) = (img.width() as usize, img.height() as usize);
     let mut out = Vec::with_capacity(width * height / 6);
     let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality);
     // Encoding an in-memory RGB buffer into a Vec cannot fail: dimensions come from
@@ -214,6 +239,33 @@ pub fn encode_jpeg(img: &RgbImage, quality: u8) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_turbojpeg_failure_is_said_and_counted() {
+        #[derive(Clone, Default)]
+        struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Logs {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        let before = turbojpeg_failures();
+        let jpeg = tracing::subscriber::with_default(subscriber, || {
+            fallback_jpeg(&RgbImage::new(32, 16), 80, &"simulated failure")
+        });
+        assert!(turbojpeg_failures() > before);
+        assert_eq!(image::load_from_memory(&jpeg).unwrap().width(), 32, "the fallback still makes the JPEG");
+        let logs = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+        // Another test may have failed first; then this one is the 2nd..999th, not logged.
+        assert!(logs.contains("simulated failure") || !before.is_multiple_of(1000), "{logs}");
+    }
 
     #[test]
     fn box_is_drawn_and_clipped() {
