@@ -15,6 +15,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod decode;
+pub mod desk;
 pub mod detect;
 pub mod event;
 pub mod filter;
