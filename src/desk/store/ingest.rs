@@ -264,7 +264,7 @@ fn upsert_event(c: &Connection, e: &EventMessage, now: i64) -> anyhow::Result<()
             e.camera,
             e.kind,
             e.label,
-            e.score as f64,
+            (e.score as f64 * 1000.0).round() / 1000.0,
             zones,
             detail,
             e.started_at,
