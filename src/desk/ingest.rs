@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::config::DeskConfig;
@@ -82,26 +83,46 @@ pub fn start(
     Ok(mqtt)
 }
 
+/// Polls the event loop on a task of its own, so acks and pings flow while messages
+/// are being stored; the broker's in-flight window bounds what waits in the channel.
+fn forward(mut eventloop: EventLoop, stop: CancellationToken) -> mpsc::UnboundedReceiver<Result<Event, String>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                _ = stop.cancelled() => break,
+                e = eventloop.poll() => e,
+            };
+            let failed = event.is_err();
+            if tx.send(event.map_err(|e| e.to_string())).is_err() {
+                break;
+            }
+            if failed {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
+    });
+    rx
+}
+
 async fn ingest(
     cfg: Arc<DeskConfig>,
     client: AsyncClient,
-    mut eventloop: EventLoop,
+    eventloop: EventLoop,
     store: Arc<Store>,
     live: Live,
     stop: CancellationToken,
 ) {
+    let mut events = forward(eventloop, stop.clone());
     let mut failing = false;
-    loop {
-        let event = tokio::select! {
-            _ = stop.cancelled() => break,
-            e = eventloop.poll() => e,
-        };
+    while let Some(event) = events.recv().await {
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 tracing::info!("connected to the broker (session kept: {})", ack.session_present);
                 failing = false;
                 for f in filters(&cfg.mqtt.topic_root) {
-                    if let Err(e) = client.try_subscribe(f, QoS::AtLeastOnce) {
+                    if let Err(e) = client.subscribe(f, QoS::AtLeastOnce).await {
                         tracing::warn!("subscribing: {e}");
                     }
                 }
@@ -126,7 +147,8 @@ async fn ingest(
                         continue;
                     }
                 }
-                if let Err(e) = client.try_ack(&p) {
+                // Waits for room in the client's queue; the forwarding task keeps it moving.
+                if let Err(e) = client.ack(&p).await {
                     tracing::warn!("acknowledging {}: {e}", p.topic);
                 }
             }
@@ -136,12 +158,10 @@ async fn ingest(
                     tracing::warn!("broker {}:{}: {e}; retrying", cfg.mqtt.host, cfg.mqtt.port);
                 }
                 failing = true;
-                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }
     let _ = client.disconnect().await;
-    let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;
 }
 
 /// Stores one message; Err only when it could not be stored (it is then not acked).

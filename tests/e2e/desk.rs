@@ -316,3 +316,143 @@ fn operator_claims_and_resolves_viewer_cannot_and_unclaimed_alerts_escalate() {
     assert_eq!(who.get("claim").map(String::as_str), Some("op"));
     assert_eq!(who.get("resolve").map(String::as_str), Some("op"));
 }
+
+/// The console in headless Chromium: 22 tiles fit a 1920x1080 wall; a site whose
+/// process is SIGKILLed shows offline within keep-alive x 1.5 + 2 s and online again
+/// when it returns; events show in the feed within 2 s of their PUBACK, pictures load,
+/// an update changes its row in place, an end shows the duration; an operator claims
+/// and resolves in the browser; injected HTML is text in the DOM; screenshots go to docs/.
+#[test]
+fn browser_wall_feed_claim_and_screenshots() {
+    let mq = broker();
+    let mut extra = String::new();
+    for n in 1..=22 {
+        let name = match n {
+            7 => "第七网格 · 东门".to_owned(),
+            13 => format!("十三网格 {HTML}"),
+            _ => format!("第{n}网格 · 社区"),
+        };
+        extra += &format!("[[sites]]\nid = \"sim-{n:02}\"\nname = \"{name}\"\ngroup = \"东片\"\n");
+    }
+    let desk = desk_with_users("desk-browser", mq.port(), &extra);
+    let base = format!("http://127.0.0.1:{}", desk.port);
+    let _many = Sim::start(mq.port(), &["--sites", "21", "--rate", "0.05"]);
+    let mut lone = Sim::start(mq.port(), &["--sites", "1", "--first", "22", "--rate", "0.05", "--keep-alive-s", "5"]);
+    let b = Browser::start(&scratch("desk-browser-chromium"));
+
+    // Not logged in: the login page, in Chinese.
+    b.goto(&format!("{base}/"));
+    assert!(b.js("return location.pathname").as_str() == Some("/login"));
+    assert_eq!(b.js("return document.documentElement.lang"), "zh-CN");
+    b.type_into("input[name=user]", "op");
+    b.type_into("input[name=password]", PASSWORD);
+    b.click("form.login button");
+    let tiles = wait_for(Duration::from_secs(15), || {
+        let n = b.js("return document.querySelectorAll('section.tile.status-online').length").as_u64()?;
+        (n == 22).then_some(n)
+    });
+    assert_eq!(tiles, Some(22), "22 online tiles");
+    let fits = b.js("return [document.documentElement.scrollHeight, window.innerHeight, document.documentElement.scrollWidth, window.innerWidth]");
+    let f: Vec<u64> = fits.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert!(f[0] <= f[1] && f[2] <= f[3], "the wall scrolls at 1920x1080: {f:?}");
+    let name13 = b.js("return document.querySelector('#site-sim-13 .name').textContent");
+    assert_eq!(name13.as_str().unwrap(), format!("十三网格 {HTML}"));
+    assert_eq!(b.js("return document.querySelectorAll('#site-sim-13 .name img').length"), 0);
+
+    // SIGKILL: the will fires; offline shows within 5 x 1.5 + 2 s.
+    lone.signal(libc::SIGKILL);
+    let killed = Instant::now();
+    let offline = wait_for(Duration::from_secs(20), || {
+        b.js("return document.querySelector('#site-sim-22.status-offline') !== null").as_bool().filter(|x| *x)
+    });
+    let took = killed.elapsed();
+    assert!(offline.is_some(), "the killed site shows offline");
+    assert!(took <= Duration::from_millis(9500), "offline after {took:?}");
+    assert_eq!(b.js("return document.querySelector('section.tile').id"), "site-sim-22", "sites in trouble first");
+    std::thread::sleep(Duration::from_secs(1));
+    std::fs::create_dir_all(docs()).unwrap();
+    b.screenshot(&docs().join("desk-wall.png"));
+    let _back = Sim::start(mq.port(), &["--sites", "1", "--first", "22", "--rate", "0.05"]);
+    let online = wait_for(Duration::from_secs(10), || {
+        b.js("return document.querySelector('#site-sim-22.status-online') !== null").as_bool().filter(|x| *x)
+    });
+    assert!(online.is_some(), "back online");
+    eprintln!("desk wall: offline shown {:.1} s after SIGKILL (bound 9.5 s)", took.as_secs_f64());
+
+    // The feed, live.
+    b.goto(&format!("{base}/feed?site=grid-x"));
+    let p = Publisher::connect(mq.port(), "browser-device");
+    let id = ulid();
+    let acked = p.event("grid-x", 1, &id, "new", "intrusion", HTML, &["<b>yard</b>"], Some(json!({"note": HTML})));
+    let row = format!("#ev-grid-x-{id}");
+    let shown = wait_for(Duration::from_secs(5), || {
+        b.js(&format!("return document.querySelector('{row}') !== null")).as_bool().filter(|x| *x)
+    });
+    let delay = acked.elapsed();
+    assert!(shown.is_some(), "the event row appeared");
+    assert!(delay <= Duration::from_secs(2), "feed row {delay:?} after PUBACK");
+    eprintln!("desk feed: row shown {:.0} ms after the PUBACK (checked every 100 ms)", delay.as_secs_f64() * 1000.0);
+    let loaded = wait_for(Duration::from_secs(5), || {
+        b.js(&format!("const i = document.querySelector('{row} img'); return i && i.complete && i.naturalWidth > 0"))
+            .as_bool()
+            .filter(|x| *x)
+    });
+    assert!(loaded.is_some(), "the thumbnail loaded");
+    assert_eq!(b.js(&format!("return document.querySelector('{row} td.label').textContent")), HTML);
+    assert_eq!(b.js(&format!("return document.querySelectorAll('{row} td.label *, {row} td.zones *').length")), 0);
+    p.event("grid-x", 2, &id, "update", "intrusion", HTML, &["<b>yard</b>"], None);
+    let updated = wait_for(Duration::from_secs(5), || {
+        b.js(&format!("const r = document.querySelector('{row}'); return r && r.dataset.type === 'update'"))
+            .as_bool()
+            .filter(|x| *x)
+    });
+    assert!(updated.is_some(), "the update changed the row");
+    assert_eq!(b.js("return document.querySelectorAll('#feed-rows tr').length"), 1, "in place: still one row");
+    p.event("grid-x", 3, &id, "end", "intrusion", HTML, &["<b>yard</b>"], None);
+    let duration = wait_for(Duration::from_secs(5), || {
+        let d = b.js(&format!("const r = document.querySelector('{row} td.duration'); return r ? r.textContent : ''"));
+        d.as_str().filter(|d| *d == "1m05s").map(str::to_owned)
+    });
+    assert!(duration.is_some(), "the end shows the duration");
+
+    // Claim and resolve in the browser.
+    b.goto(&format!("{base}/incidents"));
+    b.click(&format!("{row} button.claim"));
+    let claimed = wait_for(Duration::from_secs(5), || {
+        b.js(&format!("const r = document.querySelector('{row} .inc-claimed'); return r !== null"))
+            .as_bool()
+            .filter(|x| *x)
+    });
+    assert!(claimed.is_some(), "claimed in the browser");
+    b.type_into(&format!("{row} input[name=note]"), "已到场处置");
+    b.click(&format!("{row} button.resolve"));
+    let op = Session::login(desk.port, "boss", PASSWORD);
+    let inc = wait_for(Duration::from_secs(5), || {
+        let v = op.get(&format!("/api/events/grid-x/{id}")).json();
+        let i = v["event"]["incident"].clone();
+        (i["state"] == "resolved").then_some(i)
+    })
+    .expect("resolved in the browser");
+    assert_eq!(
+        (inc["claimed_by"].as_str(), inc["resolved_by"].as_str(), inc["note"].as_str()),
+        (Some("op"), Some("op"), Some("已到场处置"))
+    );
+    b.goto(&format!("{base}/audit"));
+    let audit = b.js("return document.querySelector('table.audit').textContent").as_str().unwrap().to_owned();
+    assert!(audit.contains("claim") && audit.contains("resolve") && audit.contains("op"), "{audit}");
+
+    // The event page, with its picture, detail and history.
+    b.goto(&format!("{base}/events/grid-x/{id}"));
+    assert_eq!(b.js("return document.querySelectorAll('table.detail img, table.detail script').length"), 0);
+    let shot = wait_for(Duration::from_secs(5), || {
+        b.js("const i = document.querySelector('.pictures img'); return i && i.complete && i.naturalWidth > 0")
+            .as_bool()
+            .filter(|x| *x)
+    });
+    assert!(shot.is_some(), "the snapshot loaded");
+    b.screenshot(&docs().join("desk-event.png"));
+}
+
+fn docs() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs")
+}
