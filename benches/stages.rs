@@ -6,15 +6,15 @@
 use std::path::Path;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use gridwatch::config::MotionConfig;
-use gridwatch::detect::yolox::{self, INPUT_SIZE, Letterbox, Scratch};
-use gridwatch::motion::{Grey, MotionDetector};
-use gridwatch::yuv::Yuv420;
+use gridwatch::device::analysis::detect::yolox::{self, INPUT_SIZE, Letterbox, Scratch};
+use gridwatch::device::analysis::motion::{Grey, MotionDetector};
+use gridwatch::device::config::MotionConfig;
+use gridwatch::device::ingest::yuv::Yuv420;
 use image::RgbImage;
 
 fn frame(name: &str) -> RgbImage {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/reference/frames").join(name);
-    gridwatch::picture::read_rgb(&path).expect("reference frame")
+    gridwatch::device::analysis::detect::picture::read_rgb(&path).expect("reference frame")
 }
 
 /// A raw YOLOX-Nano output for a 416 input: background everywhere, and a few dozen
@@ -73,7 +73,7 @@ fn stages(c: &mut Criterion) {
         })
     });
 
-    c.bench_function("jpeg 768x576 q80", |b| b.iter(|| gridwatch::snapshot::encode_jpeg(&img, 80)));
+    c.bench_function("jpeg 768x576 q80", |b| b.iter(|| gridwatch::device::publish::snapshot::encode_jpeg(&img, 80)));
 }
 
 criterion_group!(benches, stages);

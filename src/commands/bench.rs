@@ -1,4 +1,4 @@
-//! `gridwatch bench`: runs `crate::bench` and prints what it found, as a table for a
+//! `gridwatch bench`: runs `crate::testkit::bench` and prints what it found, as a table for a
 //! person or as JSON (`--json`) for docs/performance.md and scripts.
 
 use std::path::PathBuf;
@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::bench::{BenchOptions, BenchReport};
+use crate::testkit::bench::{BenchOptions, BenchReport};
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -53,7 +53,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         motion: args.motion,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
-    let report = runtime.block_on(crate::bench::run(opts, |line| eprintln!("bench: {line}")))?;
+    let report = runtime.block_on(crate::testkit::bench::run(opts, |line| eprintln!("bench: {line}")))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

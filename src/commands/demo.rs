@@ -9,10 +9,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
-use crate::config::{Config, ConfigError};
-use crate::event::EventMessage;
-use crate::mosquitto::Mosquitto;
-use crate::rtsp_server::RtspServer;
+use crate::contract::EventMessage;
+use crate::device::config::{Config, ConfigError};
+use crate::testkit::mosquitto::Mosquitto;
+use crate::testkit::rtsp_server::RtspServer;
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -79,7 +79,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             });
         }
         let desk = tokio::spawn(watch_as_desk(broker.port(), out.clone()));
-        let result = crate::daemon::run(cfg, stop).await;
+        let result = crate::device::daemon::run(cfg, stop).await;
         // Let the last messages (ends, "stopped") reach the desk before leaving.
         tokio::time::sleep(Duration::from_millis(500)).await;
         desk.abort();
@@ -141,7 +141,7 @@ async fn watch_as_desk(port: u16, out: PathBuf) -> anyhow::Result<()> {
 fn desk_line(ev: &EventMessage, out: &Path) -> String {
     let time = ev.at.get(11..23).unwrap_or(&ev.at);
     let snap = match (&ev.snapshot, ev.event_type) {
-        (Some(s), crate::event::EventType::New | crate::event::EventType::Update) => {
+        (Some(s), crate::contract::EventType::New | crate::contract::EventType::Update) => {
             let name = s.topic.rsplit('/').next().unwrap_or_default();
             format!("  {}", out.join(format!("{name}.jpg")).display())
         }

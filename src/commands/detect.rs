@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::detect::{DetectError, Detection, Detector, Labels, ModelSource};
-use crate::snapshot::{BOX_COLOR, draw_box, encode_jpeg};
+use crate::device::analysis::detect::{DetectError, Detection, Detector, Labels, ModelSource};
+use crate::device::publish::snapshot::{BOX_COLOR, draw_box, encode_jpeg};
 
 const EXIT_PICTURE_FAILED: u8 = 1;
 const EXIT_CANNOT_START: u8 = 2;
@@ -92,7 +92,7 @@ fn load(args: &DetectArgs) -> Result<(Labels, Detector), DetectError> {
 }
 
 fn detect_one(path: &Path, args: &DetectArgs, labels: &Labels, detector: &mut Detector) -> anyhow::Result<()> {
-    let img = crate::picture::read_rgb(path)?;
+    let img = crate::device::analysis::detect::picture::read_rgb(path)?;
     let dets = detector
         .detect(&img, args.min_score, args.nms_iou)
         .with_context(|| format!("{}: detection failed", path.display()))?;
@@ -183,7 +183,7 @@ fn text_report(path: &Path, img: &image::RgbImage, dets: &[Detection], labels: &
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::BBox;
+    use crate::device::analysis::detect::BBox;
 
     fn dets() -> Vec<Detection> {
         vec![

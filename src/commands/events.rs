@@ -10,9 +10,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::output::{exit, table};
-use crate::config::Config;
-use crate::event::EventMessage;
-use crate::outbox::Outbox;
+use crate::contract::EventMessage;
+use crate::device::config::Config;
+use crate::device::publish::outbox::Outbox;
 
 #[derive(Debug, clap::Args)]
 pub struct EventsArgs {

@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::output::{Progress, or_dash, table};
-use crate::camera::{self, Ingest, IngestOptions};
-use crate::decode::{DecodeOptions, Decoder};
-use crate::frame::{Frame, StreamInfo};
+use crate::device::ingest::camera::{self, Ingest, IngestOptions};
+use crate::device::ingest::decode::{DecodeOptions, Decoder};
+use crate::device::ingest::frame::{Frame, StreamInfo};
 
 #[derive(Debug, clap::Args)]
 pub struct ProbeArgs {
@@ -224,7 +224,7 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         Err(f) => f,
     };
     let (message, hint) = failure.message(&target, args.timeout);
-    let reason = crate::redact::userinfo(&reason);
+    let reason = crate::device::ingest::redact::userinfo(&reason);
     if args.json {
         let r =
             FailureReport { ok: false, url: &shown, error: failure, exit_code: failure.code(), message, reason, hint };
@@ -238,7 +238,10 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
 /// The URL with the credentials from the flags, the environment or the URL itself.
 fn build_url(args: &ProbeArgs) -> anyhow::Result<Url> {
     let mut url = Url::parse(&args.url).map_err(|e| {
-        anyhow::anyhow!("{}: not a URL ({e}); expected rtsp://host[:port]/path", crate::redact::userinfo(&args.url))
+        anyhow::anyhow!(
+            "{}: not a URL ({e}); expected rtsp://host[:port]/path",
+            crate::device::ingest::redact::userinfo(&args.url)
+        )
     })?;
     if url.scheme() != "rtsp" {
         anyhow::bail!("scheme \"{}\" is not supported; use rtsp://", url.scheme());
@@ -368,7 +371,7 @@ async fn stream(
 
     let (lost, fps_measured) = loss_and_rate(&pts, info.fps);
     let snapshot = args.output.clone();
-    let jpeg = snapshot.is_some().then(|| crate::snapshot::encode_jpeg(&first.picture.to_rgb(), 90));
+    let jpeg = snapshot.is_some().then(|| crate::device::publish::snapshot::encode_jpeg(&first.picture.to_rgb(), 90));
     let frames = pts.len() as u64;
     Ok(Report {
         ok: true,

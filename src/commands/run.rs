@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::config::Config;
-use crate::detect::Detector;
+use crate::device::analysis::detect::Detector;
+use crate::device::config::Config;
 
 #[derive(Debug, clap::Args)]
 pub struct ConfigArgs {
@@ -44,7 +44,7 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         let stop = super::stop_on_signals();
-        crate::daemon::run(cfg, stop).await
+        crate::device::daemon::run(cfg, stop).await
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -77,7 +77,7 @@ pub fn check(check: CheckArgs) -> anyhow::Result<ExitCode> {
                 println!(
                     "  camera   {}  {}  {} fps, track {}{state}",
                     c.id,
-                    crate::redact::userinfo(&c.url),
+                    c.url.get(),
                     c.detect_fps,
                     c.track.join(",")
                 );
@@ -106,13 +106,13 @@ pub fn effective(cfg: &Config, json: bool) -> anyhow::Result<String> {
             Some(_) => String::new(),
             None => format!(
                 "# control.socket unset: $RUNTIME_DIRECTORY/control.sock under systemd (/run/gridwatch/control.sock), else {}\n",
-                cfg.storage.dir.join(crate::config::CONTROL_SOCKET_NAME).display()
+                cfg.storage.dir.join(crate::device::config::CONTROL_SOCKET_NAME).display()
             ),
         };
         let version = env!("CARGO_PKG_VERSION");
         format!("# effective configuration (gridwatch {version})\n{socket}{}", toml::to_string_pretty(cfg)?)
     };
-    Ok(crate::redact::userinfo(&text))
+    Ok(crate::device::ingest::redact::userinfo(&text))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 
-use crate::rtsp_server::RtspServer;
+use crate::testkit::rtsp_server::RtspServer;
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {

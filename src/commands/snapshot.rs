@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::status::{SocketArgs, client_error};
-use crate::control::{self, Request, SnapshotHeader};
+use crate::device::ops::control::{self, Request, SnapshotHeader};
 
 #[derive(Debug, clap::Args)]
 pub struct SnapshotArgs {

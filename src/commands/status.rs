@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::output::{age, exit, or_dash, table};
-use crate::config::{CONTROL_SOCKET_NAME, Config};
-use crate::control::{self, ClientError, Request};
-use crate::live::Status;
+use crate::device::config::{CONTROL_SOCKET_NAME, Config};
+use crate::device::ops::control::{self, ClientError, Request};
+use crate::device::ops::live::Status;
 
 /// Where to find the daemon.
 #[derive(Debug, Clone, clap::Args)]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::config::TlsConfig;
+use crate::device::config::MqttConfig;
 
 /// Rule kinds that make an incident unless `[alerts] kinds` says otherwise.
 pub const RULE_KINDS: [&str; 7] =
@@ -19,6 +19,7 @@ pub const RULE_KINDS: [&str; 7] =
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeskConfig {
+    /// The same keys as the device's `[mqtt]`; `client_id` defaults to `gridwatch-desk`.
     pub mqtt: MqttConfig,
     #[serde(default)]
     pub web: WebConfig,
@@ -29,24 +30,6 @@ pub struct DeskConfig {
     pub sites: Vec<SiteConfig>,
     #[serde(default)]
     pub alerts: AlertsConfig,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqttConfig {
-    pub host: String,
-    #[serde(default = "default_port")]
-    pub port: u16,
-    pub tls: Option<TlsConfig>,
-    pub username: Option<String>,
-    pub password_file: Option<PathBuf>,
-    #[serde(default = "default_root")]
-    pub topic_root: String,
-    /// Stable, so the broker keeps the desk's session and queues what it misses.
-    #[serde(default = "default_client_id")]
-    pub client_id: String,
-    #[serde(default = "default_keep_alive")]
-    pub keep_alive_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -106,18 +89,6 @@ impl Default for AlertsConfig {
     }
 }
 
-fn default_port() -> u16 {
-    1883
-}
-fn default_root() -> String {
-    "gridwatch".into()
-}
-fn default_client_id() -> String {
-    "gridwatch-desk".into()
-}
-fn default_keep_alive() -> u64 {
-    30
-}
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
@@ -157,36 +128,17 @@ impl DeskConfig {
             }
         };
         fix(&mut self.storage.dir);
-        self.mqtt.password_file.as_mut().map(fix);
+        self.mqtt.resolve_paths(&fix);
         self.web.tls_cert.as_mut().map(fix);
         self.web.tls_key.as_mut().map(fix);
-        if let Some(tls) = &mut self.mqtt.tls {
-            tls.ca_file.as_mut().map(fix);
-            tls.cert_file.as_mut().map(fix);
-            tls.key_file.as_mut().map(fix);
-        }
     }
 
-    fn problems(&self) -> Vec<(String, String)> {
+    /// Every problem at once (the `[mqtt]` ones checked as the device checks them;
+    /// this also builds the TLS client).
+    fn problems(&mut self) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = Vec::new();
+        self.mqtt.problems(&mut |k, r| out.push((k, r)));
         let mut bad = |k: &str, r: String| out.push((k.to_owned(), r));
-        if self.mqtt.host.trim().is_empty() {
-            bad("mqtt.host", "is empty; give the broker's host name or IP address".into());
-        }
-        if let Err(r) = crate::desk::contract::check_id(&self.mqtt.topic_root) {
-            bad("mqtt.topic_root", r);
-        }
-        if self.mqtt.client_id.is_empty() || self.mqtt.client_id.len() > 64 {
-            bad("mqtt.client_id", "give 1-64 characters, the same at every start".into());
-        }
-        if let Some(p) = &self.mqtt.password_file
-            && !p.is_file()
-        {
-            bad("mqtt.password_file", format!("{} does not exist or is not a file", p.display()));
-        }
-        if self.mqtt.password_file.is_some() && self.mqtt.username.is_none() {
-            bad("mqtt.password_file", "is set but mqtt.username is not; set both or neither".into());
-        }
         if self.web.tls_cert.is_some() != self.web.tls_key.is_some() {
             bad("web.tls_cert", "tls_cert and tls_key go together: set both or neither".into());
         }
@@ -205,7 +157,7 @@ impl DeskConfig {
         }
         let mut ids = HashSet::new();
         for (i, s) in self.sites.iter().enumerate() {
-            if let Err(r) = crate::desk::contract::check_id(&s.id) {
+            if let Err(r) = crate::contract::check_id(&s.id) {
                 bad(&format!("sites[{i}].id"), r);
             }
             if !ids.insert(&s.id) {
@@ -221,18 +173,9 @@ impl DeskConfig {
         out
     }
 
-    /// The MQTT password from `password_file` or systemd's credential `mqtt-password`.
-    pub fn mqtt_password(&self) -> anyhow::Result<Option<String>> {
-        let path = match &self.mqtt.password_file {
-            Some(p) => p.clone(),
-            None => match std::env::var_os("CREDENTIALS_DIRECTORY") {
-                Some(d) if Path::new(&d).join("mqtt-password").is_file() => Path::new(&d).join("mqtt-password"),
-                _ => return Ok(None),
-            },
-        };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| anyhow::anyhow!("mqtt.password_file: cannot read {}: {e}", path.display()))?;
-        Ok(Some(text.lines().next().unwrap_or("").to_owned()))
+    /// The desk's stable MQTT client id (`mqtt.client_id`, default `gridwatch-desk`).
+    pub fn client_id(&self) -> String {
+        self.mqtt.client_id("desk")
     }
 
     pub fn is_alert(&self, kind: &str) -> bool {

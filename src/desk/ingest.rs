@@ -15,9 +15,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::config::DeskConfig;
-use super::contract::{EventMessage, HealthReport, check_id};
 use super::live::{Change, Live};
 use super::store::{Ingested, Store};
+use crate::contract::{EventMessage, HealthReport, Info, check_id};
 
 /// Pictures and clips are large; anything bigger than this is refused by the client.
 const MAX_PACKET: usize = 64 << 20;
@@ -65,16 +65,15 @@ pub fn start(
     stop: CancellationToken,
 ) -> anyhow::Result<Arc<Mqtt>> {
     let m = &cfg.mqtt;
-    let mut opts = MqttOptions::new(&m.client_id, &m.host, m.port);
+    let mut opts = MqttOptions::new(cfg.client_id(), &m.host, m.port);
     opts.set_keep_alive(Duration::from_secs(m.keep_alive_s.max(5)))
         .set_clean_session(false)
         .set_manual_acks(true)
         .set_max_packet_size(MAX_PACKET, 1 << 20);
     if let Some(user) = &m.username {
-        opts.set_credentials(user, cfg.mqtt_password()?.unwrap_or_default());
+        opts.set_credentials(user, m.password().map_err(anyhow::Error::msg)?.unwrap_or_default());
     }
-    if let Some(tls) = &m.tls {
-        let config = crate::tls::client_config(tls).map_err(|(key, why)| anyhow::anyhow!("{key}: {why}"))?;
+    if let Some(config) = m.tls.as_ref().and_then(|t| t.client()) {
         opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(config)));
     }
     let (client, eventloop) = AsyncClient::new(opts, 256);
@@ -207,13 +206,12 @@ fn dispatch(
             store.put_status(site, s)
         }
         ["info"] => {
-            let v: serde_json::Value = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
-            let cameras = v["cameras"]
-                .as_array()
+            let info: Info = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+            let cameras = info
+                .cameras
                 .into_iter()
-                .flatten()
-                .filter_map(|c| Some((c["id"].as_str()?.to_owned(), c["name"].as_str().unwrap_or_default().to_owned())))
-                .filter(|(id, _)| check_id(id).is_ok())
+                .filter(|c| check_id(&c.id).is_ok())
+                .map(|c| (c.id, c.name))
                 .collect::<Vec<_>>();
             store.put_info(site, text()?, &cameras)
         }

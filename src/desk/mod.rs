@@ -14,13 +14,6 @@ mod store;
 mod users;
 mod web;
 
-// The contract's payload types (until `crate::contract` lands, the device's own).
-mod contract {
-    pub use crate::config::check_id;
-    pub use crate::event::{EventMessage, EventType, SnapshotRef, hex, timestamp};
-    pub use crate::health::{CameraState, HealthReport};
-}
-
 use std::path::Path;
 use std::sync::Arc;
 

@@ -20,7 +20,10 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::contract::{CameraState, EventMessage, EventType, HealthReport, SnapshotRef, hex, timestamp};
+use crate::contract::{
+    CameraState, EVENT_SCHEMA, EventMessage, EventType, HealthReport, INFO_SCHEMA, Info, InfoCamera, InfoModel,
+    SnapshotRef, Topics, hex, timestamp,
+};
 
 const PHOTOS: [&[u8]; 3] = [
     include_bytes!("../../tests/fixtures/photos/darknet_person.jpg"),
@@ -104,7 +107,7 @@ struct Open {
 
 struct Site {
     id: String,
-    root: String,
+    topics: Topics,
     host: String,
     port: u16,
     keep_alive: Duration,
@@ -169,8 +172,8 @@ impl Site {
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0);
         Site {
+            topics: Topics { root: args.topic_root.clone(), site: id.clone() },
             id,
-            root: args.topic_root.clone(),
             host: host.to_owned(),
             port,
             keep_alive: Duration::from_secs(args.keep_alive_s.max(2)),
@@ -190,13 +193,9 @@ impl Site {
         opts.set_keep_alive(self.keep_alive)
             .set_clean_session(false)
             .set_max_packet_size(16 << 20, 16 << 20)
-            .set_last_will(LastWill::new(self.topic("status"), "offline", QoS::AtLeastOnce, true));
+            .set_last_will(LastWill::new(self.topics.status(), "offline", QoS::AtLeastOnce, true));
         let (client, events) = AsyncClient::new(opts, 16);
         Link { client, events, reconnected: true }
-    }
-
-    fn topic(&self, rest: &str) -> String {
-        format!("{}/{}/{rest}", self.root, self.id)
     }
 
     async fn run(mut self, stop: CancellationToken) -> anyhow::Result<()> {
@@ -240,16 +239,20 @@ impl Site {
     }
 
     async fn announce(&mut self, link: &mut Link) {
-        link.send(self.topic("status"), b"online".to_vec(), true).await;
-        let info = serde_json::json!({
-            "schema": "gridwatch.info/1",
-            "version": env!("CARGO_PKG_VERSION"),
-            "site": self.id,
-            "started_at": timestamp(self.started),
-            "cameras": self.cameras.iter().map(|(id, name, _)| serde_json::json!({"id": id, "name": name})).collect::<Vec<_>>(),
-            "model": {"name": "simulated", "sha256": hex(&Sha256::digest(b"simulated"))},
-        });
-        link.send(self.topic("info"), info.to_string().into_bytes(), true).await;
+        link.send(self.topics.status(), b"online".to_vec(), true).await;
+        let info = Info {
+            schema: INFO_SCHEMA.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            site: self.id.clone(),
+            started_at: timestamp(self.started),
+            cameras: self
+                .cameras
+                .iter()
+                .map(|(id, name, _)| InfoCamera { id: id.clone(), name: name.clone() })
+                .collect(),
+            model: InfoModel { name: "simulated".into(), sha256: hex(&Sha256::digest(b"simulated")) },
+        };
+        link.send(self.topics.info(), serde_json::to_vec(&info).unwrap_or_default(), true).await;
         self.health(link).await;
     }
 
@@ -275,12 +278,13 @@ impl Site {
                 stalls_1h: 0,
                 last_error: None,
                 decode_errors: 0,
+                detect_errors: 0,
                 packets_lost: 0,
                 snapshots_evicted: 0,
                 events_evicted: 0,
             };
             let body = serde_json::to_vec(&h).unwrap_or_default();
-            link.send(self.topic(&format!("{cam}/health")), body, true).await;
+            link.send(self.topics.health(&cam), body, true).await;
         }
     }
 
@@ -332,7 +336,7 @@ impl Site {
         } else {
             o.pictures += 1;
             let jpeg = PHOTOS[rand::rng().random_range(0..PHOTOS.len())];
-            let topic = self.topic(&format!("snapshots/{}-{}", o.id, o.pictures));
+            let topic = self.topics.snapshot(&o.id, o.pictures);
             link.send(topic.clone(), jpeg.to_vec(), false).await;
             Some(SnapshotRef { topic, sha256: hex(&Sha256::digest(jpeg)), bytes: jpeg.len(), width: 768, height: 576 })
         };
@@ -340,7 +344,7 @@ impl Site {
         let now = SystemTime::now();
         let rule = o.kind != "object";
         let msg = EventMessage {
-            schema: "gridwatch.event/1".into(),
+            schema: EVENT_SCHEMA.into(),
             seq: self.seq,
             event_id: o.id.clone(),
             event_type: kind,
@@ -357,7 +361,7 @@ impl Site {
             snapshot,
             detail: rule.then(|| serde_json::json!({"count": 3, "dwell_s": 42})),
         };
-        link.send(self.topic("events"), serde_json::to_vec(&msg).unwrap_or_default(), false).await;
+        link.send(self.topics.events(), serde_json::to_vec(&msg).unwrap_or_default(), false).await;
         self.record(&msg);
     }
 
@@ -395,7 +399,7 @@ impl Site {
         for mut o in std::mem::take(&mut self.open) {
             self.publish_event(link, &mut o, EventType::End).await;
         }
-        link.send(self.topic("status"), b"stopped".to_vec(), true).await;
+        link.send(self.topics.status(), b"stopped".to_vec(), true).await;
         let _ = link.client.disconnect().await;
         let _ = tokio::time::timeout(Duration::from_secs(1), link.events.poll()).await;
     }

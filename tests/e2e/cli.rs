@@ -8,9 +8,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use gridwatch::event::EventMessage;
-use gridwatch::mosquitto::{Mosquitto, free_port};
-use gridwatch::rtsp_server::RtspServer;
+use gridwatch::contract::EventMessage;
+use gridwatch::testkit::mosquitto::{Mosquitto, free_port};
+use gridwatch::testkit::rtsp_server::RtspServer;
 
 use super::support::*;
 

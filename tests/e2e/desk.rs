@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use gridwatch::mosquitto::{BrokerOptions, Mosquitto, free_port};
+use gridwatch::testkit::mosquitto::{BrokerOptions, Mosquitto, free_port};
 use serde_json::json;
 
 use crate::desk_support::*;

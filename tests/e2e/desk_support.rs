@@ -350,7 +350,7 @@ impl Browser {
         for bin in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
             assert!(Path::new(bin).exists(), "{bin} is missing: run ./scripts/setup.sh (chromium chromium-driver)");
         }
-        let port = gridwatch::mosquitto::free_port().unwrap();
+        let port = gridwatch::testkit::mosquitto::free_port().unwrap();
         let driver = Command::new("/usr/bin/chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use gridwatch::event::{EventMessage, EventType};
-use gridwatch::mosquitto::{BrokerOptions, Mosquitto, TlsListener, free_port};
-use gridwatch::outbox::Outbox;
-use gridwatch::rtsp_server::RtspServer;
+use gridwatch::contract::{EventMessage, EventType};
+use gridwatch::device::publish::outbox::Outbox;
+use gridwatch::testkit::mosquitto::{BrokerOptions, Mosquitto, TlsListener, free_port};
+use gridwatch::testkit::rtsp_server::RtspServer;
 
 use super::support::*;
 

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use gridwatch::mosquitto::Mosquitto;
-use gridwatch::rtsp_server::RtspServer;
+use gridwatch::testkit::mosquitto::Mosquitto;
+use gridwatch::testkit::rtsp_server::RtspServer;
 
 use super::support::*;
 

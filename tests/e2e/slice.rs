@@ -4,9 +4,9 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use gridwatch::event::{EventMessage, EventType};
-use gridwatch::mosquitto::Mosquitto;
-use gridwatch::rtsp_server::RtspServer;
+use gridwatch::contract::{EventMessage, EventType};
+use gridwatch::testkit::mosquitto::Mosquitto;
+use gridwatch::testkit::rtsp_server::RtspServer;
 
 use super::support::*;
 

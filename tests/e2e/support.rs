@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gridwatch::event::{EventMessage, EventType};
+use gridwatch::contract::{EventMessage, EventType};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use sha2::{Digest, Sha256};
 

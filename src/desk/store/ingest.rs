@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 use super::{Store, now_ms};
-use crate::desk::contract::{EventMessage, EventType, HealthReport, hex};
+use crate::contract::{EventMessage, EventType, HealthReport, hex};
 
 /// What a stored message changed, for the live view.
 #[derive(Debug, Clone, PartialEq)]

@@ -128,7 +128,7 @@ pub struct EventFilter {
 /// RFC 3339 UTC with milliseconds of a desk time.
 pub fn rfc3339(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    crate::desk::contract::timestamp(t)
+    crate::contract::timestamp(t)
 }
 
 fn url(id: i64) -> String {

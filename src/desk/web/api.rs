@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use super::auth::User;
 use super::{App, Peer};
-use crate::desk::contract::check_id;
+use crate::contract::check_id;
 use crate::desk::live::Change;
 use crate::desk::store::{EventFilter, Resolution, Role};
 

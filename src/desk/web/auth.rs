@@ -57,7 +57,7 @@ pub struct User {
 fn token() -> String {
     let mut b = [0u8; 32];
     rand::Rng::fill(&mut rand::rng(), &mut b);
-    crate::desk::contract::hex(&b)
+    crate::contract::hex(&b)
 }
 
 /// Compares without stopping at the first difference.

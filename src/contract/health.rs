@@ -1,0 +1,51 @@
+//! The retained camera health on `{root}/{site}/{camera}/health` (docs/schema/health.schema.json).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraState {
+    Starting,
+    Streaming,
+    Reconnecting,
+    Offline,
+    Disabled,
+}
+
+/// The JSON published on `{root}/{site}/{camera}/health`, and each camera's part of
+/// `gridwatch status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HealthReport {
+    pub camera: String,
+    pub state: CameraState,
+    pub since: String,
+    pub last_frame_at: Option<String>,
+    pub codec: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub fps_in: f32,
+    pub fps_analyzed: f32,
+    pub frames_skipped: u64,
+    /// Frames the detector saw, since start.
+    pub frames_analyzed: u64,
+    /// Frames the motion gate kept from the detector (nothing moved), since start.
+    pub frames_gated: u64,
+    /// Region crops (see docs/rules.md) the detector saw besides whole frames, since start.
+    #[serde(default)]
+    pub crops_analyzed: u64,
+    pub inference_ms: Option<f32>,
+    pub reconnects_1h: usize,
+    pub stalls_1h: usize,
+    pub last_error: Option<String>,
+    /// Decoder complaints about damaged data (corrupt or lost packets), since start.
+    pub decode_errors: u64,
+    /// Pictures the detector failed on, since start.
+    #[serde(default)]
+    pub detect_errors: u64,
+    /// RTP packets that never arrived, since start.
+    pub packets_lost: u64,
+    /// This camera's snapshots and events dropped to keep the outbox within
+    /// storage.max_bytes, over the outbox's life.
+    pub snapshots_evicted: u64,
+    pub events_evicted: u64,
+}

@@ -1,0 +1,15 @@
+//! The MQTT contract (docs/mqtt.md): every payload and topic name the device publishes
+//! and the desk reads, defined once so the two cannot drift. Payload types serialize to
+//! exactly what docs/schema/*.json describe; consumers ignore fields they do not know.
+
+mod event;
+mod health;
+mod info;
+mod names;
+mod topics;
+
+pub use event::{EVENT_SCHEMA, EventMessage, EventType, SnapshotRef};
+pub use health::{CameraState, HealthReport};
+pub use info::{INFO_SCHEMA, Info, InfoCamera, InfoModel};
+pub use names::{check_id, hex, timestamp};
+pub use topics::Topics;

@@ -1,0 +1,680 @@
+//! GStreamer decoder: encoded access units in, 4:2:0 pictures at the analysis size and
+//! rate out (the decoders' own format: no conversion for the usual 8-bit streams, and
+//! half the bytes of RGB to copy and keep).
+//!
+//! A [`Decoder`] serves one camera session: create it on `Ingest::Connected`, push every
+//! frame, drop it on disconnect. `push` never blocks on decoding; pictures arrive on a
+//! GStreamer thread through the `on_frame` callback, `max_fps` per second of stream time
+//! on average (fractions included; every frame of a slower stream), each carrying the
+//! receive time of the access unit it came from. Bad data costs pictures (counted in
+//! [`DecodeStats`]), never a panic. The decoder does not buffer without bound: if it
+//! falls behind, input is dropped up to the next keyframe.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+use gstreamer_video::prelude::*;
+use tracing::{debug, warn};
+
+use crate::device::ingest::frame::{Codec, EncodedFrame, Frame, StreamInfo};
+use crate::device::ingest::yuv::{Colorimetry, Recycler, Yuv420};
+use crate::device::ops::stages::{self, Stage};
+
+/// Size and rate of the pictures the analysis wants.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeOptions {
+    pub width: u32,
+    pub height: u32,
+    /// Pictures per second of stream time, at most (on average exactly, when the stream
+    /// is faster); 0 or less means every frame.
+    pub max_fps: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("cannot build the decoder: {0}")]
+    Init(String),
+    #[error("decoder failed: {0}")]
+    Pipeline(String),
+}
+
+/// Counters since the decoder was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodeStats {
+    /// Access units handed to GStreamer.
+    pub frames_in: u64,
+    /// Pictures delivered to `on_frame`.
+    pub frames_out: u64,
+    /// Access units not decoded: before the first keyframe, or while catching up.
+    pub frames_dropped: u64,
+    /// Decoder complaints about damaged data (each error libav reports while
+    /// concealing corrupt or missing slices), warnings and errors.
+    pub decode_errors: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    frames_in: AtomicU64,
+    frames_out: AtomicU64,
+    frames_dropped: AtomicU64,
+    decode_errors: AtomicU64,
+    /// The thread that runs this pipeline's decoder (0 until its first buffer).
+    decoder_thread: AtomicI32,
+}
+
+/// Which decoder runs on which thread, so that libav's complaints, logged without
+/// the element that made them, are counted for the right camera.
+type DecoderThreads = Mutex<HashMap<i32, Arc<Counters>>>;
+
+fn decoder_threads() -> &'static DecoderThreads {
+    static THREADS: OnceLock<DecoderThreads> = OnceLock::new();
+    THREADS.get_or_init(|| {
+        // FFmpeg conceals damaged slices and says so only in its log, which gst-libav
+        // forwards to GStreamer's "libav" debug category: listen there at ERROR.
+        if std::env::var_os("GST_DEBUG").is_none() {
+            // Without this GStreamer would print the messages we turn on to stderr.
+            gst::log::remove_default_log_function();
+        }
+        gst::log::set_threshold_for_name("libav", gst::DebugLevel::Error);
+        gst::log::add_log_function(|category, level, _file, _function, _line, _object, _message| {
+            if level == gst::DebugLevel::Error && category.name() == "libav" {
+                let tid = unsafe { libc::gettid() };
+                let threads = decoder_threads().lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(c) = threads.get(&tid) {
+                    c.decode_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        Mutex::new(HashMap::new())
+    })
+}
+
+/// Access units that may wait inside GStreamer before input is dropped. Decoding takes
+/// a few ms per frame, so a full queue means the machine cannot keep up.
+const MAX_QUEUED: u64 = 30;
+
+/// When a buffer entered a stage, on the streaming thread that runs it.
+#[derive(Clone, Default)]
+struct Mark(Arc<Mutex<Option<(Duration, Instant)>>>);
+
+impl Mark {
+    fn set(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((stages::thread_cpu(), Instant::now()));
+    }
+
+    /// The buffer left the stage: record its CPU and wall time.
+    fn record(&self, stage: Stage) {
+        if let Some((cpu, wall)) = self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            stages::record(stage, stages::thread_cpu().saturating_sub(cpu), wall.elapsed());
+        }
+    }
+}
+
+/// One session's decoder. Dropping it stops the pipeline.
+pub struct Decoder {
+    camera_id: String,
+    pipeline: gst::Pipeline,
+    appsrc: gst_app::AppSrc,
+    bus: gst::Bus,
+    counters: Arc<Counters>,
+    /// Caps naming the clock of the receive time carried on each buffer.
+    unix_caps: gst::Caps,
+    awaiting_keyframe: bool,
+    failed: Option<String>,
+}
+
+impl Decoder {
+    /// Builds and starts the pipeline for `info.codec`. `on_frame` runs on a GStreamer
+    /// thread: it should only hand the picture on (e.g. `try_send` on a bounded channel).
+    pub fn new(
+        camera_id: &str,
+        info: &StreamInfo,
+        out: DecodeOptions,
+        mut on_frame: Box<dyn FnMut(Frame) + Send>,
+    ) -> Result<Decoder, DecodeError> {
+        gst::init().map_err(|e| DecodeError::Init(e.to_string()))?;
+        let codec = info.codec.as_str();
+        let appsrc = gst_app::AppSrc::builder()
+            .caps(
+                &gst::Caps::builder(format!("video/x-{codec}"))
+                    .field("stream-format", "byte-stream")
+                    .field("alignment", "au")
+                    .build(),
+            )
+            .format(gst::Format::Time)
+            .is_live(true)
+            .build();
+        let (parser, decoder) = match info.codec {
+            Codec::H264 => ("h264parse", "avdec_h264"),
+            Codec::H265 => ("h265parse", "avdec_h265"),
+        };
+        let decoder = make(decoder)?;
+        // Corrupt input (packet loss) is concealed and skipped instead of stopping the
+        // pipeline after a handful of errors.
+        decoder.set_property("max-errors", -1i32);
+        // One decoding thread per camera: cameras already keep the cores busy in
+        // parallel, and libav's complaints then come from the thread we can attribute.
+        decoder.set_property("max-threads", 1i32);
+        let capsfilter = make("capsfilter")?;
+        capsfilter.set_property(
+            "caps",
+            gst::Caps::builder("video/x-raw")
+                .field("format", "I420")
+                .field("width", i32::try_from(out.width).unwrap_or(i32::MAX))
+                .field("height", i32::try_from(out.height).unwrap_or(i32::MAX))
+                .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+                .build(),
+        );
+        let appsink = gst_app::AppSink::builder().max_buffers(2).drop(true).sync(false).build();
+        let convert = make("videoconvert")?;
+        let pipeline = gst::Pipeline::new();
+        let elements = [
+            appsrc.upcast_ref(),
+            &make(parser)?,
+            &decoder,
+            &convert,
+            &make("videoscale")?,
+            &capsfilter,
+            appsink.upcast_ref(),
+        ];
+        pipeline
+            .add_many(elements)
+            .and_then(|()| gst::Element::link_many(elements))
+            .map_err(|e| DecodeError::Init(e.to_string()))?;
+
+        let counters = Arc::new(Counters::default());
+        // Decoder, then conversion and scaling, run one after the other on the
+        // streaming thread (no queues): each is clocked between probes around it.
+        let pads = |e: &gst::Element, name| e.static_pad(name);
+        if let (Some(start), Some(end)) = (pads(&decoder, "sink"), pads(&decoder, "src")) {
+            let (mark, c, threads) = (Mark::default(), counters.clone(), decoder_threads());
+            let m = mark.clone();
+            start.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                let tid = unsafe { libc::gettid() };
+                if c.decoder_thread.swap(tid, Ordering::Relaxed) != tid {
+                    threads.lock().unwrap_or_else(|p| p.into_inner()).insert(tid, c.clone());
+                }
+                m.set();
+                gst::PadProbeReturn::Ok
+            });
+            end.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                mark.record(Stage::Decode);
+                gst::PadProbeReturn::Ok
+            });
+        }
+        // The rate limit sits after the decoder on purpose: P-frames refer to earlier
+        // frames, so every frame must be decoded; conversion and scaling, costly at full
+        // size, then run only for the pictures the analysis wants. A probe rather than
+        // videorate: exact for fractional rates, and videorate aborts the process on a
+        // stream whose headers carry no frame timing (seen with openh264 streams).
+        if let (Some(start), Some(end)) = (pads(&convert, "sink"), pads(appsink.upcast_ref(), "sink")) {
+            let (mark, gate) = (Mark::default(), Mutex::new(RateGate::new(out.max_fps)));
+            let m = mark.clone();
+            start.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                let pts = info.buffer().and_then(|b| b.pts()).map(|t| Duration::from_nanos(t.nseconds()));
+                if pts.is_some_and(|pts| !gate.lock().unwrap_or_else(|p| p.into_inner()).admit(pts)) {
+                    // Taken and freed here: returning Drop instead makes GStreamer 1.22
+                    // warn about unreferencing a null buffer.
+                    drop(info.take_buffer());
+                    return gst::PadProbeReturn::Handled;
+                }
+                m.set();
+                gst::PadProbeReturn::Ok
+            });
+            end.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                mark.record(Stage::Convert);
+                gst::PadProbeReturn::Ok
+            });
+        }
+        let sink_counters = counters.clone();
+        let id = camera_id.to_owned();
+        let recycler = Recycler::default();
+        appsink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    match to_frame(&sample, &recycler) {
+                        Some(frame) => {
+                            sink_counters.frames_out.fetch_add(1, Ordering::Relaxed);
+                            on_frame(frame);
+                        }
+                        None => {
+                            sink_counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                            warn!(camera = %id, "decoded picture could not be read");
+                        }
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+
+        let bus = pipeline.bus().ok_or_else(|| DecodeError::Init("pipeline without a bus".into()))?;
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| DecodeError::Init(format!("cannot start the pipeline: {e}")))?;
+        debug!(camera = %camera_id, codec, width = out.width, height = out.height,
+               max_fps = out.max_fps, "decoder started");
+        Ok(Decoder {
+            camera_id: camera_id.to_owned(),
+            pipeline,
+            appsrc,
+            bus,
+            counters,
+            unix_caps: gst::Caps::new_empty_simple("timestamp/x-unix"),
+            awaiting_keyframe: true,
+            failed: None,
+        })
+    }
+
+    /// Queues one access unit for decoding; returns at once. An error means this
+    /// decoder is dead (every later push fails too): build a new one.
+    pub fn push(&mut self, f: &EncodedFrame) -> Result<(), DecodeError> {
+        self.check_bus();
+        if let Some(e) = &self.failed {
+            return Err(DecodeError::Pipeline(e.clone()));
+        }
+        if !f.keyframe && self.awaiting_keyframe {
+            self.counters.frames_dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        if self.appsrc.current_level_buffers() >= MAX_QUEUED {
+            if !self.awaiting_keyframe {
+                warn!(camera = %self.camera_id, "decoder falling behind; skipping to the next keyframe");
+            }
+            self.awaiting_keyframe = true;
+            self.counters.frames_dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        self.awaiting_keyframe = false;
+
+        let mut buffer = gst::Buffer::from_slice(f.data.clone());
+        if let Some(b) = buffer.get_mut() {
+            b.set_pts(clock_time(f.pts));
+            if !f.keyframe {
+                b.set_flags(gst::BufferFlags::DELTA_UNIT);
+            }
+            // The receive time rides along as a meta: decoder, rate limiter and scaler
+            // keep metas, so each picture knows when its access unit arrived.
+            let received = f.received_at.duration_since(UNIX_EPOCH).unwrap_or_default();
+            gst::ReferenceTimestampMeta::add(b, &self.unix_caps, clock_time(received), None);
+        }
+        self.counters.frames_in.fetch_add(1, Ordering::Relaxed);
+        self.appsrc.push_buffer(buffer).map_err(|e| {
+            let e = format!("pushing a frame: {e:?}");
+            self.failed = Some(e.clone());
+            DecodeError::Pipeline(e)
+        })?;
+        Ok(())
+    }
+
+    pub fn stats(&self) -> DecodeStats {
+        let c = &self.counters;
+        DecodeStats {
+            frames_in: c.frames_in.load(Ordering::Relaxed),
+            frames_out: c.frames_out.load(Ordering::Relaxed),
+            frames_dropped: c.frames_dropped.load(Ordering::Relaxed),
+            decode_errors: c.decode_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts warnings and remembers the first error; drains everything else so the
+    /// bus does not grow.
+    fn check_bus(&mut self) {
+        use gst::MessageView;
+        while let Some(msg) = self.bus.pop() {
+            let source = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
+            match msg.view() {
+                MessageView::Error(e) => {
+                    self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    warn!(camera = %self.camera_id, element = %source, error = %e.error(), "decoder error");
+                    self.failed.get_or_insert_with(|| format!("{source}: {}", e.error()));
+                }
+                MessageView::Warning(w) => {
+                    self.counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    debug!(camera = %self.camera_id, element = %source, warning = %w.error(), "decoder warning");
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Drop for Decoder {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+        let tid = self.counters.decoder_thread.load(Ordering::Relaxed);
+        let mut threads = decoder_threads().lock().unwrap_or_else(|p| p.into_inner());
+        if threads.get(&tid).is_some_and(|c| Arc::ptr_eq(c, &self.counters)) {
+            threads.remove(&tid);
+        }
+    }
+}
+
+/// Lets pictures through at `fps` per second of stream time on average, by their PTS:
+/// one is due every 1/fps, and the first picture at or after that time goes through.
+#[derive(Debug)]
+struct RateGate {
+    /// None: every picture passes.
+    interval: Option<Duration>,
+    next_due: Option<Duration>,
+}
+
+impl RateGate {
+    fn new(fps: f64) -> RateGate {
+        let interval = (fps > 0.0).then(|| Duration::try_from_secs_f64(1.0 / fps).ok()).flatten();
+        RateGate { interval, next_due: None }
+    }
+
+    /// Whether the picture at `pts` goes on.
+    fn admit(&mut self, pts: Duration) -> bool {
+        let Some(interval) = self.interval else { return true };
+        let due = match self.next_due {
+            // Earlier than the last picture passed: the stream's clock went back (a new
+            // stream, a wrap). Start over from here.
+            Some(due) if pts + interval < due => pts,
+            Some(due) if pts < due => return false,
+            Some(due) => due,
+            None => pts,
+        };
+        // Stepping from `due`, not from `pts`, keeps the average exact when pictures come
+        // a little late; after a gap, start over instead of letting a burst through.
+        let next = due + interval;
+        self.next_due = Some(if next <= pts { pts + interval } else { next });
+        true
+    }
+}
+
+/// The analysis size for a `src_w` x `src_h` stream: at most `max_width` wide (0: no
+/// limit), same aspect ratio, never upscaled, even numbers (what chroma subsampling and
+/// the scaler like).
+pub fn analysis_size(src_w: u32, src_h: u32, max_width: u32) -> (u32, u32) {
+    let w = if max_width == 0 { src_w } else { src_w.min(max_width) };
+    let h = if src_w == 0 {
+        src_h
+    } else {
+        let h = (u64::from(src_h) * u64::from(w) + u64::from(src_w) / 2) / u64::from(src_w);
+        u32::try_from(h).unwrap_or(src_h)
+    };
+    let even = |v: u32| (v & !1).max(2);
+    (even(w), even(h))
+}
+
+fn make(name: &str) -> Result<gst::Element, DecodeError> {
+    gst::ElementFactory::make(name).build().map_err(|_| {
+        DecodeError::Init(format!(
+            "GStreamer element {name} is missing (packages gstreamer1.0-plugins-base, \
+             -plugins-bad and gstreamer1.0-libav provide what the decoder needs)"
+        ))
+    })
+}
+
+fn clock_time(d: Duration) -> gst::ClockTime {
+    gst::ClockTime::from_nseconds(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Copies a decoded picture's planes, packed: GStreamer pads rows, `Yuv420` not.
+fn to_frame(sample: &gst::Sample, recycler: &Recycler) -> Option<Frame> {
+    let buffer = sample.buffer()?;
+    let info = gst_video::VideoInfo::from_caps(sample.caps()?).ok()?;
+    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).ok()?;
+    let (width, height) = (info.width(), info.height());
+    let (cw, ch) = Yuv420::chroma_size(width, height);
+    let mut data = recycler.take(Yuv420::len_for(width, height));
+    for (plane, (w, h)) in [(width, height), (cw, ch), (cw, ch)].into_iter().enumerate() {
+        let stride = usize::try_from(*frame.plane_stride().get(plane)?).ok()?;
+        let src = frame.plane_data(plane as u32).ok()?;
+        for y in 0..h as usize {
+            data.extend_from_slice(src.get(y * stride..y * stride + w as usize)?);
+        }
+    }
+    let colorimetry = Colorimetry {
+        bt709: info.colorimetry().matrix() == gst_video::VideoColorMatrix::Bt709,
+        full_range: info.colorimetry().range() == gst_video::VideoColorRange::Range0_255,
+    };
+    let picture = Yuv420::from_planes(width, height, data, colorimetry)?.returning_to(recycler);
+    let captured_at = buffer
+        .iter_meta::<gst::ReferenceTimestampMeta>()
+        .find(|m| m.reference().structure(0).is_some_and(|s| s.name() == "timestamp/x-unix"))
+        .map(|m| UNIX_EPOCH + Duration::from_nanos(m.timestamp().nseconds()))
+        .unwrap_or_else(SystemTime::now);
+    Some(Frame {
+        picture,
+        captured_at,
+        pts: buffer.pts().map(|t| Duration::from_nanos(t.nseconds())).unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::ingest::camera::{self, Ingest, IngestOptions};
+    use crate::testkit::rtsp_server::RtspServer;
+    use tokio_util::sync::CancellationToken;
+
+    /// The pictures `gate` passes out of `n` frames `step_ms` apart from `start_ms`.
+    fn passed(gate: &mut RateGate, start_ms: u64, step_ms: u64, n: u64) -> Vec<u64> {
+        (0..n).map(|i| start_ms + i * step_ms).filter(|&t| gate.admit(Duration::from_millis(t))).collect()
+    }
+
+    #[test]
+    fn rate_gate_keeps_fractional_rates_exact_on_average() {
+        // 2.5 fps out of 10: every 400 ms.
+        let mut gate = RateGate::new(2.5);
+        assert_eq!(passed(&mut gate, 0, 100, 20), [0, 400, 800, 1200, 1600]);
+        // 0.5 fps of a 3 fps stream: every 2 s on average.
+        let mut gate = RateGate::new(0.5);
+        let got = passed(&mut gate, 0, 333, 62);
+        assert_eq!(got.len(), 11, "{got:?}");
+        assert!(got.windows(2).all(|w| (1998..=2331).contains(&(w[1] - w[0]))), "{got:?}");
+        // 2.5 fps out of 3: 5 pictures in 2 s.
+        let mut gate = RateGate::new(2.5);
+        assert_eq!(passed(&mut gate, 0, 333, 6).len(), 5);
+        // Every frame when the stream is slower, or without a limit.
+        assert_eq!(passed(&mut RateGate::new(5.0), 0, 500, 4).len(), 4);
+        assert_eq!(passed(&mut RateGate::new(0.0), 0, 1, 50).len(), 50);
+    }
+
+    #[test]
+    fn rate_gate_resyncs_after_gaps_and_jumps_back() {
+        let mut gate = RateGate::new(2.5);
+        assert_eq!(passed(&mut gate, 0, 100, 5), [0, 400]);
+        // A 10 s gap: the next picture passes, then 400 ms steps again, no burst.
+        assert_eq!(passed(&mut gate, 10_000, 100, 9), [10_000, 10_400, 10_800]);
+        // The stream's clock starts over at 0: it is followed at once.
+        assert_eq!(passed(&mut gate, 0, 100, 9), [0, 400, 800]);
+    }
+
+    #[test]
+    fn analysis_size_keeps_aspect_and_never_upscales() {
+        assert_eq!(analysis_size(768, 576, 384), (384, 288));
+        assert_eq!(analysis_size(1920, 1080, 640), (640, 360));
+        assert_eq!(analysis_size(768, 576, 1280), (768, 576));
+        assert_eq!(analysis_size(704, 480, 0), (704, 480));
+        assert_eq!(analysis_size(1000, 563, 500), (500, 282));
+        assert_eq!(analysis_size(0, 0, 640), (2, 2));
+    }
+
+    /// Receives `n` frames of a served clip, from its first keyframe.
+    async fn ingest(file: &str, n: usize) -> (StreamInfo, Vec<EncodedFrame>) {
+        let clip = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/video").join(file);
+        let server = RtspServer::start(0, &[("/cam", &clip)]).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let token = CancellationToken::new();
+        let url = url::Url::parse(&server.url("/cam")).unwrap();
+        let task = tokio::spawn(camera::run("test-cam".into(), url, IngestOptions::default(), tx, token.clone()));
+        let mut info = None;
+        let mut frames = Vec::new();
+        while frames.len() < n {
+            match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+                Ok(Some(Ingest::Connected(i))) => info = Some(i),
+                Ok(Some(Ingest::Frame(f))) => frames.push(f),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        token.cancel();
+        task.await.unwrap();
+        (info.unwrap(), frames)
+    }
+
+    /// Damaged slices are concealed, counted for this decoder only, and pictures go on.
+    #[tokio::test]
+    async fn corrupt_slices_are_counted_and_pictures_continue() {
+        let (info, frames) = ingest("vtest.h264", 40).await;
+        let decode = |frames: Vec<EncodedFrame>| {
+            let (tx, pictures) = std::sync::mpsc::channel();
+            let opts = DecodeOptions { width: 384, height: 288, max_fps: 0.0 };
+            let on_frame = Box::new(move |f: Frame| {
+                let _ = tx.send(f.pts);
+            });
+            let mut decoder = Decoder::new("test-cam", &info, opts, on_frame).unwrap();
+            for f in &frames {
+                decoder.push(f).unwrap();
+            }
+            let mut n = 0;
+            while pictures.recv_timeout(Duration::from_millis(1000)).is_ok() {
+                n += 1;
+            }
+            (n, decoder.stats().decode_errors)
+        };
+        let (clean_pictures, clean_errors) = decode(frames.clone());
+        assert_eq!(clean_errors, 0, "the clean clip decodes without complaint");
+        let mut damaged = frames.clone();
+        for f in damaged.iter_mut().filter(|f| !f.keyframe).step_by(3) {
+            let len = f.data.len();
+            for i in (len / 3..len - 1).step_by(97) {
+                f.data[i] ^= 0xff;
+            }
+        }
+        let (pictures, errors) = decode(damaged);
+        assert!(errors > 0, "damage must be counted");
+        assert!(pictures + 2 >= clean_pictures, "concealed, not dropped: {pictures} of {clean_pictures} pictures");
+    }
+
+    /// A stream whose headers carry no frame timing (openh264 writes none) decodes at
+    /// the analysis rate; GStreamer's videorate used to abort the whole process on it.
+    #[tokio::test]
+    async fn a_stream_without_frame_timing_decodes() {
+        gst::init().unwrap();
+        let file = std::env::temp_dir().join(format!("gridwatch-notiming-{}.h264", std::process::id()));
+        let make = gst::parse::launch(&format!(
+            "videotestsrc num-buffers=60 pattern=ball ! video/x-raw,width=320,height=240,framerate=10/1 \
+             ! openh264enc ! h264parse ! video/x-h264,stream-format=byte-stream ! filesink location={}",
+            file.display()
+        ))
+        .expect("openh264enc (gstreamer1.0-plugins-bad)");
+        make.set_state(gst::State::Playing).unwrap();
+        let bus = make.bus().unwrap();
+        bus.timed_pop_filtered(gst::ClockTime::from_seconds(20), &[gst::MessageType::Eos, gst::MessageType::Error])
+            .expect("clip made");
+        make.set_state(gst::State::Null).unwrap();
+
+        let server = RtspServer::start(0, &[("/cam", &file)]).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let token = CancellationToken::new();
+        let url = url::Url::parse(&server.url("/cam")).unwrap();
+        let task = tokio::spawn(camera::run("test-cam".into(), url, IngestOptions::default(), tx, token.clone()));
+        let (pictures_tx, pictures) = std::sync::mpsc::channel();
+        let mut decoder = None;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while pictures.try_iter().count() == 0 {
+            match tokio::time::timeout_at(deadline, rx.recv()).await.expect("a picture within 10 s") {
+                Some(Ingest::Connected(info)) => {
+                    let opts = DecodeOptions { width: 320, height: 240, max_fps: 5.0 };
+                    let tx = pictures_tx.clone();
+                    decoder = Some(Decoder::new("test-cam", &info, opts, Box::new(move |f| drop(tx.send(f)))).unwrap());
+                }
+                Some(Ingest::Frame(f)) => decoder.as_mut().expect("Connected first").push(&f).unwrap(),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        token.cancel();
+        task.await.unwrap();
+        let _ = std::fs::remove_file(&file);
+    }
+
+    /// 2.5 fps of the 10 fps clip: exactly, not rounded to whole rates.
+    #[tokio::test]
+    async fn fractional_max_fps_is_exact() {
+        let (info, frames) = ingest("vtest.h264", 40).await;
+        let (tx, pictures) = std::sync::mpsc::channel();
+        let opts = DecodeOptions { width: 384, height: 288, max_fps: 2.5 };
+        let on_frame = Box::new(move |f: Frame| {
+            let _ = tx.send(f.pts);
+        });
+        let mut decoder = Decoder::new("test-cam", &info, opts, on_frame).unwrap();
+        for f in &frames {
+            // Paced like a camera, so no frame is skipped for a full queue.
+            while decoder.appsrc.current_level_buffers() >= 10 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            decoder.push(f).unwrap();
+        }
+        let mut pts = Vec::new();
+        while let Ok(p) = pictures.recv_timeout(Duration::from_millis(1000)) {
+            pts.push(p.as_millis() as i64);
+        }
+        let stats = decoder.stats();
+        eprintln!("2.5 fps of 10 fps: {} pictures at {pts:?} ms, {stats:?}", pts.len());
+        assert_eq!(stats.frames_in, 40, "{stats:?}");
+        assert!((9..=11).contains(&pts.len()), "{} pictures: {pts:?}", pts.len());
+        let gaps: Vec<i64> = pts.windows(2).map(|w| w[1] - w[0]).collect();
+        let mean = gaps.iter().sum::<i64>() as f64 / gaps.len() as f64;
+        assert!((mean - 400.0).abs() <= 40.0, "mean gap {mean} ms: {pts:?}");
+        // Each gap is a whole number of frames of the stream, around the 400 ms due.
+        assert!(gaps.iter().all(|g| (300..=700).contains(g)), "{gaps:?}");
+    }
+
+    /// Garbage first, then a burst of 1080p frames decoded without a rate limit: the
+    /// decoder survives the garbage, recovers at the keyframe, and shows its speed.
+    #[tokio::test]
+    async fn survives_garbage_and_decodes_1080p_burst() {
+        let (info, frames) = ingest("vtest_1080p.h264", 25).await;
+        assert_eq!((info.width, info.height), (1920, 1080));
+        let (tx, pictures) = std::sync::mpsc::channel();
+        let opts = DecodeOptions { width: 640, height: 360, max_fps: 0.0 };
+        let on_frame = Box::new(move |f: Frame| {
+            let _ = tx.send((std::time::Instant::now(), f));
+        });
+        let mut decoder = Decoder::new("test-cam", &info, opts, on_frame).unwrap();
+
+        let mut junk = vec![0, 0, 0, 1, 0x65];
+        junk.extend((0..5000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+        for i in 0..3u64 {
+            let garbage = EncodedFrame {
+                data: junk.clone(),
+                pts: Duration::from_millis(100 * i),
+                received_at: SystemTime::now(),
+                keyframe: true,
+                lost_packets: 0,
+            };
+            decoder.push(&garbage).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+
+        let start = std::time::Instant::now();
+        for f in &frames {
+            let mut f = f.clone();
+            f.pts += Duration::from_secs(1);
+            decoder.push(&f).unwrap();
+        }
+        let mut got = Vec::new();
+        while let Ok(p) = pictures.recv_timeout(Duration::from_millis(1000)) {
+            got.push(p);
+        }
+        let stats = decoder.stats();
+        let last = got.last().map(|(t, _)| t.duration_since(start)).unwrap_or_default();
+        eprintln!(
+            "1080p -> 640x360: {} pictures in {last:?} ({:.1} ms each), {stats:?}",
+            got.len(),
+            last.as_secs_f64() * 1000.0 / got.len().max(1) as f64
+        );
+        assert!(got.len() >= frames.len() - 1, "{} pictures", got.len());
+        assert!(got.iter().all(|(_, p)| p.picture.dimensions() == (640, 360)));
+    }
+}

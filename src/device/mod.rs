@@ -1,0 +1,10 @@
+//! The grid point's daemon: cameras in, events out. Data flows one way through the
+//! stage folders: `ingest` -> `analysis` -> `publish`, with `ops` watching and
+//! `daemon` wiring them; `config` is parsed once into the validated values they take.
+
+pub mod analysis;
+pub mod config;
+pub mod daemon;
+pub mod ingest;
+pub mod ops;
+pub mod publish;

@@ -1,0 +1,238 @@
+//! What the running daemon shows its local tools (`status`, `snapshot`, metrics, the
+//! watchdog): per camera its health counters and latest decoded picture, the outbox,
+//! and the MQTT link. Read-only views onto state the pipeline keeps anyway.
+//!
+//! Promises: [`FrameSlot::keep`] costs the pipeline at most one picture copy a second;
+//! nothing here blocks a pipeline stage for longer than one short lock.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::contract::HealthReport;
+use crate::contract::timestamp;
+use crate::device::ingest::frame::Frame;
+use crate::device::ops::health::{CameraHealth, HealthCounters};
+use crate::device::publish::mqtt_link::MqttLink;
+use crate::device::publish::outbox::SharedOutbox;
+use crate::device::publish::snapshot::Renderer;
+
+/// A copy of the latest picture is taken at most this often; pictures the analysis
+/// had no room for are kept for free.
+const KEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// One camera's latest decoded picture, and how many it has decoded.
+#[derive(Debug, Clone, Default)]
+pub struct FrameSlot(Arc<Mutex<SlotInner>>);
+
+#[derive(Debug, Default)]
+struct SlotInner {
+    frame: Option<Arc<Frame>>,
+    kept_at: Option<Instant>,
+    decoded: u64,
+}
+
+impl FrameSlot {
+    fn with<R>(&self, f: impl FnOnce(&mut SlotInner) -> R) -> R {
+        f(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Counts a decoded picture on its way to analysis, keeping a copy when the last
+    /// one is older than a second. Returns the picture to hand on.
+    pub fn keep(&self, frame: Frame) -> Frame {
+        self.with(|s| {
+            s.decoded += 1;
+            if s.kept_at.is_none_or(|t| t.elapsed() >= KEEP_EVERY) {
+                s.frame = Some(Arc::new(frame.clone()));
+                s.kept_at = Some(Instant::now());
+            }
+        });
+        frame
+    }
+
+    /// Keeps a picture that analysis will not get (it was busy): no copy needed.
+    pub fn keep_skipped(&self, frame: Frame) {
+        self.with(|s| {
+            s.frame = Some(Arc::new(frame));
+            s.kept_at = Some(Instant::now());
+        });
+    }
+
+    pub fn latest(&self) -> Option<Arc<Frame>> {
+        self.with(|s| s.frame.clone())
+    }
+
+    pub fn decoded(&self) -> u64 {
+        self.with(|s| s.decoded)
+    }
+}
+
+/// One configured camera as the tools see it.
+pub struct LiveCamera {
+    pub id: String,
+    pub name: String,
+    pub enabled: bool,
+    pub detect_fps: f64,
+    /// Ingest drops a session without frames after this long (`cameras.stall_timeout_s`).
+    pub stall_timeout: Duration,
+    pub health: Arc<CameraHealth>,
+    pub frames: FrameSlot,
+    /// Makes `snapshot`'s picture the way event snapshots are made (privacy masks).
+    pub renderer: Renderer,
+}
+
+/// The running daemon, as the tools see it.
+pub struct Live {
+    pub site: String,
+    pub started_at: SystemTime,
+    pub started: Instant,
+    pub model_name: String,
+    pub model_sha256: String,
+    pub broker: String,
+    pub cameras: Vec<LiveCamera>,
+    pub outbox: SharedOutbox,
+    pub link: Arc<MqttLink>,
+    /// Frame rates over the last few seconds, per camera (same order), and the
+    /// watchdog's verdict; kept up to date by the watchdog task.
+    pub rates: Mutex<Vec<Rates>>,
+    pub watchdog_problem: Mutex<Option<String>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rates {
+    pub fps_in: f32,
+    pub fps_analyzed: f32,
+}
+
+/// `gridwatch status`'s answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub site: String,
+    pub started_at: String,
+    pub uptime_s: u64,
+    pub model: ModelStatus,
+    pub mqtt: MqttStatus,
+    pub outbox: OutboxStatus,
+    pub cameras: Vec<CameraStatus>,
+    /// Why the watchdog stopped pinging systemd, if it did.
+    pub watchdog_problem: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelStatus {
+    pub name: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MqttStatus {
+    pub broker: String,
+    pub connected: bool,
+    pub since: Option<String>,
+    pub last_error: Option<String>,
+    pub delivered: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboxStatus {
+    pub pending: u64,
+    /// When the oldest event not yet acknowledged by the broker was stored.
+    pub oldest_pending_at: Option<String>,
+    pub oldest_pending_age_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CameraStatus {
+    pub id: String,
+    pub name: String,
+    /// The same figures as the camera's published health.
+    #[serde(flatten)]
+    pub health: HealthReport,
+}
+
+impl Live {
+    pub fn rates(&self) -> Vec<Rates> {
+        self.rates.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn camera(&self, id: &str) -> Option<&LiveCamera> {
+        self.cameras.iter().find(|c| c.id == id)
+    }
+
+    /// Pending events and when the oldest was stored; SQLite work, off the async workers.
+    pub async fn outbox_status(&self) -> anyhow::Result<OutboxStatus> {
+        let (pending, oldest) =
+            self.outbox.with_async(|o| Ok::<_, anyhow::Error>((o.pending_count()?, o.oldest_pending_at()?))).await?;
+        let age = oldest.map(|t| {
+            let age = SystemTime::now().duration_since(t).unwrap_or_default().as_secs_f64();
+            (age * 10.0).round() / 10.0
+        });
+        Ok(OutboxStatus { pending, oldest_pending_at: oldest.map(timestamp), oldest_pending_age_s: age })
+    }
+
+    pub async fn status(&self) -> anyhow::Result<Status> {
+        let link = self.link.state();
+        let rates = self.rates();
+        let cameras = self
+            .cameras
+            .iter()
+            .enumerate()
+            .map(|(i, c)| camera_status(c, &c.health.counters(), rates.get(i).copied().unwrap_or_default()))
+            .collect();
+        Ok(Status {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            site: self.site.clone(),
+            started_at: timestamp(self.started_at),
+            uptime_s: self.started.elapsed().as_secs(),
+            model: ModelStatus { name: self.model_name.clone(), sha256: self.model_sha256.clone() },
+            mqtt: MqttStatus {
+                broker: self.broker.clone(),
+                connected: link.connected,
+                since: link.since.map(timestamp),
+                last_error: link.last_error,
+                delivered: link.delivered_total,
+            },
+            outbox: self.outbox_status().await?,
+            cameras,
+            watchdog_problem: self.watchdog_problem.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        })
+    }
+}
+
+fn camera_status(c: &LiveCamera, h: &HealthCounters, r: Rates) -> CameraStatus {
+    CameraStatus { id: c.id.clone(), name: c.name.clone(), health: h.report(&c.id, r.fps_in, r.fps_analyzed) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(v: u8) -> Frame {
+        Frame {
+            picture: crate::device::ingest::yuv::Yuv420::from_rgb(&image::RgbImage::from_pixel(
+                4,
+                4,
+                image::Rgb([v, v, v]),
+            )),
+            captured_at: SystemTime::now(),
+            pts: Duration::from_millis(u64::from(v)),
+        }
+    }
+
+    #[test]
+    fn the_slot_copies_at_most_once_a_second_and_keeps_skipped_pictures_free() {
+        let slot = FrameSlot::default();
+        assert!(slot.latest().is_none());
+        let handed_on = slot.keep(frame(1));
+        assert_eq!(handed_on.picture, frame(1).picture, "the picture goes on unchanged");
+        // Within the second: counted, not copied.
+        slot.keep(frame(2));
+        assert_eq!((slot.decoded(), &slot.latest().unwrap().picture), (2, &frame(1).picture));
+        // A picture analysis had no room for is the latest at once.
+        slot.keep_skipped(frame(3));
+        assert_eq!(slot.latest().unwrap().picture, frame(3).picture);
+        assert_eq!(slot.decoded(), 2, "skipped pictures were counted by keep already");
+    }
+}

@@ -1,0 +1,432 @@
+//! Publishing to the duty desk's broker, as docs/mqtt.md specifies.
+//!
+//! Promises: events go out strictly in `seq` order, one at a time, each after its
+//! snapshot has been acknowledged (so a desk always has the picture before the event
+//! that names it); an event leaves the outbox only after its PUBACK. A lost
+//! connection forgets everything in flight and starts again from the outbox, so
+//! delivery is at least once and never out of order. `status` is retained: `online`
+//! after every connect, `offline` as the last will, `stopped` on a clean stop.
+//!
+//! Each connection gets a fresh rumqttc client and event loop, polled by a task of its
+//! own: rumqttc's `poll` must not be cancelled mid-connect (the broker would see a
+//! dropped connection and publish the last will), and nothing from a dead connection
+//! can then leak into the next one.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration,
+    Transport,
+};
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::contract::Topics;
+use crate::device::ops::stages::{self, Stage};
+use crate::device::publish::mqtt_link::MqttLink;
+use crate::device::publish::outbox::{Pending, SharedOutbox};
+
+/// Where and as whom to connect.
+#[derive(Clone)]
+pub struct MqttSettings {
+    pub host: String,
+    pub port: u16,
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub keep_alive: Duration,
+    pub topics: Topics,
+    /// Connection state for status, metrics and the watchdog.
+    pub link: Arc<MqttLink>,
+    /// TLS when set (see `tls::client_config`), and the CA file it trusts, for hints.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Events per second at most (0: no bound), so a backlog drains steadily.
+    pub max_events_per_s: u32,
+}
+
+impl std::fmt::Debug for MqttSettings {
+    // Hand-written so that the password can never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("tls", &self.tls.is_some())
+            .field("max_events_per_s", &self.max_events_per_s)
+            .finish()
+    }
+}
+
+/// A retained message whose latest value is all that matters (health): published
+/// when connected, not stored; the next one replaces it anyway.
+#[derive(Debug, Clone)]
+pub struct Retained {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// What a publish we asked for was, so its PUBACK can be acted on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Tag {
+    Snapshot(u64),
+    Event(u64),
+    Stopped,
+    Other,
+}
+
+/// Largest message we send: a snapshot JPEG with room to spare.
+const MAX_PACKET: usize = 8 * 1024 * 1024;
+/// How long a clean stop waits for the broker to take what is in the outbox.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the last words ("stopped", DISCONNECT) may take after that.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Runs until `stop` is cancelled and the outbox is drained (or `DRAIN_TIMEOUT`
+/// passed): connects, reconnects with backoff, and feeds the outbox to the broker.
+/// `wake` is notified whenever something is pushed into the outbox.
+pub async fn run(
+    settings: MqttSettings,
+    info_json: String,
+    outbox: SharedOutbox,
+    wake: Arc<Notify>,
+    retained: mpsc::Receiver<Retained>,
+    stop: CancellationToken,
+) {
+    let mut opts = MqttOptions::new(&settings.client_id, &settings.host, settings.port);
+    opts.set_keep_alive(settings.keep_alive)
+        .set_clean_session(false)
+        .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+        .set_last_will(LastWill::new(settings.topics.status(), "offline", QoS::AtLeastOnce, true));
+    if let Some(user) = &settings.username {
+        opts.set_credentials(user, settings.password.clone().unwrap_or_default());
+    }
+    if let Some(tls) = &settings.tls {
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls.clone())));
+    }
+    let tls_hint = match &settings.tls_ca_file {
+        Some(ca) => format!(
+            " (TLS: the broker's certificate must be signed by a CA in mqtt.tls.ca_file = {}, and name the host in mqtt.host)",
+            ca.display()
+        ),
+        None => " (TLS: the broker's certificate must be signed by a CA this system trusts, or set mqtt.tls.ca_file)"
+            .to_owned(),
+    };
+    let min_gap = match settings.max_events_per_s {
+        0 => Duration::ZERO,
+        n => Duration::from_secs(1) / n,
+    };
+    let mut publisher = Publisher {
+        broker: format!("{}:{}", settings.host, settings.port),
+        topics: settings.topics,
+        info_json,
+        outbox,
+        wake,
+        retained,
+        latest: BTreeMap::new(),
+        stop,
+        drain_deadline: None,
+        ever_connected: false,
+        link: settings.link.clone(),
+        min_gap,
+        next_send: Instant::now(),
+    };
+    let mut backoff = Duration::from_secs(1);
+    // The event in flight at the last losses, and how many times in a row.
+    let mut stuck: (Option<u64>, u32) = (None, 0);
+    loop {
+        let (client, eventloop) = AsyncClient::new(opts.clone(), 64);
+        let (tx, rx) = mpsc::channel(64);
+        let poller = tokio::spawn(forward_events(eventloop, tx));
+        let outcome = publisher.connection(&client, rx).await;
+        poller.abort();
+        let (was_connected, error, in_flight) = match outcome {
+            Outcome::Done => break,
+            Outcome::Lost { was_connected, error, in_flight } => (was_connected, error, in_flight),
+        };
+        publisher.link.lost(&error);
+        let seq = in_flight.map(|(seq, _)| seq);
+        stuck = if seq.is_some() && seq == stuck.0 { (seq, stuck.1 + 1) } else { (seq, 1) };
+        if let (Some((seq, bytes)), 3) = (in_flight, stuck.1) {
+            warn!(broker = %publisher.broker, seq, snapshot_bytes = bytes,
+                  "the connection dropped 3 times while delivering this event; a broker that refuses it (message size limit?) holds up every later event");
+        }
+        if was_connected {
+            // Retry fast after a connection that worked, but not when the same event
+            // keeps failing: that would hammer the broker once a second forever.
+            if stuck.1 == 1 {
+                backoff = Duration::from_secs(1);
+            }
+            warn!(broker = %publisher.broker, "MQTT connection lost: {error}; events wait in the outbox");
+        } else if publisher.drain_deadline.is_none() {
+            let hint = if is_tls_error(&error) {
+                tls_hint.as_str()
+            } else if publisher.ever_connected {
+                ""
+            } else {
+                " (check mqtt.host and mqtt.port, and that the broker runs)"
+            };
+            warn!(broker = %publisher.broker, "cannot reach the MQTT broker: {error}; retrying in {}s{hint}", backoff.as_secs());
+        }
+        if !publisher.pause(backoff).await {
+            break;
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Hands every event of one connection to the publisher, and ends with the first error.
+async fn forward_events(mut eventloop: EventLoop, tx: mpsc::Sender<Result<Event, ConnectionError>>) {
+    loop {
+        let ev = eventloop.poll().await;
+        let failed = ev.is_err();
+        if tx.send(ev).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Whether a connection error is the TLS handshake refusing the broker (or us).
+fn is_tls_error(error: &str) -> bool {
+    ["certificate", "TLS", "tls", "handshake"].iter().any(|w| error.contains(w))
+}
+
+enum Outcome {
+    /// Stopped as asked (or gave up delivering at the stop deadline).
+    Done,
+    /// `in_flight`: the event being delivered when it happened (seq, snapshot bytes).
+    Lost { was_connected: bool, error: String, in_flight: Option<(u64, usize)> },
+}
+
+/// What outlives one connection.
+struct Publisher {
+    broker: String,
+    topics: Topics,
+    info_json: String,
+    outbox: SharedOutbox,
+    wake: Arc<Notify>,
+    retained: mpsc::Receiver<Retained>,
+    /// Latest payload per retained topic, republished after every connect.
+    latest: BTreeMap<String, Vec<u8>>,
+    stop: CancellationToken,
+    drain_deadline: Option<Instant>,
+    ever_connected: bool,
+    link: Arc<MqttLink>,
+    /// Least time between two events (from `max_events_per_s`), and when the next may go.
+    min_gap: Duration,
+    next_send: Instant,
+}
+
+impl Publisher {
+    /// Serves one connection, from CONNECT until it is lost or the stop is complete.
+    async fn connection(
+        &mut self,
+        client: &AsyncClient,
+        mut events: mpsc::Receiver<Result<Event, ConnectionError>>,
+    ) -> Outcome {
+        let mut connected = false;
+        // Publishes asked for but not yet given a packet id, in the order asked: the
+        // event loop sends them in that order and reports each as Outgoing::Publish.
+        let mut asked: VecDeque<Tag> = VecDeque::new();
+        let mut by_pkid: HashMap<u16, Tag> = HashMap::new();
+        // The event being delivered: its snapshot first, then the event itself.
+        let mut current: Option<Pending> = None;
+        let mut current_sent = std::time::Instant::now();
+        let mut stopped_sent = false;
+        // Whether the outbox may hold something to send: set by whatever can change
+        // that (a push, an ack, a stop), so that pings and health acks do not each cost
+        // a query.
+        let mut look = true;
+
+        loop {
+            self.link.alive();
+            // A stop drains at full speed: the time left is short.
+            let paced = self.drain_deadline.is_none() && Instant::now() < self.next_send;
+            if connected && look && current.is_none() && !stopped_sent && !paced {
+                match self.outbox.with_async(|o| o.oldest()).await {
+                    Ok(Some(p)) => {
+                        current_sent = std::time::Instant::now();
+                        asked.push_back(publish_pending(client, &self.topics, &p).await);
+                        current = Some(p);
+                        self.next_send = Instant::now() + self.min_gap;
+                    }
+                    Ok(None) if self.drain_deadline.is_some() => {
+                        self.say_stopped(client, &mut asked).await;
+                        stopped_sent = true;
+                    }
+                    Ok(None) => look = false,
+                    // Keep looking: the next event of the connection tries again.
+                    Err(e) => warn!("outbox: {e}"),
+                }
+            }
+
+            let deadline = self.drain_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    None | Some(Err(_)) => {
+                        let error = ev.and_then(Result::err).map_or("event loop ended".into(), |e| e.to_string());
+                        let in_flight = current.map(|p| (p.seq, p.snapshot.map_or(0, |s| s.1.len())));
+                        return Outcome::Lost { was_connected: connected, error, in_flight };
+                    }
+                    Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                        connected = true;
+                        self.ever_connected = true;
+                        self.link.connected();
+                        let pending = self.outbox.with_async(|o| o.pending_count()).await.unwrap_or(0);
+                        info!(broker = %self.broker, pending, "MQTT connected");
+                        let hello = [(self.topics.status(), b"online".to_vec()), (self.topics.info(), self.info_json.clone().into_bytes())];
+                        for (topic, payload) in hello.into_iter().chain(self.latest.clone()) {
+                            if client.publish(topic, QoS::AtLeastOnce, true, payload).await.is_ok() {
+                                asked.push_back(Tag::Other);
+                            }
+                        }
+                    }
+                    Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
+                        if let Some(tag) = asked.pop_front() {
+                            by_pkid.insert(pkid, tag);
+                        }
+                    }
+                    Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => match by_pkid.remove(&ack.pkid) {
+                        Some(Tag::Snapshot(seq)) => {
+                            if let Some(p) = current.as_ref().filter(|p| p.seq == seq) {
+                                let _ = client.publish(self.topics.events(), QoS::AtLeastOnce, false, p.payload.clone()).await;
+                                asked.push_back(Tag::Event(seq));
+                            }
+                        }
+                        Some(Tag::Event(seq)) => {
+                            if let Some(p) = current.as_ref().filter(|p| p.seq == seq) {
+                                record_delivery(&p.payload, current_sent.elapsed());
+                            }
+                            match self.outbox.with_async(move |o| o.ack(seq)).await {
+                                Ok(()) => {
+                                    debug!(seq, "event delivered");
+                                    self.link.delivered();
+                                }
+                                Err(e) => warn!(seq, "outbox: cannot mark event delivered: {e}"),
+                            }
+                            current = None;
+                            look = true;
+                        }
+                        Some(Tag::Stopped) => {
+                            goodbye(client, &mut events).await;
+                            info!(broker = %self.broker, "MQTT disconnected cleanly (status: stopped)");
+                            return Outcome::Done;
+                        }
+                        _ => {}
+                    },
+                    Some(Ok(_)) => {}
+                },
+                Some(r) = self.retained.recv() => {
+                    if connected && client.publish(r.topic.clone(), QoS::AtLeastOnce, true, r.payload.clone()).await.is_ok() {
+                        asked.push_back(Tag::Other);
+                    }
+                    self.latest.insert(r.topic, r.payload);
+                }
+                _ = self.wake.notified(), if current.is_none() => look = true,
+                _ = tokio::time::sleep_until(self.next_send), if paced && look && current.is_none() => {}
+                _ = self.stop.cancelled(), if self.drain_deadline.is_none() => {
+                    self.drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
+                    look = true; // an empty outbox now means: say "stopped"
+                }
+                _ = tokio::time::sleep_until(deadline), if self.drain_deadline.is_some() => {
+                    let left = self.outbox.with_async(|o| o.pending_count()).await.unwrap_or(0);
+                    if left > 0 {
+                        warn!(pending = left, "stopping before the broker took every event; they stay in the outbox for the next start");
+                    }
+                    if !connected || stopped_sent {
+                        return Outcome::Done;
+                    }
+                    // Still say "stopped", or the retained status would read "online".
+                    self.say_stopped(client, &mut asked).await;
+                    stopped_sent = true;
+                    self.drain_deadline = Some(Instant::now() + GOODBYE_TIMEOUT);
+                }
+            }
+        }
+    }
+
+    /// Publishes the last retained words (health, then status `stopped`).
+    async fn say_stopped(&mut self, client: &AsyncClient, asked: &mut VecDeque<Tag>) {
+        while let Ok(r) = self.retained.try_recv() {
+            if client.publish(r.topic, QoS::AtLeastOnce, true, r.payload).await.is_ok() {
+                asked.push_back(Tag::Other);
+            }
+        }
+        if client.publish(self.topics.status(), QoS::AtLeastOnce, true, "stopped").await.is_ok() {
+            asked.push_back(Tag::Stopped);
+        }
+    }
+
+    /// Waits `backoff` before the next connection attempt; false when it is time to
+    /// give up (stopping, and the drain deadline has passed).
+    async fn pause(&mut self, backoff: Duration) -> bool {
+        loop {
+            let deadline = self.drain_deadline.unwrap_or_else(|| Instant::now() + backoff);
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => return true,
+                _ = tokio::time::sleep_until(deadline), if self.drain_deadline.is_some() => {
+                    let left = self.outbox.with_async(|o| o.pending_count()).await.unwrap_or(0);
+                    warn!(pending = left, "stopping while the broker is unreachable; events stay in the outbox for the next start");
+                    return false;
+                }
+                _ = self.stop.cancelled(), if self.drain_deadline.is_none() => {
+                    self.drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
+                }
+            }
+        }
+    }
+}
+
+/// Feeds the bench's figures: publish to PUBACK, and for `new` (whose `at` is the
+/// receipt of the frame that made it) frame receipt to PUBACK. An `update` may show
+/// an earlier, better picture, so its `at` says nothing about latency.
+fn record_delivery(payload: &str, publish_to_ack: Duration) {
+    stages::record(Stage::Mqtt, Duration::ZERO, publish_to_ack);
+    #[derive(serde::Deserialize)]
+    struct Timing<'a> {
+        #[serde(rename = "type")]
+        event_type: &'a str,
+        at: &'a str,
+    }
+    if let Ok(t) = serde_json::from_str::<Timing>(payload)
+        && t.event_type == "new"
+        && let Ok(at) = humantime::parse_rfc3339(t.at)
+        && let Ok(age) = std::time::SystemTime::now().duration_since(at)
+    {
+        stages::record(Stage::EndToEnd, Duration::ZERO, age);
+    }
+}
+
+/// Sends DISCONNECT and waits (briefly) until it is out, so the broker does not
+/// publish the last will.
+async fn goodbye(client: &AsyncClient, events: &mut mpsc::Receiver<Result<Event, ConnectionError>>) {
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(GOODBYE_TIMEOUT, async {
+        while let Some(Ok(ev)) = events.recv().await {
+            if matches!(ev, Event::Outgoing(Outgoing::Disconnect)) {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
+async fn publish_pending(client: &AsyncClient, topics: &Topics, p: &Pending) -> Tag {
+    match &p.snapshot {
+        Some((topic, jpeg)) => {
+            let _ = client.publish(topic.clone(), QoS::AtLeastOnce, false, jpeg.clone()).await;
+            Tag::Snapshot(p.seq)
+        }
+        None => {
+            let _ = client.publish(topics.events(), QoS::AtLeastOnce, false, p.payload.clone()).await;
+            Tag::Event(p.seq)
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! Not the product: the real parts `demo`, `bench` and the tests run against (a private
+//! mosquitto, GStreamer's RTSP server on a clip) and the bench harness.
+
+pub mod bench;
+pub mod mosquitto;
+pub mod rtsp_server;
