@@ -351,7 +351,8 @@ fn browser_wall_feed_claim_and_screenshots() {
         let n = b.js("return document.querySelectorAll('section.tile.status-online').length").as_u64()?;
         (n == 22).then_some(n)
     });
-    assert_eq!(tiles, Some(22), "22 online tiles");
+    let seen = b.js("return location.pathname + ' ' + document.querySelectorAll('section.tile').length + ' ' + document.querySelectorAll('section.tile.status-online').length");
+    assert_eq!(tiles, Some(22), "22 online tiles; the page shows {seen}");
     let fits = b.js("return [document.documentElement.scrollHeight, window.innerHeight, document.documentElement.scrollWidth, window.innerWidth]");
     let f: Vec<u64> = fits.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
     assert!(f[0] <= f[1] && f[2] <= f[3], "the wall scrolls at 1920x1080: {f:?}");

@@ -51,9 +51,32 @@ pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body:
     req += "\r\n";
     s.write_all(req.as_bytes()).unwrap();
     s.write_all(body).unwrap();
+    // Read until the body is complete: some servers (chromedriver) keep the connection open.
     let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
+    let mut buf = [0u8; 65536];
+    loop {
+        if complete(&raw) {
+            break;
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
     parse(&raw)
+}
+
+/// Whether `raw` holds a whole response (by Content-Length, or the last chunk).
+fn complete(raw: &[u8]) -> bool {
+    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let body = raw.len() - split - 4;
+    if let Some(n) =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        return body >= n;
+    }
+    head.contains("transfer-encoding: chunked") && raw.ends_with(b"0\r\n\r\n")
 }
 
 fn parse(raw: &[u8]) -> Resp {

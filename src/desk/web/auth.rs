@@ -169,9 +169,11 @@ impl User {
 
 /// False when the browser says the request comes from another site.
 pub fn same_origin(headers: &HeaderMap) -> bool {
-    let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    if matches!(fetch_site, Some("cross-site" | "same-site")) {
-        return false;
+    // Browsers that send Sec-Fetch-Site say it outright.
+    match headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        Some("same-origin" | "none") => return true,
+        Some(_) => return false,
+        None => {}
     }
     let (Some(origin), Some(host)) = (
         headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
