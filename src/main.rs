@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use gridwatch::commands::{bench, demo, detect, events, probe, run, serve, snapshot, status};
+use gridwatch::commands::{bench, demo, desk, detect, events, probe, run, serve, snapshot, status};
 
 #[derive(Parser)]
 #[command(
@@ -41,6 +41,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Measure the pipeline stage by stage on a clip served over loopback.
     Bench(bench::BenchArgs),
+    /// The duty desk's console for every grid point (see docs/desk.md); also `desk user`, `desk simulate`.
+    Desk(desk::DeskArgs),
 }
 
 /// Whether stderr is systemd's journal stream (sd-daemon(3): `$JOURNAL_STREAM` holds
@@ -112,7 +114,7 @@ fn init_logging(default_level: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = match &cli.command {
-        Command::Run(_) => "info",
+        Command::Run(_) | Command::Desk(_) => "info",
         // Probe reports failures itself; ingest's own warnings would say them twice.
         Command::Probe(_) => "error",
         _ => "warn",
@@ -136,6 +138,7 @@ fn main() -> ExitCode {
         Command::Detect(a) => detect::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Desk(a) => desk::run(a),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod demo;
+pub mod desk;
 pub mod detect;
 pub mod events;
 pub mod output;

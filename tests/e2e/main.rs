@@ -4,6 +4,8 @@
 //! slow); one module per area.
 
 mod cli;
+mod desk;
+mod desk_support;
 mod disk;
 mod faults;
 mod hostile;

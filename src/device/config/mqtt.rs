@@ -63,7 +63,7 @@ fn default_max_events_per_s() -> u32 {
 const MAX_CLIENT_ID: usize = 256;
 
 impl MqttConfig {
-    pub(super) fn resolve_paths(&mut self, fix: &impl Fn(&mut PathBuf)) {
+    pub fn resolve_paths(&mut self, fix: &impl Fn(&mut PathBuf)) {
         self.password_file.as_mut().map(fix);
         if let Some(tls) = &mut self.tls {
             tls.ca_file.as_mut().map(fix);
@@ -91,7 +91,7 @@ impl MqttConfig {
         Ok(Some(text.lines().next().unwrap_or("").to_owned()))
     }
 
-    pub(super) fn problems(&mut self, bad: &mut dyn FnMut(String, String)) {
+    pub fn problems(&mut self, bad: &mut dyn FnMut(String, String)) {
         if self.host.trim().is_empty() {
             bad("mqtt.host".into(), "is empty; give the broker's host name or IP address".into());
         }

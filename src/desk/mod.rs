@@ -1,0 +1,54 @@
+//! `gridwatch desk`: the duty desk's console. It ingests every grid point's MQTT
+//! messages into its own store (nothing the broker queued is lost), and serves a
+//! logged-in web console and JSON API over them.
+//!
+//! Promises: one process; `run` returns only when stopped (SIGTERM, Ctrl-C) or on a
+//! fatal start-up problem, which names the key or file at fault.
+
+mod config;
+mod escalate;
+mod ingest;
+mod live;
+mod simulate;
+mod store;
+mod users;
+mod web;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use config::DeskConfig;
+pub use simulate::{SimulateArgs, simulate};
+pub use users::{user_add, user_list, user_remove};
+
+/// Runs the desk with the configuration in `file` until `stop` is cancelled.
+pub async fn run(file: &Path, stop: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+    let cfg = Arc::new(DeskConfig::load(file)?);
+    let store = store::Store::open(&cfg.storage.dir)?;
+    let live = live::Live::new();
+    let mqtt = ingest::start(cfg.clone(), store.clone(), live.clone(), stop.clone())?;
+    tokio::spawn(escalate::run(cfg.clone(), store.clone(), live.clone(), mqtt.clone(), stop.clone()));
+    tokio::spawn(retention(cfg.clone(), store.clone(), stop.clone()));
+    web::serve(cfg, store, live, mqtt, stop).await
+}
+
+/// Applies `storage.max_bytes` and `keep_days` at start and every minute.
+async fn retention(cfg: Arc<DeskConfig>, store: Arc<store::Store>, stop: tokio_util::sync::CancellationToken) {
+    loop {
+        let (max, days) = (cfg.storage.max_bytes, cfg.storage.keep_days);
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.retain(max, days))
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r)
+        {
+            Ok((0, 0)) => {}
+            Ok((files, rows)) => tracing::info!("retention: {files} files and {rows} events removed"),
+            Err(e) => tracing::warn!("retention: {e:#}"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! The console's words in zh-CN (the default) and en: one table, looked up by key.
+//!
+//! Promises: every key has both languages (a unit test checks the table is complete
+//! and has no duplicate key); a key missing from the table shows as itself.
+
+use crate::desk::config::Language;
+
+/// (key, zh-CN, en)
+const WORDS: &[(&str, &str, &str)] = &[
+    ("title", "网格值班台", "Grid duty desk"),
+    ("wall", "总览", "Wall"),
+    ("incidents", "警情", "Incidents"),
+    ("feed", "事件流", "Feed"),
+    ("history", "历史查询", "History"),
+    ("report", "统计报表", "Report"),
+    ("audit", "审计日志", "Audit log"),
+    ("logout", "退出", "Log out"),
+    ("login", "登录", "Log in"),
+    ("user", "用户名", "User"),
+    ("password", "密码", "Password"),
+    ("wrong", "用户名或密码错误", "Wrong user or password"),
+    ("locked", "尝试次数过多，请 5 分钟后再试", "Too many attempts: try again in 5 minutes"),
+    ("online", "在线", "online"),
+    ("offline", "离线", "offline"),
+    ("stopped", "已停止", "stopped"),
+    ("unknown", "未知", "unknown"),
+    ("since", "自", "since"),
+    ("open_alerts", "待处理警情", "open alerts"),
+    ("missing", "条事件缺失", "events missing"),
+    ("evicted", "条事件被设备丢弃", "events dropped by the device"),
+    ("no_picture", "暂无图片", "no picture yet"),
+    ("streaming", "正常", "streaming"),
+    ("starting", "启动中", "starting"),
+    ("reconnecting", "重连中", "reconnecting"),
+    ("disabled", "已停用", "disabled"),
+    ("paused", "已暂停", "paused"),
+    ("state", "状态", "State"),
+    ("open", "待认领", "open"),
+    ("claimed", "处理中", "claimed"),
+    ("resolved", "已办结", "resolved"),
+    ("escalated", "已升级", "escalated"),
+    ("claim", "认领", "Claim"),
+    ("resolve", "办结", "Resolve"),
+    ("handled", "已处置", "handled"),
+    ("false_alarm", "误报", "false alarm"),
+    ("duplicate", "重复", "duplicate"),
+    ("note", "备注", "Note"),
+    ("kind", "类型", "Kind"),
+    ("label", "目标", "Label"),
+    ("score", "置信度", "Score"),
+    ("zones", "区域", "Zones"),
+    ("site", "网格点", "Site"),
+    ("camera", "摄像头", "Camera"),
+    ("cameras", "摄像头", "Cameras"),
+    ("started", "开始", "Started"),
+    ("duration", "持续", "Duration"),
+    ("ongoing", "进行中", "ongoing"),
+    ("picture", "图片", "Picture"),
+    ("who", "人员", "Who"),
+    ("when", "时间", "When"),
+    ("action", "操作", "Action"),
+    ("target", "对象", "Target"),
+    ("address", "地址", "Address"),
+    ("detail", "详情", "Detail"),
+    ("timeline", "时间线", "Timeline"),
+    ("incident_history", "警情记录", "Incident history"),
+    ("snapshots", "抓拍", "Snapshots"),
+    ("clip", "视频片段", "Clip"),
+    ("mismatch", "校验不符", "checksum mismatch"),
+    ("pending", "待核对", "unverified"),
+    ("from", "起", "From"),
+    ("to", "止", "To"),
+    ("search", "查询", "Search"),
+    ("csv", "导出 CSV", "Export CSV"),
+    ("newer", "上一页", "Newer"),
+    ("older", "下一页", "Older"),
+    ("day", "日期", "Day"),
+    ("total", "合计", "Total"),
+    ("any", "全部", "any"),
+    ("none", "无", "none"),
+    ("mute", "静音", "Mute"),
+    ("unmute", "取消静音", "Unmute"),
+    ("alarm", "有待认领的警情", "alerts waiting"),
+    ("fresh_picture", "抓取当前画面", "Fresh picture"),
+    ("pause_detect", "暂停识别", "Pause detection"),
+    ("resume_detect", "恢复识别", "Resume detection"),
+    ("health_24h", "24 小时状态变化", "Health changes, 24 h"),
+    ("fps", "帧/秒", "fps"),
+    ("latest", "最新画面", "Latest picture"),
+    ("sent", "已发送", "sent"),
+    ("events", "事件", "events"),
+    ("seq", "序号", "seq"),
+    ("received", "收到", "Received"),
+    ("type", "消息", "Message"),
+    ("object", "目标", "object"),
+    ("intrusion", "入侵", "intrusion"),
+    ("loitering", "徘徊", "loitering"),
+    ("crowd", "聚集", "crowd"),
+    ("occupation", "占道", "occupation"),
+    ("abandoned", "遗留物", "abandoned"),
+    ("tamper", "遮挡破坏", "tamper"),
+    ("camera_offline", "摄像头掉线", "camera offline"),
+    ("new", "新", "new"),
+    ("update", "更新", "update"),
+    ("end", "结束", "end"),
+    ("no_incidents", "没有警情", "No incidents"),
+    ("not_found", "未找到", "Not found"),
+];
+
+pub fn t(lang: Language, key: &str) -> String {
+    match WORDS.iter().find(|w| w.0 == key) {
+        Some((_, zh, en)) => match lang {
+            Language::ZhCn => (*zh).to_owned(),
+            Language::En => (*en).to_owned(),
+        },
+        None => key.to_owned(),
+    }
+}
+
+/// The `lang` attribute of the pages.
+pub fn code(lang: Language) -> &'static str {
+    match lang {
+        Language::ZhCn => "zh-CN",
+        Language::En => "en",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_complete_and_unique() {
+        let mut keys = std::collections::HashSet::new();
+        for (k, zh, en) in WORDS {
+            assert!(keys.insert(k), "{k} twice");
+            assert!(!zh.is_empty() && !en.is_empty(), "{k}");
+        }
+        assert_eq!(t(Language::ZhCn, "wall"), "总览");
+        assert_eq!(t(Language::En, "wall"), "Wall");
+    }
+}

@@ -1,0 +1,475 @@
+//! The console's pages and the fragments the live views refresh: wall, incidents,
+//! feed, event, history (with CSV), report (with CSV), site, audit log, login.
+//!
+//! Promises: every handler takes a `User` (so no page is served without a login);
+//! forms carry the session's CSRF token and redirect back after acting.
+
+use axum::Form;
+use axum::Router;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::api::{self, EventQuery};
+use super::auth::User;
+use super::render::{self, Ctx};
+use super::{App, Peer};
+use crate::desk::store::{EventView, Role};
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/", get(wall))
+        .route("/fragments/wall", get(wall_fragment))
+        .route("/incidents", get(incidents))
+        .route("/fragments/incidents", get(incidents_fragment))
+        .route("/incidents/{site}/{event_id}/claim", post(claim_form))
+        .route("/incidents/{site}/{event_id}/resolve", post(resolve_form))
+        .route("/feed", get(feed))
+        .route("/fragments/feed", get(feed_fragment))
+        .route("/events/{site}/{event_id}", get(event))
+        .route("/history", get(history))
+        .route("/history.csv", get(history_csv))
+        .route("/report", get(report))
+        .route("/report.csv", get(report_csv))
+        .route("/sites/{site}", get(site))
+        .route("/sites/{site}/{camera}/{command}", post(command_form))
+        .route("/audit", get(audit))
+}
+
+fn html_page(app: &App, user: &User, name: &str, title: &str, body: impl FnOnce(&Ctx) -> Markup) -> Response {
+    let names = |id: &str| app.site_name(id);
+    let cx = Ctx { lang: app.cfg.language, user: Some(user), names: &names };
+    Html(render::page(&cx, name, title, body(&cx)).into_string()).into_response()
+}
+
+fn fragment(app: &App, user: &User, body: impl FnOnce(&Ctx) -> Markup) -> Response {
+    let names = |id: &str| app.site_name(id);
+    let cx = Ctx { lang: app.cfg.language, user: Some(user), names: &names };
+    Html(body(&cx).into_string()).into_response()
+}
+
+fn tr(app: &App, key: &str) -> String {
+    super::i18n::t(app.cfg.language, key)
+}
+
+pub fn login(app: &App, next: &str, problem: Option<&str>, status: StatusCode) -> Response {
+    let names = |id: &str| id.to_owned();
+    let cx = Ctx { lang: app.cfg.language, user: None, names: &names };
+    let body = html! {
+        form.login method="post" action="/login" {
+            h1 { (cx.t("title")) }
+            @if let Some(p) = problem { p.error { (cx.t(p)) } }
+            label { (cx.t("user")) input type="text" name="user" autocomplete="username" required maxlength="64"; }
+            label { (cx.t("password")) input type="password" name="password" autocomplete="current-password" required; }
+            input type="hidden" name="next" value=(next);
+            button type="submit" { (cx.t("login")) }
+        }
+    };
+    (status, Html(render::page(&cx, "login", &cx.t("login"), body).into_string())).into_response()
+}
+
+async fn wall(State(app): State<App>, user: User) -> Response {
+    let names = app.site_names();
+    match app.db(move |s| s.sites(&names)).await {
+        Ok(sites) => html_page(&app, &user, "wall", &tr(&app, "wall"), |cx| {
+            html! { div #wall.wall { (render::tiles(cx, &sites)) } }
+        }),
+        Err(r) => r,
+    }
+}
+
+async fn wall_fragment(State(app): State<App>, user: User) -> Response {
+    let names = app.site_names();
+    match app.db(move |s| s.sites(&names)).await {
+        Ok(sites) => fragment(&app, &user, |cx| render::tiles(cx, &sites)),
+        Err(r) => r,
+    }
+}
+
+fn incident_list(cx: &Ctx, events: &[EventView]) -> Markup {
+    html! {
+        @if events.is_empty() { p { (cx.t("no_incidents")) } }
+        @else { (render::event_table(cx, events, true, "incident-rows")) }
+    }
+}
+
+async fn incidents(State(app): State<App>, user: User) -> Response {
+    match app.db(|s| s.incident_queue(50)).await {
+        Ok(list) => html_page(&app, &user, "incidents", &tr(&app, "incidents"), |cx| {
+            html! { div #incidents { (incident_list(cx, &list)) } }
+        }),
+        Err(r) => r,
+    }
+}
+
+async fn incidents_fragment(State(app): State<App>, user: User) -> Response {
+    match app.db(|s| s.incident_queue(50)).await {
+        Ok(list) => fragment(&app, &user, |cx| incident_list(cx, &list)),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct ResolveForm {
+    csrf: String,
+    resolution: String,
+    #[serde(default)]
+    note: String,
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+/// Back to the page the form was on (same site only), else the incident's event page.
+fn back(headers: &HeaderMap, site: &str, id: &str) -> Redirect {
+    let referer = headers.get(header::REFERER).and_then(|v| v.to_str().ok()).and_then(|r| {
+        let host = headers.get(header::HOST)?.to_str().ok()?;
+        let rest = r.split_once("://")?.1.strip_prefix(host)?;
+        rest.starts_with('/').then(|| rest.to_owned())
+    });
+    Redirect::to(&referer.unwrap_or_else(|| format!("/events/{site}/{id}")))
+}
+
+async fn claim_form(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    user: User,
+    headers: HeaderMap,
+    Path((site, id)): Path<(String, String)>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = user.check(&headers, Some(&f.csrf)) {
+        return r;
+    }
+    match api::claim(&app, &user, &peer, site.clone(), id.clone()).await {
+        Ok(()) => back(&headers, &site, &id).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn resolve_form(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    user: User,
+    headers: HeaderMap,
+    Path((site, id)): Path<(String, String)>,
+    Form(f): Form<ResolveForm>,
+) -> Response {
+    if let Err(r) = user.check(&headers, Some(&f.csrf)) {
+        return r;
+    }
+    match api::resolve(&app, &user, &peer, site.clone(), id.clone(), &f.resolution, &f.note).await {
+        Ok(()) => back(&headers, &site, &id).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn feed(State(app): State<App>, user: User, Query(q): Query<EventQuery>) -> Response {
+    let f = q.filter(100);
+    match app.db(move |s| s.events(&f)).await {
+        Ok(list) => html_page(&app, &user, "feed", &tr(&app, "feed"), |cx| {
+            html! { (filters(cx, &q, "/feed", false)) (render::event_table(cx, &list, false, "feed-rows")) }
+        }),
+        Err(r) => r,
+    }
+}
+
+async fn feed_fragment(State(app): State<App>, user: User, Query(q): Query<EventQuery>) -> Response {
+    let f = q.filter(100);
+    match app.db(move |s| s.events(&f)).await {
+        Ok(list) => fragment(&app, &user, |cx| html! { @for e in &list { (render::event_row(cx, e, false)) } }),
+        Err(r) => r,
+    }
+}
+
+/// The filter form of the feed and history pages.
+fn filters(cx: &Ctx, q: &EventQuery, action: &str, full: bool) -> Markup {
+    let v = |o: &Option<String>| o.clone().unwrap_or_default();
+    html! {
+        form.filters method="get" action=(action) {
+            label { (cx.t("site")) input name="site" value=(v(&q.site)) maxlength="63"; }
+            label { (cx.t("camera")) input name="camera" value=(v(&q.camera)) maxlength="63"; }
+            label { (cx.t("kind")) select name="kind" {
+                option value="" { (cx.t("any")) }
+                @for k in ["object", "intrusion", "loitering", "crowd", "occupation", "abandoned", "tamper", "camera_offline"] {
+                    option value=(k) selected[q.kind.as_deref() == Some(k)] { (cx.t(k)) }
+                }
+            } }
+            label { (cx.t("label")) input name="label" value=(v(&q.label)) maxlength="63"; }
+            @if full {
+                label { (cx.t("from")) input name="from" value=(v(&q.from)) placeholder="2026-11-30" maxlength="30"; }
+                label { (cx.t("to")) input name="to" value=(v(&q.to)) placeholder="2026-12-01" maxlength="30"; }
+                label { (cx.t("state")) select name="state" {
+                    option value="" { (cx.t("any")) }
+                    @for s in ["open", "claimed", "resolved", "none"] {
+                        option value=(s) selected[q.state.as_deref() == Some(s)] { (cx.t(s)) }
+                    }
+                } }
+            }
+            button type="submit" { (cx.t("search")) }
+        }
+    }
+}
+
+async fn event(State(app): State<App>, user: User, Path((site, id)): Path<(String, String)>) -> Response {
+    let found = app
+        .db(move |s| match s.event(&site, &id)? {
+            Some(e) => Ok(Some((s.timeline(&site, &id)?, s.incident_log(&site, &id)?, e))),
+            None => Ok(None),
+        })
+        .await;
+    match found {
+        Ok(Some((timeline, log, e))) => {
+            html_page(&app, &user, "event", &tr(&app, &e.kind), |cx| render::event_detail(cx, &e, &timeline, &log))
+        }
+        Ok(None) => (StatusCode::NOT_FOUND, tr(&app, "not_found")).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// The history page's query string without `page`, to build paging links.
+fn query_without_page(q: &EventQuery) -> String {
+    let pairs = [
+        ("site", &q.site),
+        ("camera", &q.camera),
+        ("kind", &q.kind),
+        ("label", &q.label),
+        ("from", &q.from),
+        ("to", &q.to),
+        ("state", &q.state),
+    ];
+    let mut out = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
+            out.append_pair(k, v);
+        }
+    }
+    out.finish()
+}
+
+async fn history(State(app): State<App>, user: User, Query(q): Query<EventQuery>) -> Response {
+    let f = q.filter(50);
+    let page = q.page.unwrap_or(0);
+    let full = f.limit;
+    match app.db(move |s| s.events(&f)).await {
+        Ok(list) => html_page(&app, &user, "history", &tr(&app, "history"), |cx| {
+            let qs = query_without_page(&q);
+            html! {
+                (filters(cx, &q, "/history", true))
+                p.paging {
+                    @if page > 0 { a href=(format!("/history?{qs}&page={}", page - 1)) { (cx.t("newer")) } " " }
+                    @if list.len() == full { a href=(format!("/history?{qs}&page={}", page + 1)) { (cx.t("older")) } " " }
+                    a href=(format!("/history.csv?{qs}")) { (cx.t("csv")) }
+                }
+                (render::event_table(cx, &list, false, "history-rows"))
+            }
+        }),
+        Err(r) => r,
+    }
+}
+
+/// A CSV field: quoted, and never read as a formula by a spreadsheet.
+fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_owned() };
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn csv_response(name: &str, rows: Vec<Vec<String>>) -> Response {
+    let mut out = String::from("\u{feff}"); // so spreadsheet programs read the Chinese as UTF-8
+    for r in rows {
+        out += &r.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",");
+        out += "\r\n";
+    }
+    let disposition = format!("attachment; filename=\"{name}\"");
+    ([(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, disposition)], out)
+        .into_response()
+}
+
+async fn history_csv(State(app): State<App>, _user: User, Query(q): Query<EventQuery>) -> Response {
+    let mut f = q.filter(1000);
+    f.limit = q.limit.unwrap_or(1000).clamp(1, 1000);
+    let list = match app.db(move |s| s.events(&f)).await {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let mut rows = vec![
+        [
+            "site",
+            "site_name",
+            "event_id",
+            "camera",
+            "kind",
+            "label",
+            "score",
+            "zones",
+            "started_at",
+            "ended_at",
+            "incident",
+            "claimed_by",
+            "resolved_by",
+            "resolution",
+            "note",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    for e in list {
+        let i = e.incident.clone();
+        rows.push(vec![
+            e.site.clone(),
+            app.site_name(&e.site),
+            e.event_id,
+            e.camera,
+            e.kind,
+            e.label,
+            format!("{:.3}", e.score),
+            e.zones.join(" "),
+            e.started_at,
+            e.ended_at.unwrap_or_default(),
+            i.as_ref().map(|i| i.state.clone()).unwrap_or_default(),
+            i.as_ref().and_then(|i| i.claimed_by.clone()).unwrap_or_default(),
+            i.as_ref().and_then(|i| i.resolved_by.clone()).unwrap_or_default(),
+            i.as_ref().and_then(|i| i.resolution.clone()).unwrap_or_default(),
+            i.as_ref().and_then(|i| i.note.clone()).unwrap_or_default(),
+        ]);
+    }
+    csv_response("history.csv", rows)
+}
+
+#[derive(Deserialize)]
+struct ReportQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// The report's range: `[from, to)` as dates, by default the last 7 days.
+fn range(q: &ReportQuery) -> (String, String) {
+    let today = crate::desk::store::rfc3339(crate::desk::store::now_ms())[..10].to_owned();
+    let week_ago = crate::desk::store::rfc3339(crate::desk::store::now_ms() - 6 * 86_400_000)[..10].to_owned();
+    let from = q.from.clone().filter(|s| !s.is_empty()).unwrap_or(week_ago);
+    let to = q.to.clone().filter(|s| !s.is_empty()).unwrap_or(today);
+    // `to` is a whole day: everything that started on it counts.
+    (from, format!("{to}\u{ffff}"))
+}
+
+async fn report(State(app): State<App>, user: User, Query(q): Query<ReportQuery>) -> Response {
+    let (from, to) = range(&q);
+    let (f2, t2) = (from.clone(), to.clone());
+    match app.db(move |s| s.report(&f2, &t2)).await {
+        Ok(rows) => html_page(&app, &user, "report", &tr(&app, "report"), |cx| {
+            let to_day = to.trim_end_matches('\u{ffff}');
+            html! {
+                form.filters method="get" action="/report" {
+                    label { (cx.t("from")) input name="from" value=(from) maxlength="10"; }
+                    label { (cx.t("to")) input name="to" value=(to_day) maxlength="10"; }
+                    button type="submit" { (cx.t("search")) }
+                    " " a href=(format!("/report.csv?from={from}&to={to_day}")) { (cx.t("csv")) }
+                }
+                (render::report(cx, &rows))
+            }
+        }),
+        Err(r) => r,
+    }
+}
+
+async fn report_csv(State(app): State<App>, _user: User, Query(q): Query<ReportQuery>) -> Response {
+    let (from, to) = range(&q);
+    let rows = match app.db(move |s| s.report(&from, &to)).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let mut out = vec![["day", "site", "site_name", "kind", "count"].map(String::from).to_vec()];
+    for r in rows {
+        for (k, n) in &r.counts {
+            out.push(vec![r.day.clone(), r.site.clone(), app.site_name(&r.site), k.clone(), n.to_string()]);
+        }
+    }
+    csv_response("report.csv", out)
+}
+
+async fn site(State(app): State<App>, user: User, Path(site): Path<String>) -> Response {
+    let names = app.site_names();
+    let s2 = site.clone();
+    let found = app
+        .db(move |s| {
+            let Some(view) = s.sites(&names)?.into_iter().find(|v| v.site == s2) else { return Ok(None) };
+            let changes =
+                view.cameras.iter().map(|c| s.camera_changes(&s2, &c.id)).collect::<anyhow::Result<Vec<_>>>()?;
+            Ok(Some((view, changes)))
+        })
+        .await;
+    let (view, changes) = match found {
+        Ok(Some(v)) => v,
+        Ok(None) => return (StatusCode::NOT_FOUND, tr(&app, "not_found")).into_response(),
+        Err(r) => return r,
+    };
+    let can_act = user.role >= Role::Operator;
+    html_page(&app, &user, "site", &view.name.clone(), |cx| {
+        html! {
+            h1 { (view.name) " (" (view.site) ")" }
+            div #wall.wall.single { (render::tiles(cx, std::slice::from_ref(&view))) }
+            @for (cam, changes) in view.cameras.iter().zip(&changes) {
+                section.camera {
+                    h2 { (cam.name) " · " (cam.id) }
+                    @if let Some(url) = &cam.latest_picture { img.latest src=(url) alt=(cx.t("latest")); }
+                    @if can_act {
+                        @for (cmd, key) in [("snapshot", "fresh_picture"), ("detect_off", "pause_detect"), ("detect_on", "resume_detect")] {
+                            form.inline method="post" action=(format!("/sites/{}/{}/{cmd}", view.site, cam.id)) {
+                                input type="hidden" name="csrf" value=(user.csrf);
+                                button type="submit" { (cx.t(key)) }
+                            }
+                        }
+                    }
+                    h3 { (cx.t("health_24h")) }
+                    ul.changes { @for (at, state) in changes { li { (render::time(at)) " " (cx.t(state)) } } }
+                }
+            }
+        }
+    })
+}
+
+async fn command_form(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    user: User,
+    headers: HeaderMap,
+    Path((site, camera, command)): Path<(String, String, String)>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = user.check(&headers, Some(&f.csrf)) {
+        return r;
+    }
+    match api::command(&app, &user, &peer, &site, &camera, &command).await {
+        Ok(()) => Redirect::to(&format!("/sites/{site}")).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    page: Option<usize>,
+}
+
+async fn audit(State(app): State<App>, user: User, Query(q): Query<PageQuery>) -> Response {
+    if let Err(r) = user.require(Role::Operator) {
+        return r;
+    }
+    let page = q.page.unwrap_or(0).min(100_000);
+    match app.db(move |s| s.audit_log(100, page * 100)).await {
+        Ok(rows) => html_page(&app, &user, "audit", &tr(&app, "audit"), |cx| {
+            html! {
+                p.paging {
+                    @if page > 0 { a href=(format!("/audit?page={}", page - 1)) { (cx.t("newer")) } " " }
+                    @if rows.len() == 100 { a href=(format!("/audit?page={}", page + 1)) { (cx.t("older")) } }
+                }
+                (render::audit_table(cx, &rows))
+            }
+        }),
+        Err(r) => r,
+    }
+}

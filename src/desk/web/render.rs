@@ -1,0 +1,306 @@
+//! HTML of the console, server-rendered with maud: every string is escaped, and the
+//! pieces the live views refresh (wall tiles, event rows, the incident queue) are the
+//! same functions the full pages use.
+//!
+//! Promises: no inline script or style (the CSP forbids both); times are written as
+//! `<time datetime=…>` in UTC, which desk.js shows in the browser's local time.
+
+use std::collections::BTreeMap;
+
+use maud::{DOCTYPE, Markup, html};
+
+use super::auth::User;
+use super::i18n::{code, t};
+use crate::desk::config::Language;
+use crate::desk::store::{AuditRow, EventView, ReportRow, Role, SiteView, TimelineRow};
+
+/// What every rendering needs: the language, the viewer, site names.
+pub struct Ctx<'a> {
+    pub lang: Language,
+    pub user: Option<&'a User>,
+    pub names: &'a dyn Fn(&str) -> String,
+}
+
+impl Ctx<'_> {
+    pub fn t(&self, key: &str) -> String {
+        t(self.lang, key)
+    }
+    fn can_act(&self) -> bool {
+        self.user.is_some_and(|u| u.role >= Role::Operator)
+    }
+    fn csrf(&self) -> &str {
+        self.user.map_or("", |u| u.csrf.as_str())
+    }
+}
+
+pub fn page(cx: &Ctx, name: &str, title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang=(code(cx.lang)) {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · " (cx.t("title")) }
+                link rel="stylesheet" href="/assets/desk.css";
+                script src="/assets/desk.js" defer {}
+            }
+            body data-page=(name) data-csrf=(cx.csrf()) data-mute=(cx.t("mute")) data-unmute=(cx.t("unmute")) {
+                @if let Some(u) = cx.user {
+                    header.top {
+                        nav {
+                            @for (href, key) in [("/", "wall"), ("/incidents", "incidents"), ("/feed", "feed"),
+                                                ("/history", "history"), ("/report", "report"), ("/audit", "audit")] {
+                                a.current[key == name] href=(href) { (cx.t(key)) }
+                            }
+                        }
+                        a #alarm.alarm hidden href="/incidents" { (cx.t("alarm")) ": " span #alarm-count { "0" } }
+                        button #mute type="button" { (cx.t("mute")) }
+                        span.who { (u.name) " (" (u.role.as_str()) ")" }
+                        form.inline method="post" action="/logout" {
+                            input type="hidden" name="csrf" value=(u.csrf);
+                            button type="submit" { (cx.t("logout")) }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+pub fn time(at: &str) -> Markup {
+    html! { time datetime=(at) { (at) } }
+}
+
+fn status_key(status: Option<&str>) -> &str {
+    match status {
+        Some(s @ ("online" | "offline" | "stopped")) => s,
+        _ => "unknown",
+    }
+}
+
+pub fn tiles(cx: &Ctx, sites: &[SiteView]) -> Markup {
+    html! { @for s in sites { (tile(cx, s)) } }
+}
+
+fn tile(cx: &Ctx, s: &SiteView) -> Markup {
+    let status = status_key(s.status.as_deref());
+    html! {
+        section.tile.(format!("status-{status}")) .trouble[s.trouble() > 0] id=(format!("site-{}", s.site)) data-site=(s.site) {
+            header {
+                a.name href=(format!("/sites/{}", s.site)) { (s.name) }
+                span.status { (cx.t(status)) }
+                @if let Some(since) = &s.status_since { " " (time(since)) }
+            }
+            @match &s.latest_picture {
+                Some(url) => img src=(url) alt=(cx.t("latest")) loading="lazy";,
+                None => div.nopic { (cx.t("no_picture")) },
+            }
+            ul.cams {
+                @for c in &s.cameras {
+                    @let state = c.state.clone().unwrap_or_else(|| "unknown".into());
+                    li.(format!("cam-{state}")) {
+                        (c.name) ": " (cx.t(&state))
+                        @if let Some(fps) = c.fps_analyzed { " · " (format!("{fps:.1}")) " " (cx.t("fps")) }
+                    }
+                }
+            }
+            @if s.open_alerts > 0 { p.alerts { (cx.t("open_alerts")) ": " (s.open_alerts) } }
+            @if s.missing_events > 0 { p.missing { (s.missing_events) " " (cx.t("missing")) } }
+            @if s.events_evicted > 0 { p.missing { (s.events_evicted) " " (cx.t("evicted")) } }
+        }
+    }
+}
+
+pub fn duration(e: &EventView) -> Option<String> {
+    let start = humantime::parse_rfc3339(&e.started_at).ok()?;
+    let end = humantime::parse_rfc3339(e.ended_at.as_deref()?).ok()?;
+    let s = end.duration_since(start).ok()?.as_secs();
+    Some(if s >= 3600 { format!("{}h{:02}m", s / 3600, s / 60 % 60) } else { format!("{}m{:02}s", s / 60, s % 60) })
+}
+
+pub fn event_url(e: &EventView) -> String {
+    format!("/events/{}/{}", e.site, e.event_id)
+}
+
+fn incident_badge(cx: &Ctx, e: &EventView) -> Markup {
+    html! {
+        @if let Some(i) = &e.incident {
+            span.badge.(format!("inc-{}", i.state)) .escalated[i.escalated_at.is_some() && i.state == "open"] {
+                (cx.t(&i.state))
+                @if let Some(r) = &i.resolution { " · " (cx.t(r)) }
+            }
+        }
+    }
+}
+
+/// One event as a table row; `actions` adds the claim and resolve forms.
+pub fn event_row(cx: &Ctx, e: &EventView, actions: bool) -> Markup {
+    html! {
+        tr id=(format!("ev-{}-{}", e.site, e.event_id)) data-type=(e.last_type) {
+            td.thumb { @if let Some(url) = e.snapshots.last() { a href=(event_url(e)) { img src=(url) alt="" loading="lazy"; } } }
+            td.kind { a href=(event_url(e)) { (cx.t(&e.kind)) } }
+            td.label { (e.label) }
+            td.score { (format!("{:.2}", e.score)) }
+            td.zones { (e.zones.join(", ")) }
+            td.site { ((cx.names)(&e.site)) }
+            td.camera { (e.camera) }
+            td.started { (time(&e.started_at)) }
+            td.duration { (duration(e).unwrap_or_else(|| cx.t("ongoing"))) }
+            td.incident { (incident_badge(cx, e)) }
+            @if actions { td.actions { (incident_forms(cx, e)) } }
+        }
+    }
+}
+
+pub fn event_table(cx: &Ctx, events: &[EventView], actions: bool, body_id: &str) -> Markup {
+    html! {
+        table.events {
+            thead { tr {
+                th { (cx.t("picture")) } th { (cx.t("kind")) } th { (cx.t("label")) } th { (cx.t("score")) }
+                th { (cx.t("zones")) } th { (cx.t("site")) } th { (cx.t("camera")) } th { (cx.t("started")) }
+                th { (cx.t("duration")) } th { (cx.t("state")) }
+                @if actions { th { (cx.t("action")) } }
+            } }
+            tbody id=(body_id) { @for e in events { (event_row(cx, e, actions)) } }
+        }
+    }
+}
+
+pub fn incident_forms(cx: &Ctx, e: &EventView) -> Markup {
+    let Some(i) = &e.incident else { return html! {} };
+    if !cx.can_act() || i.state == "resolved" {
+        return html! { @if let Some(by) = &i.claimed_by { span.by { (by) } } };
+    }
+    let base = format!("/incidents/{}/{}", e.site, e.event_id);
+    html! {
+        @if i.state == "open" {
+            form.inline method="post" action=(format!("{base}/claim")) {
+                input type="hidden" name="csrf" value=(cx.csrf());
+                button.claim type="submit" { (cx.t("claim")) }
+            }
+        } @else if let Some(by) = &i.claimed_by { span.by { (by) } " " }
+        form.inline.resolve method="post" action=(format!("{base}/resolve")) {
+            input type="hidden" name="csrf" value=(cx.csrf());
+            select name="resolution" {
+                @for r in ["handled", "false_alarm", "duplicate"] { option value=(r) { (cx.t(r)) } }
+            }
+            input type="text" name="note" maxlength="500" placeholder=(cx.t("note"));
+            button.resolve type="submit" { (cx.t("resolve")) }
+        }
+    }
+}
+
+pub fn event_detail(cx: &Ctx, e: &EventView, timeline: &[TimelineRow], log: &[AuditRow]) -> Markup {
+    html! {
+        h1 { (cx.t(&e.kind)) " · " (e.label) " · " ((cx.names)(&e.site)) " / " (e.camera) }
+        p { (cx.t("started")) " " (time(&e.started_at)) " · " (cx.t("duration")) " "
+            (duration(e).unwrap_or_else(|| cx.t("ongoing"))) " · " (cx.t("score")) " " (format!("{:.2}", e.score))
+            " · " (cx.t("zones")) " " (e.zones.join(", ")) " · " (incident_badge(cx, e)) }
+        section.pictures {
+            h2 { (cx.t("snapshots")) }
+            @for (url, status) in e.snapshots.iter().zip(&e.snapshot_status) {
+                figure.(format!("pic-{status}")) {
+                    img src=(url) alt=(cx.t("picture"));
+                    @if status != "ok" { figcaption { (cx.t(status)) } }
+                }
+            }
+            @if let Some(clip) = &e.clip { h2 { (cx.t("clip")) } video controls src=(clip) {} }
+        }
+        @if let Some(serde_json::Value::Object(d)) = &e.detail {
+            h2 { (cx.t("detail")) }
+            table.detail { @for (k, v) in d { tr { th { (k) } td { (plain(v)) } } } }
+        }
+        @if e.incident.is_some() {
+            h2 { (cx.t("incident_history")) }
+            (incident_forms(cx, e))
+            table.log { @for r in log { tr {
+                td { (time(&r.at)) } td { (r.user.as_deref().unwrap_or("")) } td { (cx.t(&r.action)) }
+                td { (r.detail.as_deref().unwrap_or("")) }
+            } } }
+        }
+        h2 { (cx.t("timeline")) }
+        table.timeline {
+            thead { tr { th { (cx.t("seq")) } th { (cx.t("type")) } th { (cx.t("when")) } th { (cx.t("received")) } } }
+            @for m in timeline { tr { td { (m.seq) } td { (cx.t(&m.kind)) } td { (time(&m.at)) } td { (time(&m.received_at)) } } }
+        }
+    }
+}
+
+/// A JSON value as text (strings without their quotes).
+fn plain(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub fn audit_table(cx: &Ctx, rows: &[AuditRow]) -> Markup {
+    html! {
+        table.audit {
+            thead { tr { th { (cx.t("when")) } th { (cx.t("who")) } th { (cx.t("address")) } th { (cx.t("action")) }
+                         th { (cx.t("target")) } th { (cx.t("detail")) } } }
+            tbody { @for r in rows { tr {
+                td { (time(&r.at)) } td { (r.user.as_deref().unwrap_or("")) } td { (r.addr.as_deref().unwrap_or("")) }
+                td { (r.action) } td { (r.target.as_deref().unwrap_or("")) } td { (r.detail.as_deref().unwrap_or("")) }
+            } } }
+        }
+    }
+}
+
+/// Per day and site, counts by kind, as a table and a stacked bar chart (SVG).
+pub fn report(cx: &Ctx, rows: &[ReportRow]) -> Markup {
+    let kinds: Vec<String> = rows
+        .iter()
+        .flat_map(|r| r.counts.keys().cloned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut per_day: BTreeMap<&str, BTreeMap<&str, i64>> = BTreeMap::new();
+    for r in rows {
+        for (k, n) in &r.counts {
+            *per_day.entry(&r.day).or_default().entry(k).or_default() += n;
+        }
+    }
+    html! {
+        (chart(cx, &kinds, &per_day))
+        table.report {
+            thead { tr { th { (cx.t("day")) } th { (cx.t("site")) } @for k in &kinds { th { (cx.t(k)) } } th { (cx.t("total")) } } }
+            tbody { @for r in rows { tr {
+                td { (r.day) } td { ((cx.names)(&r.site)) }
+                @for k in &kinds { td { (r.counts.get(k).copied().unwrap_or(0)) } }
+                td { (r.counts.values().sum::<i64>()) }
+            } } }
+        }
+    }
+}
+
+fn chart(cx: &Ctx, kinds: &[String], per_day: &BTreeMap<&str, BTreeMap<&str, i64>>) -> Markup {
+    const W: f64 = 960.0;
+    const H: f64 = 240.0;
+    let max = per_day.values().map(|m| m.values().sum::<i64>()).max().unwrap_or(0).max(1) as f64;
+    let slot = W / per_day.len().max(1) as f64;
+    html! {
+        svg.chart viewBox=(format!("0 0 {W} {}", H + 60.0)) role="img" {
+            @for (i, (day, counts)) in per_day.iter().enumerate() {
+                @let mut y = H;
+                @for (ki, k) in kinds.iter().enumerate() {
+                    @let h = counts.get(k.as_str()).copied().unwrap_or(0) as f64 / max * (H - 20.0);
+                    @if h > 0.0 {
+                        @let top = { y -= h; y };
+                        rect class=(format!("k{}", ki % 8)) x=(format!("{:.1}", i as f64 * slot + slot * 0.15))
+                            y=(format!("{top:.1}")) width=(format!("{:.1}", slot * 0.7)) height=(format!("{h:.1}")) {
+                            title { (day) " " (cx.t(k)) ": " (counts.get(k.as_str()).copied().unwrap_or(0)) }
+                        }
+                    }
+                }
+                text x=(format!("{:.1}", i as f64 * slot + slot / 2.0)) y=(H + 16.0) text-anchor="middle" { (day.get(5..).unwrap_or(day)) }
+                text x=(format!("{:.1}", i as f64 * slot + slot / 2.0)) y=(y - 4.0) text-anchor="middle" { (counts.values().sum::<i64>()) }
+            }
+            @for (ki, k) in kinds.iter().enumerate() {
+                rect class=(format!("k{}", ki % 8)) x=(ki as f64 * 120.0) y=(H + 34.0) width="12" height="12" {}
+                text x=(ki as f64 * 120.0 + 16.0) y=(H + 45.0) { (cx.t(k)) }
+            }
+        }
+    }
+}
