@@ -398,7 +398,8 @@ impl Browser {
     }
 
     fn call(&self, method: &str, path: &str, body: &Value) -> Value {
-        let b = body.to_string();
+        // A GET carries no body: chromedriver reads even "null" as missing parameters.
+        let b = if method == "GET" { String::new() } else { body.to_string() };
         let r = http(
             self.port,
             method,
