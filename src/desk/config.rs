@@ -188,9 +188,8 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> anyhow::Result<DeskConfig> {
-        let dir = std::env::temp_dir().join(format!("desk-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("desk.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("desk.toml");
         std::fs::write(&f, text).unwrap();
         DeskConfig::load(&f)
     }

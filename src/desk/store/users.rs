@@ -115,14 +115,13 @@ mod tests {
 
     #[test]
     fn hashes_verify_and_dummy_parses() {
-        let dir = std::env::temp_dir().join(format!("desk-users-{}", std::process::id()));
-        let store = Store::open(&dir).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
         store.user_add("li", Role::Operator, "pw-1").unwrap();
         assert_eq!(store.user_verify("li", "pw-1").unwrap(), Some(Role::Operator));
         assert_eq!(store.user_verify("li", "pw-2").unwrap(), None);
         assert_eq!(store.user_verify("nobody", "pw-1").unwrap(), None);
         let h: String = store.with(|c| Ok(c.query_row("SELECT hash FROM users", [], |r| r.get(0))?)).unwrap();
         assert!(h.starts_with("$argon2id$") && !h.contains("pw-1"));
-        let _ = std::fs::remove_dir_all(dir);
     }
 }
