@@ -10,10 +10,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use crate::device::ingest::url::CameraUrl;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use url::Url;
 
 use super::output::{Progress, or_dash, table};
 use crate::device::ingest::camera::{self, Ingest, IngestOptions};
@@ -220,8 +220,8 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(Failure::Rtsp.code()));
         }
     };
-    let shown = camera::redact_url(&url);
-    let target = format!("{}:{}", url.host_str().unwrap_or("?"), url.port().unwrap_or(554));
+    let shown = url.redacted();
+    let target = format!("{}:{}", url.host(), url.port());
     let rt = tokio::runtime::Runtime::new()?;
     let outcome = rt.block_on(probe(url, &args));
     let (failure, reason) = match outcome {
@@ -237,7 +237,6 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
         Err(f) => f,
     };
     let (message, hint) = failure.message(&target, args.timeout);
-    let reason = crate::device::ingest::redact::userinfo(&reason);
     if args.json {
         let r =
             FailureReport { ok: false, url: &shown, error: failure, exit_code: failure.code(), message, reason, hint };
@@ -249,16 +248,8 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The URL with the credentials from the flags, the environment or the URL itself.
-fn build_url(args: &ProbeArgs) -> anyhow::Result<Url> {
-    let mut url = Url::parse(&args.url).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: not a URL ({e}); expected rtsp://host[:port]/path",
-            crate::device::ingest::redact::userinfo(&args.url)
-        )
-    })?;
-    if url.scheme() != "rtsp" {
-        anyhow::bail!("scheme \"{}\" is not supported; use rtsp://", url.scheme());
-    }
+fn build_url(args: &ProbeArgs) -> anyhow::Result<CameraUrl> {
+    let mut url = CameraUrl::parse(&args.url).map_err(|e| anyhow::anyhow!("the camera URL {e}"))?.url().clone();
     if let Some(user) = &args.user {
         url.set_username(user).map_err(|()| anyhow::anyhow!("this URL cannot carry a user name"))?;
     }
@@ -279,10 +270,10 @@ fn build_url(args: &ProbeArgs) -> anyhow::Result<Url> {
         }
         url.set_password(Some(&pw)).map_err(|()| anyhow::anyhow!("this URL cannot carry a password"))?;
     }
-    Ok(url)
+    Ok(CameraUrl::parse(url.as_str())?)
 }
 
-async fn probe(url: Url, args: &ProbeArgs) -> Result<Report, (Failure, String)> {
+async fn probe(url: CameraUrl, args: &ProbeArgs) -> Result<Report, (Failure, String)> {
     let progress = Progress::new();
     let limit = Duration::from_secs_f64(args.timeout.clamp(0.5, 600.0));
     let started = Instant::now();

@@ -249,7 +249,7 @@ impl Drop for ServerChild {
 async fn record(url: &str, within: Duration) -> anyhow::Result<(StreamInfo, Vec<EncodedFrame>)> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let stop = CancellationToken::new();
-    let url = url::Url::parse(url)?;
+    let url = crate::device::ingest::url::CameraUrl::parse(url)?;
     let task = tokio::spawn(camera::run("bench".into(), url, IngestOptions::default(), tx, stop.clone()));
     let deadline = tokio::time::Instant::now() + within + Duration::from_secs(10);
     let (mut info, mut frames) = (None, Vec::new());

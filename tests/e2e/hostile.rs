@@ -136,10 +136,13 @@ fn a_lying_camera_keeps_the_daemon_small_and_the_other_camera_streaming() {
     let broker = Mosquitto::start().unwrap();
     let server = RtspServer::start(0, &[("/cam", &fixture("video/vtest.h264"))]).unwrap();
     let liar = HostileRtsp::start(&LIES).unwrap();
+    // A third camera is honest but held to a cap set in the config below its 768x576.
     let text = format!(
-        "{}\n[[cameras]]\nid = \"liar\"\nurl = \"{}\"\ndetect_fps = 1\n",
+        "{}\n[[cameras]]\nid = \"liar\"\nurl = \"{}\"\ndetect_fps = 1\n\
+         [[cameras]]\nid = \"tight\"\nurl = \"{}\"\ndetect_fps = 1\nmax_picture_pixels = 76800\n",
         base_config(broker.port(), &server.url("/cam")),
-        liar.url("/cam")
+        liar.url("/cam"),
+        server.url("/cam")
     );
     let config = write_config_text(&dir, &text);
     let cfg = config.to_str().unwrap();
@@ -151,7 +154,8 @@ fn a_lying_camera_keeps_the_daemon_small_and_the_other_camera_streaming() {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut errors = std::collections::BTreeSet::new();
     let mut walkway_frames = Vec::new();
-    while errors.len() < 3 || liar.connections() < LIES.len() {
+    let mut tight_error = String::new();
+    while errors.len() < 3 || liar.connections() < LIES.len() || tight_error.is_empty() {
         assert!(Instant::now() < deadline, "refusals seen: {errors:?}\n{}", daemon.log());
         std::thread::sleep(Duration::from_millis(500));
         let (code, out, _) = gw(&["status", "--config", cfg, "--json"]);
@@ -163,6 +167,7 @@ fn a_lying_camera_keeps_the_daemon_small_and_the_other_camera_streaming() {
         if let Some(e) = cam("liar")["last_error"].as_str() {
             errors.insert(e.split(" of ").next().unwrap_or(e).to_owned());
         }
+        tight_error = cam("tight")["last_error"].as_str().unwrap_or_default().to_owned();
         walkway_frames.push((cam("walkway")["state"].clone(), cam("walkway")["frames_analyzed"].as_u64().unwrap_or(0)));
     }
     let (peak, now) = rss(daemon.child.id());
@@ -172,6 +177,7 @@ fn a_lying_camera_keeps_the_daemon_small_and_the_other_camera_streaming() {
     assert!(errors.iter().any(|e| e.contains("access unit")), "{errors:?}");
     assert!(errors.iter().any(|e| e.contains("picture")), "{errors:?}");
     assert!(peak < 700 * MB, "daemon peaked at {} MB", peak / MB);
+    assert!(tight_error.contains("442368 pixels (limit 76800 pixels)"), "the configured cap holds: {tight_error}");
 
     // The other camera streamed all along.
     let streaming = walkway_frames.iter().skip_while(|(state, _)| state != "streaming").collect::<Vec<_>>();

@@ -9,6 +9,7 @@ use super::rules::{OfflineRule, TamperRule, ZoneConfig};
 use super::{Parsed, SnapshotConfig, default_true};
 use crate::contract::{Invalid, check_id};
 use crate::device::analysis::detect::Labels;
+use crate::device::ingest::guard::{self, Limits};
 pub use crate::device::ingest::url::CameraUrl;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -32,6 +33,14 @@ pub struct CameraConfig {
     /// (RTSP itself never notices a camera that froze with its socket open).
     #[serde(default = "default_stall_timeout_s")]
     pub stall_timeout_s: u64,
+    /// Caps on what the camera may send: larger is refused with a clear `last_error`
+    /// and the session dropped, so a lying camera cannot take the board's memory.
+    #[serde(default = "default_max_message_bytes")]
+    pub max_message_bytes: u64,
+    #[serde(default = "default_max_frame_bytes")]
+    pub max_frame_bytes: u64,
+    #[serde(default = "default_max_picture_pixels")]
+    pub max_picture_pixels: u64,
     #[serde(default = "default_true")]
     pub enabled: bool,
     #[serde(default)]
@@ -162,6 +171,15 @@ impl CameraConfig {
     pub fn display_name(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.id)
     }
+
+    /// The size caps ingest holds this camera to.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            message_bytes: self.max_message_bytes,
+            access_unit_bytes: self.max_frame_bytes,
+            picture_pixels: self.max_picture_pixels,
+        }
+    }
 }
 
 fn default_detect_fps() -> f64 {
@@ -175,6 +193,15 @@ fn default_analysis_width() -> u32 {
 }
 fn default_stall_timeout_s() -> u64 {
     20
+}
+fn default_max_message_bytes() -> u64 {
+    guard::MAX_MESSAGE_BYTES
+}
+fn default_max_frame_bytes() -> u64 {
+    guard::MAX_ACCESS_UNIT_BYTES
+}
+fn default_max_picture_pixels() -> u64 {
+    guard::MAX_PICTURE_PIXELS
 }
 fn default_motion_threshold() -> u8 {
     20
@@ -194,6 +221,12 @@ fn default_one() -> f32 {
 fn default_max_ratio() -> f32 {
     100.0
 }
+
+/// Bounds of the size caps: below them no real camera works (a 720p keyframe, an SDP
+/// with a few tracks); above them four cameras no longer fit a 4 GB board.
+const MESSAGE_BYTES: std::ops::RangeInclusive<u64> = (16 << 10)..=(64 << 20);
+const FRAME_BYTES: std::ops::RangeInclusive<u64> = (256 << 10)..=(64 << 20);
+const PICTURE_PIXELS: std::ops::RangeInclusive<u64> = (320 * 240)..=(8192 * 4320);
 
 /// Analysed pictures a second at the least: one every 10 minutes.
 const MIN_DETECT_FPS: f64 = 1.0 / 600.0;
@@ -225,6 +258,18 @@ impl CameraConfig {
         }
         if !(64..=3840).contains(&self.analysis_width) {
             bad(k("analysis_width"), format!("{} is outside 64..=3840 pixels", self.analysis_width));
+        }
+        for (key, value, range) in [
+            ("max_message_bytes", self.max_message_bytes, MESSAGE_BYTES),
+            ("max_frame_bytes", self.max_frame_bytes, FRAME_BYTES),
+            ("max_picture_pixels", self.max_picture_pixels, PICTURE_PIXELS),
+        ] {
+            if !range.contains(&value) {
+                bad(
+                    k(key),
+                    format!("{value} is outside {}..={}; leave it unset for the default", range.start(), range.end()),
+                );
+            }
         }
         for (sub, reason) in rule_problems(self, labels) {
             bad(k(&sub), reason);

@@ -563,4 +563,88 @@ seconds = 30
         assert!(err.contains("cameras[0].detect_fps") && err.contains("line 11"), "{err}");
         assert!(!err.contains("s3cret"), "{err}");
     }
+
+    #[test]
+    fn size_caps_are_keys_with_bounds() {
+        let cam = &parse(GOOD).unwrap().cameras[0];
+        assert_eq!(cam.limits(), crate::device::ingest::guard::Limits::default());
+        let set =
+            GOOD.replace("detect_fps = 5", "detect_fps = 5\nmax_frame_bytes = 1048576\nmax_picture_pixels = 2073600");
+        let limits = parse(&set).unwrap().cameras[0].limits();
+        assert_eq!((limits.access_unit_bytes, limits.picture_pixels), (1 << 20, 1920 * 1080));
+        let p = problems(&GOOD.replace("detect_fps = 5", "detect_fps = 5\nmax_message_bytes = 10"));
+        assert!(p.iter().any(|p| p.key == "cameras[0].max_message_bytes" && p.reason.contains("16384..=")), "{p:?}");
+    }
+
+    /// TOML's spelling of `v`, special values included.
+    fn toml_float(v: f64) -> String {
+        match v {
+            v if v.is_nan() => "nan".into(),
+            v if v.is_infinite() => if v > 0.0 { "inf" } else { "-inf" }.into(),
+            v => format!("{v:e}"),
+        }
+    }
+
+    /// Whatever number a careless hand puts in a float key, loading never panics, and
+    /// what loads is finite: a value either passes its key's bounds or that key is named.
+    #[test]
+    fn any_number_in_any_float_key_is_named_or_kept_finite() {
+        use proptest::prelude::*;
+        // (text added after the camera, or "" to set detect_fps in place; the key named)
+        let keys = [
+            ("", &["cameras[0].detect_fps"][..]),
+            ("[cameras.motion]\nmin_area = {}", &["cameras[0].motion.min_area"]),
+            ("[cameras.motion]\nrecheck_s = {}", &["cameras[0].motion.recheck_s"]),
+            ("[cameras.filters.person]\nmin_ratio = {}", &["cameras[0].filters.person.min_ratio"]),
+            // Out of bounds, the pair is named by its first key; not finite, by its own.
+            (
+                "[cameras.filters.person]\nmax_area = {}",
+                &["cameras[0].filters.person.min_area", "cameras[0].filters.person.max_area"],
+            ),
+        ];
+        let value = prop_oneof![any::<f64>(), -10.0..100.0f64, Just(f64::NAN), Just(f64::INFINITY), Just(0.0)];
+        proptest!(|(v in value, k in 0..keys.len())| {
+            let (extra, named) = keys[k];
+            let text = match extra {
+                "" => GOOD.replace("detect_fps = 5", &format!("detect_fps = {}", toml_float(v))),
+                extra => format!("{GOOD}{}\n", extra.replace("{}", &toml_float(v))),
+            };
+            match parse(&text) {
+                Ok(cfg) => {
+                    let cam = &cfg.cameras[0];
+                    let f = cam.filter("person");
+                    let loaded = [cam.detect_fps, f64::from(cam.motion.min_area), cam.motion.recheck_s,
+                                  f64::from(f.min_ratio), f64::from(f.max_area)];
+                    prop_assert!(loaded.iter().all(|x| x.is_finite()), "{text}");
+                }
+                Err(ConfigError::Invalid { problems, .. }) => {
+                    prop_assert!(problems.iter().any(|p| named.contains(&p.key.as_str())), "{v}: {problems:?}");
+                }
+                Err(e) => prop_assert!(false, "{v}: {e}"),
+            }
+        });
+    }
+
+    /// A camera password of any characters a URL can carry never shows in what `check`
+    /// prints or in a configuration error.
+    #[test]
+    fn any_camera_password_stays_out_of_errors_and_printouts() {
+        use proptest::prelude::*;
+        let password = "[A-Za-z0-9!$&'()*+,;=._~-]{6,24}|(%[0-9A-F]{2}){3,8}";
+        proptest!(|(pw in password)| {
+            let text = GOOD.replace("s3cret", &pw);
+            let decoded = percent_encoding::percent_decode_str(&pw).decode_utf8_lossy().into_owned();
+            let shown = match parse(&text) {
+                Ok(cfg) => crate::commands::run::effective(&cfg, false).unwrap()
+                    + &crate::commands::run::effective(&cfg, true).unwrap(),
+                Err(e) => format!("{e} {e:?}"),
+            };
+            // A short decoded form ("   ") could be in any text; the encoded one is checked.
+            let decoded = if decoded.chars().count() >= 6 { decoded } else { pw.clone() };
+            prop_assert!(!shown.contains(&pw) && !shown.contains(&decoded), "{pw} in {shown}");
+            let broken = parse(&text.replace("detect_fps = 5", "detect_fps = \"x\"")).unwrap_err();
+            let said = format!("{broken} {broken:?}");
+            prop_assert!(!said.contains(&pw) && !said.contains(&decoded), "{pw} in {said}");
+        });
+    }
 }

@@ -94,10 +94,13 @@ impl CameraPipeline {
                 .name(format!("analyse-{}", cam.id))
                 .spawn(move || analyse(&cam, &shared, &health, renderer, frame_rx, &shutdown))?
         };
-        let opts =
-            IngestOptions { stall_timeout: Duration::from_secs(cam.stall_timeout_s), ..IngestOptions::default() };
+        let opts = IngestOptions {
+            stall_timeout: Duration::from_secs(cam.stall_timeout_s),
+            limits: cam.limits(),
+            ..IngestOptions::default()
+        };
         let ingest =
-            tokio::spawn(camera::run(cam.id.clone(), cam.url.get().url().clone(), opts, ingest_tx, shutdown.clone()));
+            tokio::spawn(camera::run(cam.id.clone(), cam.url.get().clone(), opts, ingest_tx, shutdown.clone()));
         Ok(CameraPipeline { ingest, threads: [decode, analysis] })
     }
 

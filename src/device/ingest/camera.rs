@@ -7,7 +7,7 @@
 //! exponential backoff. Every network step has a timeout, so a camera that hangs is
 //! treated like one that hung up. Why a session ended is an [`IngestError`]. The
 //! password from the URL is handed to retina only: it never appears in a log line or a
-//! reason (see [`redact_url`]). What the camera sends is held to [`Limits`] (RTSP
+//! reason: it is shown as [`CameraUrl::redacted`]. What the camera sends is held to [`Limits`] (RTSP
 //! message, access unit and picture size) through the camera's [`Relay`], so a lying
 //! camera costs a reconnect, not the device's memory.
 //! It does not decode, and it does not drop frames: back-pressure is the consumer's.
@@ -31,6 +31,7 @@ use crate::device::ingest::error::IngestError;
 use crate::device::ingest::frame::{Codec, EncodedFrame, StreamInfo};
 use crate::device::ingest::guard::Limits;
 use crate::device::ingest::relay::Relay;
+use crate::device::ingest::url::CameraUrl;
 
 /// What ingest tells its consumer, in order: `Connected`, `Frame`s, `Disconnected`, and
 /// again from `Connected` after a reconnect.
@@ -79,15 +80,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Long enough that a camera which accepts and then drops at once keeps backing off.
 const HEALTHY_SESSION: Duration = Duration::from_secs(10);
 
-/// `url` with any user name and password replaced by `***`, for logs and status.
-pub fn redact_url(url: &Url) -> String {
-    crate::device::ingest::redact::userinfo(url.as_str())
-}
-
 /// Streams `url` into `out` until `shutdown` is cancelled or `out` is closed.
 pub async fn run(
     camera_id: String,
-    url: Url,
+    url: CameraUrl,
     opts: IngestOptions,
     out: mpsc::Sender<Ingest>,
     shutdown: CancellationToken,
@@ -128,8 +124,9 @@ enum Stop {
 }
 
 impl Camera {
-    fn new(id: String, url: Url, opts: IngestOptions, out: mpsc::Sender<Ingest>) -> Self {
-        let shown_url = redact_url(&url);
+    fn new(id: String, url: CameraUrl, opts: IngestOptions, out: mpsc::Sender<Ingest>) -> Self {
+        let shown_url = url.redacted();
+        let url = url.url().clone();
         let creds = (!url.username().is_empty()).then(|| Credentials {
             username: percent_decode(url.username()),
             password: percent_decode(url.password().unwrap_or_default()),
@@ -299,7 +296,7 @@ pub struct Description {
 /// One DESCRIBE with the credentials, user agent, time limit and caps `run` uses,
 /// without setting anything up; on failure the same error `run` would report, or the
 /// one it would give for the streams on offer.
-pub async fn describe(url: Url, limit: Duration) -> Result<Description, IngestError> {
+pub async fn describe(url: CameraUrl, limit: Duration) -> Result<Description, IngestError> {
     let (out, _) = mpsc::channel(1);
     let camera = Camera::new("probe".into(), url, IngestOptions { connect_timeout: limit, ..Default::default() }, out);
     let relay = camera.relay().map_err(Stop::reason)?;
@@ -468,7 +465,7 @@ mod tests {
     ) -> (mpsc::Receiver<Ingest>, CancellationToken, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(64);
         let token = CancellationToken::new();
-        let url = Url::parse(url).unwrap();
+        let url = CameraUrl::parse(url).unwrap();
         let task = tokio::spawn(run("test-cam".into(), url, opts, tx, token.clone()));
         (rx, token, task)
     }
@@ -680,8 +677,9 @@ mod tests {
     async fn errors_from_real_servers_are_typed() {
         let server = RtspServer::start_with_auth(0, &[("/cam", &clip("vtest.h264"))], "admin", "pw").unwrap();
         let limit = Duration::from_secs(2);
-        let at =
-            |creds: &str, path: &str| Url::parse(&format!("rtsp://{creds}127.0.0.1:{}{path}", server.port())).unwrap();
+        let at = |creds: &str, path: &str| {
+            CameraUrl::parse(&format!("rtsp://{creds}127.0.0.1:{}{path}", server.port())).unwrap()
+        };
         let e = describe(at("admin:pw@", "/nothing-here"), limit).await.unwrap_err();
         assert!(matches!(e, IngestError::NotFound { step: "DESCRIBE" }), "{e}");
         let e = describe(at("admin:wrong@", "/cam"), limit).await.unwrap_err();
@@ -689,14 +687,15 @@ mod tests {
         assert!(describe(at("admin:pw@", "/cam"), limit).await.is_ok());
 
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let e = describe(Url::parse(&format!("rtsp://127.0.0.1:{closed}/cam")).unwrap(), limit).await.unwrap_err();
+        let e =
+            describe(CameraUrl::parse(&format!("rtsp://127.0.0.1:{closed}/cam")).unwrap(), limit).await.unwrap_err();
         assert!(matches!(e, IngestError::Connect { .. }) && e.to_string().contains("refused"), "{e}");
         // The kernel accepts from the backlog; nobody ever answers.
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = Url::parse(&format!("rtsp://127.0.0.1:{}/cam", silent.local_addr().unwrap().port())).unwrap();
+        let url = CameraUrl::parse(&format!("rtsp://127.0.0.1:{}/cam", silent.local_addr().unwrap().port())).unwrap();
         let e = describe(url, limit).await.unwrap_err();
         assert_eq!(e, IngestError::Timeout { step: "DESCRIBE", after: limit });
-        let e = describe(Url::parse("rtsp://camera.invalid/cam").unwrap(), limit).await.unwrap_err();
+        let e = describe(CameraUrl::parse("rtsp://camera.invalid/cam").unwrap(), limit).await.unwrap_err();
         assert!(matches!(e, IngestError::Dns { .. }), "{e}");
     }
 
@@ -712,7 +711,7 @@ mod tests {
         ];
         for (lie, want) in cases {
             let server = HostileRtsp::start(&[lie]).unwrap();
-            let e = describe(Url::parse(&server.url("/cam")).unwrap(), Duration::from_secs(5)).await.unwrap_err();
+            let e = describe(CameraUrl::parse(&server.url("/cam")).unwrap(), Duration::from_secs(5)).await.unwrap_err();
             assert!(matches!(e, IngestError::TooLarge { what, .. } if what == want), "{lie:?}: {e}");
         }
         // An access unit that never ends shows only once playing.
@@ -745,10 +744,6 @@ mod tests {
 
     #[tokio::test]
     async fn credentials_are_used_but_never_shown() {
-        let url = Url::parse("rtsp://admin:pa%40ss@192.168.1.64:554/Streaming/101").unwrap();
-        assert_eq!(redact_url(&url), "rtsp://***@192.168.1.64:554/Streaming/101");
-        let plain = Url::parse("rtsp://192.168.1.64/x").unwrap();
-        assert_eq!(redact_url(&plain), "rtsp://192.168.1.64/x");
         assert_eq!(percent_decode("pa%40ss%zz"), "pa@ss%zz");
 
         // Current-thread runtime: the thread-local subscriber sees the ingest task.
@@ -757,7 +752,7 @@ mod tests {
         let _guard = tracing::subscriber::set_default(
             tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish(),
         );
-        let server = RtspServer::start_with_auth(0, &[("/cam", &clip("vtest.h264"))], "admin", "pa@ss").unwrap();
+        let server = RtspServer::start_with_auth(0, &[("/cam", &clip("vtest.h264"))], "admin", "pa@s's").unwrap();
         let with = |creds: &str| format!("rtsp://{creds}@127.0.0.1:{}/cam", server.port());
 
         let (mut rx, token, task) = start(&with("admin:wrong-secret"), fast_retry());
@@ -765,14 +760,14 @@ mod tests {
         assert!(reason.contains("401"), "{reason}");
         stop(token, task).await;
 
-        let (mut rx, token, task) = start(&with("admin:pa%40ss"), fast_retry());
+        let (mut rx, token, task) = start(&with("admin:pa%40s's"), fast_retry());
         connected(&mut rx, Duration::from_secs(5)).await;
         stop(token, task).await;
 
         let logs = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
         assert!(logs.contains("camera=test-cam"), "{logs}");
         assert!(logs.contains("***@127.0.0.1"), "{logs}");
-        assert!(!logs.contains("wrong-secret") && !logs.contains("pa@ss"), "{logs}");
-        assert!(!logs.contains("pa%40ss") && !reason.contains("wrong-secret"), "{logs}");
+        assert!(!logs.contains("wrong-secret") && !logs.contains("pa@s's"), "{logs}");
+        assert!(!logs.contains("pa%40s's") && !logs.contains("s's") && !reason.contains("wrong-secret"), "{logs}");
     }
 }

@@ -509,7 +509,7 @@ mod tests {
         let server = RtspServer::start(0, &[("/cam", &clip)]).unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         let token = CancellationToken::new();
-        let url = url::Url::parse(&server.url("/cam")).unwrap();
+        let url = crate::device::ingest::url::CameraUrl::parse(&server.url("/cam")).unwrap();
         let task = tokio::spawn(camera::run("test-cam".into(), url, IngestOptions::default(), tx, token.clone()));
         let mut info = None;
         let mut frames = Vec::new();
@@ -580,7 +580,7 @@ mod tests {
         let server = RtspServer::start(0, &[("/cam", &file)]).unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         let token = CancellationToken::new();
-        let url = url::Url::parse(&server.url("/cam")).unwrap();
+        let url = crate::device::ingest::url::CameraUrl::parse(&server.url("/cam")).unwrap();
         let task = tokio::spawn(camera::run("test-cam".into(), url, IngestOptions::default(), tx, token.clone()));
         let (pictures_tx, pictures) = std::sync::mpsc::channel();
         let mut decoder = None;

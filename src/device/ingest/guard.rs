@@ -24,11 +24,11 @@ pub struct Limits {
     pub picture_pixels: u64,
 }
 
-/// Default for [`Limits::message_bytes`] (the future `cameras.max_message_bytes`).
+/// Default for [`Limits::message_bytes`] (`cameras.max_message_bytes`).
 pub const MAX_MESSAGE_BYTES: u64 = 1 << 20;
-/// Default for [`Limits::access_unit_bytes`] (the future `cameras.max_frame_bytes`).
+/// Default for [`Limits::access_unit_bytes`] (`cameras.max_frame_bytes`).
 pub const MAX_ACCESS_UNIT_BYTES: u64 = 8 << 20;
-/// Default for [`Limits::picture_pixels`] (the future `cameras.max_picture_pixels`):
+/// Default for [`Limits::picture_pixels`] (`cameras.max_picture_pixels`):
 /// 12 MP, 4096x3072, enough for the 4K and 12 MP cameras sold for this.
 pub const MAX_PICTURE_PIXELS: u64 = 4096 * 3072;
 

@@ -6,7 +6,6 @@ pub mod decode;
 pub mod error;
 pub mod frame;
 pub mod guard;
-pub mod redact;
 pub mod relay;
 pub mod url;
 pub mod yuv;

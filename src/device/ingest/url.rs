@@ -136,4 +136,31 @@ mod tests {
             assert!(!e.0.contains("pw"), "{raw}: {e}");
         }
     }
+
+    /// Any user, password, host, path and query a camera URL can hold: the shown form is
+    /// exactly the URL with `***@` for the credentials and `***` for secret query values.
+    #[test]
+    fn any_url_is_shown_with_its_parts_and_without_its_secrets() {
+        use proptest::prelude::*;
+        let userinfo = "([A-Za-z0-9!$&'()*+,;=._~-]|%[0-9A-F]{2}){1,16}";
+        let parts = (
+            userinfo,
+            userinfo,
+            "[a-z][a-z0-9-]{0,10}(\\.[a-z]{2,5})?",
+            1..65535u16,
+            "(/[A-Za-z0-9][A-Za-z0-9._~-]{0,7}){0,3}",
+            "[a-z]{1,6}",
+        );
+        proptest!(|((user, pw, host, port, path, value) in parts)| {
+            let raw = format!("rtsp://{user}:{pw}@{host}:{port}{path}?channel=1&password={value}");
+            let url = CameraUrl::parse(&raw).unwrap();
+            // rtsp is not a scheme the URL standard knows: no default port, no path added.
+            let expected = format!("rtsp://***@{host}:{port}{path}?channel=1&password=***");
+            prop_assert_eq!(url.to_string(), expected.clone());
+            prop_assert_eq!(String::from(url.clone()), expected.clone());
+            prop_assert_eq!(format!("{url:?}"), format!("CameraUrl({expected})"));
+            let plain = |s: &str| percent_encoding::percent_decode_str(s).collect::<Vec<u8>>();
+            prop_assert_eq!(plain(url.url().password().unwrap()), plain(&pw), "the client gets the password");
+        });
+    }
 }

@@ -13,7 +13,7 @@
 //! log (emptied after every write, so it never piles up) and the log's index. To make
 //! room it drops, in this order, delivered history, the oldest pending snapshots (the
 //! event then goes out with `snapshot: null` and `snapshot_evicted: true`), and only
-//! then the oldest pending events other than `end`s. Room for the `end` of every open
+//! then the oldest pending events other than `end`s, updates before news. Room for the `end` of every open
 //! event is kept free. Every eviction is counted per camera.
 //!
 //! A failed write never makes anything go out twice: the broker's acknowledgements
@@ -907,11 +907,14 @@ fn make_room(
             need -= own_snapshot;
             continue;
         }
-        // An `end` stays: its `new` may have gone out already.
+        // An `end` stays: its `new` may have gone out already, and if not, the `end`
+        // alone still tells the desk the event happened (the gap says what was lost).
+        // Updates go before news: a `new` is what opens the event at the desk.
         let oldest_event: Option<(u64, String)> = tx
             .query_row(
                 "SELECT seq, camera FROM events
-                 WHERE delivered = 0 AND json_extract(payload, '$.type') <> 'end' ORDER BY seq LIMIT 1",
+                 WHERE delivered = 0 AND json_extract(payload, '$.type') <> 'end'
+                 ORDER BY json_extract(payload, '$.type') = 'new', seq LIMIT 1",
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
@@ -1211,6 +1214,25 @@ mod tests {
         assert!(tiny.used_bytes().unwrap() <= tiny_base + 20_000);
         let last = tiny.recent(None, 0, 1).unwrap().pop().unwrap();
         assert_eq!((last.seq, last.snapshot), (201, None), "the newest event is kept, without its picture");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn updates_are_evicted_before_the_new_that_opened_their_event() {
+        let dir = tempdir("updates-first");
+        let ob = Outbox::open(&dir).unwrap();
+        let base = ob.used_bytes().unwrap();
+        let mut ob = ob.with_budget(base + 20_000);
+        ob.push(outgoing(false)).unwrap();
+        let mut update = outgoing(false);
+        update.message.event_type = EventType::Update;
+        for _ in 0..199 {
+            ob.push(update.clone()).unwrap();
+        }
+        assert!(ob.evictions().get("c").unwrap().events > 20, "{:?}", ob.evictions());
+        let first = ob.oldest().unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&first.payload).unwrap();
+        assert_eq!((first.seq, v["type"].as_str()), (1, Some("new")), "the event's new is kept");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
