@@ -7,9 +7,9 @@ use std::path::Path;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use gridwatch::device::analysis::detect::yolox::{self, INPUT_SIZE, Letterbox, Scratch};
-use gridwatch::device::analysis::motion::{Grey, MotionDetector};
+use gridwatch::device::analysis::{Grey, MotionDetector};
 use gridwatch::device::config::MotionConfig;
-use gridwatch::device::ingest::yuv::Yuv420;
+use gridwatch::device::ingest::Yuv420;
 use image::RgbImage;
 
 fn frame(name: &str) -> RgbImage {
@@ -73,7 +73,7 @@ fn stages(c: &mut Criterion) {
         })
     });
 
-    c.bench_function("jpeg 768x576 q80", |b| b.iter(|| gridwatch::device::publish::snapshot::encode_jpeg(&img, 80)));
+    c.bench_function("jpeg 768x576 q80", |b| b.iter(|| gridwatch::device::publish::encode_jpeg(&img, 80)));
 }
 
 criterion_group!(benches, stages);

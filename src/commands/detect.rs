@@ -5,6 +5,7 @@
 //! it, and the others are still processed; exit code 0 when all went well, 1 when
 //! some picture failed, 2 when the model, labels or runtime cannot be loaded.
 
+use crate::contract::Invalid;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -12,7 +13,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::device::analysis::detect::{DetectError, Detection, Detector, Labels, ModelSource};
-use crate::device::publish::snapshot::{BOX_COLOR, draw_box, encode_jpeg};
+use crate::device::publish::{BOX_COLOR, draw_box, encode_jpeg};
 
 const EXIT_PICTURE_FAILED: u8 = 1;
 const EXIT_CANNOT_START: u8 = 2;
@@ -49,9 +50,9 @@ pub struct DetectArgs {
     pub onnxruntime: Option<PathBuf>,
 }
 
-fn unit_interval(s: &str) -> Result<f32, String> {
-    let v: f32 = s.parse().map_err(|_| format!("{s} is not a number"))?;
-    if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(format!("{v} is outside 0..=1")) }
+fn unit_interval(s: &str) -> Result<f32, Invalid> {
+    let v: f32 = s.parse().map_err(|_| Invalid(format!("{s} is not a number")))?;
+    if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(Invalid(format!("{v} is outside 0..=1"))) }
 }
 
 pub fn run(args: DetectArgs) -> anyhow::Result<ExitCode> {
@@ -183,7 +184,7 @@ fn text_report(path: &Path, img: &image::RgbImage, dets: &[Detection], labels: &
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::analysis::detect::BBox;
+    use crate::device::geometry::BBox;
 
     fn dets() -> Vec<Detection> {
         vec![

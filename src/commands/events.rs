@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::output::{exit, table};
 use crate::contract::EventMessage;
 use crate::device::config::Config;
-use crate::device::publish::outbox::Outbox;
+use crate::device::publish::Outbox;
 
 #[derive(Debug, clap::Args)]
 pub struct EventsArgs {

@@ -5,21 +5,20 @@
 //! in [`Failure`]); the password is never printed; progress goes to stderr only on a
 //! terminal; `--json` prints one object, on success and on failure alike.
 
+use crate::contract::Invalid;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use crate::device::ingest::url::CameraUrl;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::output::{Progress, or_dash, table};
-use crate::device::ingest::camera::{self, Ingest, IngestOptions};
-use crate::device::ingest::decode::{DecodeOptions, Decoder};
-use crate::device::ingest::error::IngestError;
-use crate::device::ingest::frame::{Frame, StreamInfo};
+use crate::device::ingest::{
+    self, CameraUrl, DecodeOptions, Decoder, Frame, Ingest, IngestError, IngestOptions, StreamInfo,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct ProbeArgs {
@@ -75,9 +74,9 @@ pub enum Failure {
 }
 
 /// A number of seconds for `--timeout` and `--duration`: finite, 0.5 to 600.
-fn seconds(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("{s} is not a number of seconds"))?;
-    if (0.5..=600.0).contains(&v) { Ok(v) } else { Err(format!("{s} is outside 0.5..=600 seconds")) }
+fn seconds(s: &str) -> Result<f64, Invalid> {
+    let v: f64 = s.parse().map_err(|_| Invalid(format!("{s} is not a number of seconds")))?;
+    if (0.5..=600.0).contains(&v) { Ok(v) } else { Err(Invalid(format!("{s} is outside 0.5..=600 seconds"))) }
 }
 
 impl Failure {
@@ -281,7 +280,7 @@ async fn probe(url: CameraUrl, args: &ProbeArgs) -> Result<Report, (Failure, Str
     // 503 is "busy, try again": cameras say it while their session slots are full,
     // and GStreamer's server while it prepares its first client's stream.
     let described = loop {
-        match camera::describe(url.clone(), limit).await {
+        match ingest::describe(url.clone(), limit).await {
             Err(e) if e.is_busy() && started.elapsed() + Duration::from_millis(500) < limit => {
                 progress.say("the camera is busy (503); asking again");
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -294,7 +293,7 @@ async fn probe(url: CameraUrl, args: &ProbeArgs) -> Result<Report, (Failure, Str
     let (tx, mut rx) = mpsc::channel(64);
     let stop = CancellationToken::new();
     let opts = IngestOptions { connect_timeout: limit, stall_timeout: limit, ..IngestOptions::default() };
-    let ingest = tokio::spawn(camera::run("probe".into(), url, opts, tx, stop.clone()));
+    let ingest = tokio::spawn(ingest::run("probe".into(), url, opts, tx, stop.clone()));
     let result = stream(&mut rx, args, &progress, started, limit).await;
     stop.cancel();
     let _ = ingest.await;
@@ -375,7 +374,7 @@ async fn stream(
 
     let (lost, fps_measured) = loss_and_rate(&pts, info.fps);
     let snapshot = args.output.clone();
-    let jpeg = snapshot.is_some().then(|| crate::device::publish::snapshot::encode_jpeg(&first.picture.to_rgb(), 90));
+    let jpeg = snapshot.is_some().then(|| crate::device::publish::encode_jpeg(&first.picture.to_rgb(), 90));
     let frames = pts.len() as u64;
     Ok(Report {
         ok: true,
@@ -525,7 +524,7 @@ mod tests {
 
     #[test]
     fn ingest_errors_sort_into_failures() {
-        use crate::device::ingest::error::Oversize;
+        use crate::device::ingest::Oversize;
         let s = Duration::from_secs(10);
         let refused = std::io::Error::from_raw_os_error(libc::ECONNREFUSED);
         let unreachable = std::io::Error::from_raw_os_error(libc::EHOSTUNREACH);

@@ -101,7 +101,7 @@ pub fn check(check: CheckArgs) -> anyhow::Result<ExitCode> {
 /// has free: the daemon then keeps to what the disk has room for.
 fn budget_warning(cfg: &Config) -> Option<String> {
     let dir = cfg.storage.dir.ancestors().find(|d| d.is_dir())?;
-    let free = crate::device::publish::outbox::disk_free(&dir.join("outbox.sqlite3"))?;
+    let free = crate::device::publish::disk_free(&dir.join("outbox.sqlite3"))?;
     (cfg.storage.max_bytes > free).then(|| {
         format!(
             "storage.max_bytes is {} bytes but {} has {free} bytes free: the outbox will hold only what fits \

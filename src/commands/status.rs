@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use super::output::{age, exit, or_dash, table};
 use crate::device::config::{CONTROL_SOCKET_NAME, Config};
 use crate::device::ops::control::{self, ClientError, Request};
-use crate::device::ops::live::{OutboxStatus, Status};
+use crate::device::ops::{OutboxStatus, Status};
 
 /// Where to find the daemon.
 #[derive(Debug, Clone, clap::Args)]

@@ -1,10 +1,12 @@
 //! The grid point's daemon: cameras in, events out. Data flows one way through the
 //! stage folders: `ingest` -> `analysis` -> `publish`, with `ops` watching and
-//! `daemon` wiring them; `config` is parsed once into the validated values they take.
+//! `daemon` wiring them; `config` is parsed once into the validated values they take;
+//! `geometry` holds the box every stage speaks of.
 
 pub mod analysis;
 pub mod config;
 pub mod daemon;
+pub mod geometry;
 pub mod ingest;
 pub mod ops;
 pub mod publish;

@@ -19,9 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::device::analysis::detect::{Detector, ModelSource};
 use crate::device::config::Config;
-use crate::device::ingest::camera::{self, Ingest, IngestOptions};
-use crate::device::ingest::decode::{self, DecodeOptions, Decoder};
-use crate::device::ingest::frame::{EncodedFrame, Frame, StreamInfo};
+use crate::device::ingest::{self, DecodeOptions, Decoder, EncodedFrame, Frame, Ingest, IngestOptions, StreamInfo};
 use crate::device::ops::stages::{self, Stage, StageTotals};
 use crate::testkit::mosquitto::Mosquitto;
 
@@ -132,7 +130,7 @@ pub async fn run(opts: BenchOptions, progress: impl Fn(&str)) -> anyhow::Result<
     tokio::time::sleep(Duration::from_secs(opts.seconds)).await;
     let (s1, p1, t1, window) = (stages::snapshot(), process_cpu(), thread_cpu_by_name(), w0.elapsed());
     let (rss, rss_shared) = rss_split();
-    let outbox_events = crate::device::publish::outbox::Outbox::open_read_only(&dir.join("state"))
+    let outbox_events = crate::device::publish::Outbox::open_read_only(&dir.join("state"))
         .and_then(|o| o.recent(None, 0, 1))
         .map(|e| e.last().map_or(0, |e| e.seq))
         .unwrap_or(0);
@@ -249,8 +247,8 @@ impl Drop for ServerChild {
 async fn record(url: &str, within: Duration) -> anyhow::Result<(StreamInfo, Vec<EncodedFrame>)> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let stop = CancellationToken::new();
-    let url = crate::device::ingest::url::CameraUrl::parse(url)?;
-    let task = tokio::spawn(camera::run("bench".into(), url, IngestOptions::default(), tx, stop.clone()));
+    let url = crate::device::ingest::CameraUrl::parse(url)?;
+    let task = tokio::spawn(ingest::run("bench".into(), url, IngestOptions::default(), tx, stop.clone()));
     let deadline = tokio::time::Instant::now() + within + Duration::from_secs(10);
     let (mut info, mut frames) = (None, Vec::new());
     while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -283,7 +281,7 @@ fn floors(info: &StreamInfo, sample: &[EncodedFrame], opts: &BenchOptions) -> an
 /// Decode stage is measured: between the probes around it), on the recorded stream
 /// played 10 times over as fast as it goes, nothing else running.
 fn decode_floor(info: &StreamInfo, sample: &[EncodedFrame], opts: &BenchOptions) -> anyhow::Result<f64> {
-    let (width, height) = decode::analysis_size(info.width, info.height, opts.analysis_width);
+    let (width, height) = ingest::analysis_size(info.width, info.height, opts.analysis_width);
     let decoded = || stages::snapshot()[Stage::Decode as usize].clone();
     let before = decoded();
     let mut decoder =
@@ -316,7 +314,7 @@ fn decode_floor(info: &StreamInfo, sample: &[EncodedFrame], opts: &BenchOptions)
 /// CPU ms of one model run (ONNX Runtime's `run` alone) on the stream's pictures at
 /// the analysis size.
 fn inference_floor(info: &StreamInfo, sample: &[EncodedFrame], opts: &BenchOptions) -> anyhow::Result<f64> {
-    let (width, height) = decode::analysis_size(info.width, info.height, opts.analysis_width);
+    let (width, height) = ingest::analysis_size(info.width, info.height, opts.analysis_width);
     let pictures: Arc<Mutex<Vec<Frame>>> = Arc::default();
     {
         let sink = pictures.clone();

@@ -19,7 +19,7 @@ use gstreamer::prelude::*;
 use gstreamer_rtsp_server as rtsp;
 use gstreamer_rtsp_server::prelude::*;
 
-use crate::device::ingest::frame::Codec;
+use crate::device::ingest::Codec;
 
 /// Frame rate announced for a file whose SPS carries no timing of its own (the SPS's
 /// timing wins when present). The vendored clips are 10 fps.

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use gridwatch::contract::{EventMessage, EventType};
-use gridwatch::device::publish::outbox::Outbox;
+use gridwatch::device::publish::Outbox;
 use gridwatch::testkit::mosquitto::{Mosquitto, free_port};
 use gridwatch::testkit::rtsp_server::RtspServer;
 

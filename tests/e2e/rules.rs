@@ -30,7 +30,7 @@ fn points(text: &str) -> Vec<[f32; 2]> {
 }
 
 fn inside(poly: &[[f32; 2]], x: f32, y: f32) -> bool {
-    gridwatch::device::analysis::zone::Polygon(poly.to_vec()).contains(x, y)
+    gridwatch::device::analysis::Polygon(poly.to_vec()).contains(x, y)
 }
 
 /// The most persons with a sure detection (score >= 0.5) standing in `poly` on one of the
@@ -101,7 +101,7 @@ fn zone_rules_on_the_walkway_clip() {
     let n = persons_on_reference_frames(&walkway);
     assert!(n >= 3, "the reference frames show a few people on the walkway: {n}");
     // A schedule that excludes now (local time), for the whole run.
-    let later = gridwatch::device::analysis::rules::local_minute(SystemTime::now()) + 120;
+    let later = gridwatch::device::config::local_minute(SystemTime::now()) + 120;
     let closed = format!("{}-{}", hhmm(later), hhmm(later + 60));
     let mut text = base_config(broker.port(), &camera.url("/walkway"));
     // N comes from whole-frame detections; region crops see more (three people by the

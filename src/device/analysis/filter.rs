@@ -130,8 +130,8 @@ impl Filters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::analysis::detect::BBox;
     use crate::device::config::{Config, FilterConfig};
+    use crate::device::geometry::BBox;
 
     fn camera(filters: &[(&str, FilterConfig)]) -> CameraConfig {
         let text = "site = \"s\"\n[mqtt]\nhost = \"h\"\n[storage]\ndir = \"d\"\n[[cameras]]\nid = \"c\"\nurl = \"rtsp://h/x\"\ntrack = [\"person\", \"car\"]\n";

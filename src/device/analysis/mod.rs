@@ -1,12 +1,22 @@
 //! Analysis, per camera: the motion gate decides what the detector sees, detections
 //! are filtered, tracked and placed in zones, and rules turn them into incidents.
+//!
+//! Types are re-exported here; `detect` (the model), `gate` and `regions` stay public
+//! because their functions are called by name (`gate::plan`, `regions::merge`).
 
 pub mod detect;
-pub mod filter;
+mod filter;
 pub mod gate;
-pub mod motion;
+mod motion;
 pub mod regions;
-pub mod rules;
-pub mod tamper;
-pub mod track;
-pub mod zone;
+mod rules;
+mod tamper;
+mod track;
+mod zone;
+
+pub use filter::{Filters, of_one_kind};
+pub use motion::{Grey, Motion, MotionDetector};
+pub use rules::{CameraRules, Incident, RuleEngine, STOPPED_AFTER, TrackView};
+pub use tamper::{TamperDetector, TamperSign};
+pub use track::{Change, Track, Tracker, TrackerConfig};
+pub use zone::{Polygon, Zone, ZoneMembership, foot_point};

@@ -8,9 +8,9 @@
 //! least `min_area` of the frame. A sudden change of most of the picture (IR switch,
 //! lights, exposure jump) is not motion: the background is taken anew from that frame.
 
-use crate::device::analysis::detect::BBox;
 use crate::device::config::MotionConfig;
-use crate::device::ingest::yuv::Yuv420;
+use crate::device::geometry::BBox;
+use crate::device::ingest::Yuv420;
 
 /// Width of the grey picture motion and tamper checks work on.
 const GREY_WIDTH: u32 = 160;

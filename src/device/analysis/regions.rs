@@ -13,9 +13,10 @@
 //! the picture's) gives way to the whole frame's box of that class, and per-class NMS
 //! settles the rest. Pure logic: no model, no clocks.
 
+use crate::device::analysis::detect::Detection;
 use crate::device::analysis::detect::yolox::{self, Region};
-use crate::device::analysis::detect::{BBox, Detection};
 use crate::device::analysis::zone::Polygon;
+use crate::device::geometry::BBox;
 
 /// Least magnification over the whole-frame view that is worth an extra inference.
 pub const MIN_GAIN: f32 = 1.5;

@@ -120,7 +120,7 @@ mod tests {
     use image::{Rgb, RgbImage};
 
     fn grey(f: impl Fn(u32, u32) -> u8) -> Grey {
-        Grey::from_picture(&crate::device::ingest::yuv::Yuv420::from_rgb(&RgbImage::from_fn(640, 480, |x, y| {
+        Grey::from_picture(&crate::device::ingest::Yuv420::from_rgb(&RgbImage::from_fn(640, 480, |x, y| {
             let v = f(x, y);
             Rgb([v, v, v])
         })))

@@ -17,8 +17,9 @@
 
 use std::collections::VecDeque;
 
-use crate::device::analysis::detect::{BBox, Detection};
+use crate::device::analysis::detect::Detection;
 use crate::device::analysis::filter::of_one_kind;
+use crate::device::geometry::BBox;
 
 /// Frames whose scores the confirmation median covers.
 const SCORE_WINDOW: usize = 7;

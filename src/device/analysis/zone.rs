@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use crate::device::analysis::detect::BBox;
+use crate::device::geometry::BBox;
 
 /// A closed polygon, corners in 0..1 of the frame's width and height.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,8 +9,8 @@ use super::rules::{OfflineRule, TamperRule, ZoneConfig};
 use super::{Parsed, SnapshotConfig, default_true};
 use crate::contract::{Invalid, check_id};
 use crate::device::analysis::detect::Labels;
-use crate::device::ingest::guard::{self, Limits};
-pub use crate::device::ingest::url::CameraUrl;
+pub use crate::device::ingest::CameraUrl;
+use crate::device::ingest::Limits;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -195,13 +195,13 @@ fn default_stall_timeout_s() -> u64 {
     20
 }
 fn default_max_message_bytes() -> u64 {
-    guard::MAX_MESSAGE_BYTES
+    Limits::default().message_bytes
 }
 fn default_max_frame_bytes() -> u64 {
-    guard::MAX_ACCESS_UNIT_BYTES
+    Limits::default().access_unit_bytes
 }
 fn default_max_picture_pixels() -> u64 {
-    guard::MAX_PICTURE_PIXELS
+    Limits::default().picture_pixels
 }
 fn default_motion_threshold() -> u8 {
     20

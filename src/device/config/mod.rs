@@ -172,7 +172,7 @@ impl Config {
     }
 
     /// The password from `password_file`, or from systemd's credential `mqtt-password`.
-    pub fn mqtt_password(&self) -> Result<Option<String>, String> {
+    pub fn mqtt_password(&self) -> Result<Option<String>, crate::contract::Invalid> {
         self.mqtt.password()
     }
 
@@ -567,7 +567,7 @@ seconds = 30
     #[test]
     fn size_caps_are_keys_with_bounds() {
         let cam = &parse(GOOD).unwrap().cameras[0];
-        assert_eq!(cam.limits(), crate::device::ingest::guard::Limits::default());
+        assert_eq!(cam.limits(), crate::device::ingest::Limits::default());
         let set =
             GOOD.replace("detect_fps = 5", "detect_fps = 5\nmax_frame_bytes = 1048576\nmax_picture_pixels = 2073600");
         let limits = parse(&set).unwrap().cameras[0].limits();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::contract::check_id;
+use crate::contract::{Invalid, check_id};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -78,7 +78,7 @@ impl MqttConfig {
     }
 
     /// The password from `password_file`, or from systemd's credential `mqtt-password`.
-    pub fn password(&self) -> Result<Option<String>, String> {
+    pub fn password(&self) -> Result<Option<String>, Invalid> {
         let path = match &self.password_file {
             Some(p) => p.clone(),
             None => match std::env::var_os("CREDENTIALS_DIRECTORY") {
@@ -87,7 +87,7 @@ impl MqttConfig {
             },
         };
         let text = std::fs::read_to_string(&path)
-            .map_err(|e| format!("mqtt.password_file: cannot read {}: {e}", path.display()))?;
+            .map_err(|e| Invalid(format!("mqtt.password_file: cannot read {}: {e}", path.display())))?;
         Ok(Some(text.lines().next().unwrap_or("").to_owned()))
     }
 

@@ -13,19 +13,16 @@ use std::time::{Duration, SystemTime};
 use tracing::info;
 
 use crate::device::analysis::detect::{DetectError, Detection, Labels, yolox};
-use crate::device::analysis::filter::Filters;
 use crate::device::analysis::gate::{self, CropState, GateInput};
-use crate::device::analysis::motion::{Grey, Motion, MotionDetector};
 use crate::device::analysis::regions::{self, Crop};
-use crate::device::analysis::rules::{self, CameraRules, RuleEngine, TrackView};
-use crate::device::analysis::tamper::{TamperDetector, TamperSign};
-use crate::device::analysis::track::{Track, Tracker, TrackerConfig};
+use crate::device::analysis::{
+    CameraRules, Filters, Grey, Motion, MotionDetector, RuleEngine, STOPPED_AFTER, TamperDetector, TamperSign, Track,
+    TrackView, Tracker, TrackerConfig,
+};
 use crate::device::config::{CameraConfig, RegionsMode};
-use crate::device::ingest::frame::Frame;
-use crate::device::ingest::yuv::Yuv420;
+use crate::device::ingest::{Frame, Yuv420};
 use crate::device::ops::stages::{Span, Stage};
-use crate::device::publish::event::{EventSettings, ObjectEvents, Outgoing, RuleEvents};
-use crate::device::publish::snapshot::Renderer;
+use crate::device::publish::{EventSettings, ObjectEvents, Outgoing, Renderer, RuleEvents};
 
 /// The model's answer for a picture and the crops of it asked for: detections (in the
 /// picture's pixels) and the whole picture's inference time in ms.
@@ -207,7 +204,7 @@ impl CameraAnalysis {
     fn gate(&self, moved: Option<&Motion>, now: SystemTime) -> gate::Plan {
         let recheck_due = self.last_detect.is_none_or(|t| now.duration_since(t).unwrap_or_default() >= self.recheck);
         // Missing, or not yet stopped: where it is now is not known without the model.
-        let settling = |t: &Track| t.misses > 0 || self.engine.still_for(t.id, now) < rules::STOPPED_AFTER;
+        let settling = |t: &Track| t.misses > 0 || self.engine.still_for(t.id, now) < STOPPED_AFTER;
         let tracks = self.tracker.tracks();
         let unsettled = tracks.iter().any(|t| t.confirmed && settling(t));
         let crops: Vec<CropState> = self
@@ -230,7 +227,7 @@ impl CameraAnalysis {
         moved: Option<&Motion>,
         size: (u32, u32),
         now: SystemTime,
-    ) -> Vec<(crate::device::analysis::track::Change, Track)> {
+    ) -> Vec<(crate::device::analysis::Change, Track)> {
         let detections: Vec<_> =
             self.filters.fuse_kinds(detections).into_iter().filter(|d| self.filters.keep(d, size)).collect();
         let in_motion: Vec<bool> = detections.iter().map(|d| moved.is_none_or(|m| m.moving_in(&d.bbox))).collect();
@@ -275,8 +272,8 @@ mod tests {
 
     use super::*;
     use crate::contract::EventType;
-    use crate::device::analysis::detect::BBox;
     use crate::device::config::Config;
+    use crate::device::geometry::BBox;
 
     const FPS: f64 = 5.0;
     const PERSON: usize = 0;

@@ -31,14 +31,9 @@ use pipeline::{CameraPipeline, Shared};
 use crate::contract::{INFO_SCHEMA, Info, InfoCamera, InfoModel, Topics, timestamp};
 use crate::device::analysis::detect::Detector;
 use crate::device::config::Config;
-use crate::device::ops::health::CameraHealth;
-use crate::device::ops::live::{FrameSlot, Live, LiveCamera};
-use crate::device::ops::{control, metrics, notify, watchdog};
-use crate::device::publish::event::EventSettings;
+use crate::device::ops::{CameraHealth, FrameSlot, Live, LiveCamera, control, metrics, notify, watchdog};
 use crate::device::publish::mqtt::{self, MqttSettings, Retained};
-use crate::device::publish::mqtt_link::MqttLink;
-use crate::device::publish::outbox::{Outbox, SharedOutbox};
-use crate::device::publish::snapshot::Renderer;
+use crate::device::publish::{EventSettings, MqttLink, Outbox, Renderer, SharedOutbox};
 
 /// How often health is published when nothing changes (the contract says <= 30 s).
 const HEALTH_INTERVAL: Duration = Duration::from_secs(30);

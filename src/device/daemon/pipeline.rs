@@ -22,16 +22,10 @@ use crate::contract::EventType;
 use crate::device::analysis::detect::{DetectError, Detection, Detector, yolox};
 use crate::device::analysis::regions;
 use crate::device::config::CameraConfig;
-use crate::device::ingest::camera::{self, Ingest, IngestOptions};
-use crate::device::ingest::decode::{self, DecodeOptions, Decoder};
-use crate::device::ingest::frame::{Frame, StreamInfo};
-use crate::device::ingest::yuv::Yuv420;
-use crate::device::ops::health::CameraHealth;
-use crate::device::ops::live::FrameSlot;
+use crate::device::ingest::{self, DecodeOptions, Decoder, Frame, Ingest, IngestOptions, StreamInfo, Yuv420};
 use crate::device::ops::stages::{self, Stage};
-use crate::device::publish::event::{EventSettings, Outgoing};
-use crate::device::publish::outbox::{OutboxError, SharedOutbox};
-use crate::device::publish::snapshot::Renderer;
+use crate::device::ops::{CameraHealth, FrameSlot};
+use crate::device::publish::{EventSettings, OutboxError, Outgoing, Renderer, SharedOutbox};
 
 /// How often an idle analysis thread looks up (stop asked, pictures gone).
 const IDLE_TICK: Duration = Duration::from_millis(250);
@@ -100,7 +94,7 @@ impl CameraPipeline {
             ..IngestOptions::default()
         };
         let ingest =
-            tokio::spawn(camera::run(cam.id.clone(), cam.url.get().clone(), opts, ingest_tx, shutdown.clone()));
+            tokio::spawn(ingest::run(cam.id.clone(), cam.url.get().clone(), opts, ingest_tx, shutdown.clone()));
         Ok(CameraPipeline { ingest, threads: [decode, analysis] })
     }
 
@@ -185,7 +179,7 @@ fn start_decoder(
     health: &Arc<CameraHealth>,
     slot: &FrameSlot,
 ) -> Option<Decoder> {
-    let (width, height) = decode::analysis_size(info.width, info.height, cam.analysis_width);
+    let (width, height) = ingest::analysis_size(info.width, info.height, cam.analysis_width);
     let (tx, h, slot) = (frames.clone(), health.clone(), slot.clone());
     let on_frame = Box::new(move |f: Frame| {
         // The latest picture stays at hand for `gridwatch snapshot`.

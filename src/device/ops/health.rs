@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use crate::contract::timestamp;
 use crate::contract::{CameraState, HealthReport};
-use crate::device::ingest::frame::StreamInfo;
-use crate::device::publish::outbox::OutboxHealth;
+use crate::device::ingest::StreamInfo;
+use crate::device::publish::OutboxHealth;
 
 #[derive(Debug)]
 struct Inner {
@@ -339,7 +339,7 @@ fn set_state(i: &mut Inner, s: CameraState) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::ingest::frame::Codec;
+    use crate::device::ingest::Codec;
 
     #[test]
     fn states_and_counters() {
@@ -378,7 +378,7 @@ mod tests {
 
     #[test]
     fn the_outbox_shows_in_every_cameras_health() {
-        use crate::device::publish::outbox::{Evictions, OutboxHealth};
+        use crate::device::publish::{Evictions, OutboxHealth};
         let h = CameraHealth::new("cam", true);
         let mut o = OutboxHealth { write_error: Some("disk full".into()), ..Default::default() };
         o.events_dropped.insert("cam".into(), 4);

@@ -12,11 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::contract::HealthReport;
 use crate::contract::timestamp;
-use crate::device::ingest::frame::Frame;
+use crate::device::ingest::Frame;
 use crate::device::ops::health::{CameraHealth, HealthCounters};
-use crate::device::publish::mqtt_link::MqttLink;
-use crate::device::publish::outbox::SharedOutbox;
-use crate::device::publish::snapshot::Renderer;
+use crate::device::publish::{MqttLink, Renderer, SharedOutbox};
 
 /// A copy of the latest picture is taken at most this often; pictures the analysis
 /// had no room for are kept for free.
@@ -259,11 +257,7 @@ mod tests {
 
     fn frame(v: u8) -> Frame {
         Frame {
-            picture: crate::device::ingest::yuv::Yuv420::from_rgb(&image::RgbImage::from_pixel(
-                4,
-                4,
-                image::Rgb([v, v, v]),
-            )),
+            picture: crate::device::ingest::Yuv420::from_rgb(&image::RgbImage::from_pixel(4, 4, image::Rgb([v, v, v]))),
             captured_at: SystemTime::now(),
             pts: Duration::from_millis(u64::from(v)),
         }

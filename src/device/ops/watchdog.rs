@@ -113,7 +113,7 @@ impl Watchdog {
         now: Instant,
         samples: &[CameraSample],
         publisher_active: Option<Instant>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Stuck> {
         let mut problems = Vec::new();
         for (w, s) in self.cameras.iter_mut().zip(samples) {
             if w.state != Some(s.state) {
@@ -156,7 +156,17 @@ impl Watchdog {
         if quiet > self.publisher_limit {
             problems.push(format!("MQTT publisher: no activity for {}s", quiet.as_secs()));
         }
-        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+        if problems.is_empty() { Ok(()) } else { Err(Stuck(problems)) }
+    }
+}
+
+/// What does not move, one line per stage, as the log and `status` show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stuck(Vec<String>);
+
+impl std::fmt::Display for Stuck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("; "))
     }
 }
 
@@ -214,10 +224,9 @@ pub async fn run(live: Arc<Live>, publisher_limit: Duration, shutdown: Cancellat
         let outbox = live.outbox.health();
         let failing_since = outbox.failing_since.map(|(_, at)| at);
         if let Some(p) = outbox_problem(now, failing_since, outbox.write_error.as_deref()) {
-            verdict = Err(match verdict {
-                Ok(()) => p,
-                Err(e) => format!("{e}; {p}"),
-            });
+            let mut stuck = verdict.err().map_or_else(Vec::new, |Stuck(v)| v);
+            stuck.push(p);
+            verdict = Err(Stuck(stuck));
         }
         match &verdict {
             Ok(()) if !was_ok => info!("pipeline moving again; watchdog pings resumed"),
@@ -235,7 +244,7 @@ pub async fn run(live: Arc<Live>, publisher_limit: Duration, shutdown: Cancellat
         if was_ok && interval.is_some() {
             crate::device::ops::notify::watchdog();
         }
-        *live.watchdog_problem.lock().unwrap_or_else(|p| p.into_inner()) = verdict.err();
+        *live.watchdog_problem.lock().unwrap_or_else(|p| p.into_inner()) = verdict.err().map(|s| s.to_string());
     }
 }
 
@@ -250,7 +259,7 @@ mod tests {
     }
 
     /// Runs `steps` ticks of TICK, each sample made by `f(tick)`; returns the verdicts.
-    fn run(dog: &mut Watchdog, t0: Instant, ticks: u64, f: impl Fn(u64) -> CameraSample) -> Vec<Result<(), String>> {
+    fn run(dog: &mut Watchdog, t0: Instant, ticks: u64, f: impl Fn(u64) -> CameraSample) -> Vec<Result<(), Stuck>> {
         (1..=ticks)
             .map(|k| {
                 let now = t0 + TICK * k as u32;
@@ -280,7 +289,7 @@ mod tests {
         let first_bad = v.iter().position(Result::is_err).expect("stuck analysis must stop the pings");
         // Stuck from tick 20 (40 s); the limit is 30 s: 15 more ticks, give or take one.
         assert!((34..=36).contains(&first_bad), "first failure at tick {first_bad}");
-        let msg = v[first_bad].clone().unwrap_err();
+        let msg = v[first_bad].clone().unwrap_err().to_string();
         assert!(msg.contains("camera cam") && msg.contains("analysis"), "{msg}");
         assert!(v[first_bad..].iter().all(Result::is_err), "stays stuck");
     }
@@ -292,7 +301,7 @@ mod tests {
         // Nothing counts any more, yet the state still says streaming.
         let v = run(&mut d, t0, 40, |k| sample(S, k.min(5) * 20, k.min(5) * 10, k.min(5) * 10));
         let first_bad = v.iter().position(Result::is_err).expect("a frozen stream must stop the pings");
-        assert!(v[first_bad].as_ref().unwrap_err().contains("no frame received"), "{v:?}");
+        assert!(v[first_bad].as_ref().unwrap_err().to_string().contains("no frame received"), "{v:?}");
         // Frozen from tick 5; the stall timeout (20 s) and the margin (20 s) pass first.
         assert!((24..=26).contains(&first_bad), "first failure at tick {first_bad}");
     }
@@ -311,7 +320,10 @@ mod tests {
         let t0 = Instant::now();
         let mut d = dog(t0);
         let v = run(&mut d, t0, 50, |k| sample(S, k * 20, 10, 10));
-        let bad = v.iter().find_map(|r| r.clone().err()).expect("decoder without output must stop the pings");
+        let bad = v
+            .iter()
+            .find_map(|r| r.clone().err().map(|s| s.to_string()))
+            .expect("decoder without output must stop the pings");
         assert!(bad.contains("decoder"), "{bad}");
     }
 
@@ -332,7 +344,7 @@ mod tests {
         let t0 = Instant::now();
         let mut d = Watchdog::new(&[], Duration::from_secs(90), t0);
         assert!(d.check(t0 + Duration::from_secs(60), &[], Some(t0)).is_ok());
-        let err = d.check(t0 + Duration::from_secs(91), &[], Some(t0)).unwrap_err();
+        let err = d.check(t0 + Duration::from_secs(91), &[], Some(t0)).unwrap_err().to_string();
         assert!(err.contains("MQTT publisher"), "{err}");
         assert!(d.check(t0 + Duration::from_secs(92), &[], Some(t0 + Duration::from_secs(92))).is_ok());
     }

@@ -18,11 +18,10 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest, Sha256};
 
 use crate::contract::{EVENT_SCHEMA, EventMessage, EventType, SnapshotRef, hex, timestamp};
-use crate::device::analysis::detect::{BBox, Labels};
-use crate::device::analysis::rules::Incident;
-use crate::device::analysis::track::{Change, Track};
-use crate::device::analysis::zone::Zone;
-use crate::device::ingest::frame::Frame;
+use crate::device::analysis::detect::Labels;
+use crate::device::analysis::{Change, Incident, Track, Zone};
+use crate::device::geometry::BBox;
+use crate::device::ingest::Frame;
 use crate::device::publish::snapshot::{Rendered, Renderer};
 
 /// An event ready for the outbox: the message and the JPEG its `snapshot` names.
@@ -383,7 +382,7 @@ fn round(v: f32, decimals: i32) -> f32 {
 mod tests {
     use super::*;
     use crate::device::analysis::detect::Detection;
-    use crate::device::analysis::track::{Tracker, TrackerConfig};
+    use crate::device::analysis::{Tracker, TrackerConfig};
 
     fn settings() -> EventSettings {
         EventSettings {
@@ -398,7 +397,7 @@ mod tests {
 
     fn frame(t: f64) -> Frame {
         Frame {
-            picture: crate::device::ingest::yuv::Yuv420::from_rgb(&image::RgbImage::from_pixel(
+            picture: crate::device::ingest::Yuv420::from_rgb(&image::RgbImage::from_pixel(
                 320,
                 240,
                 image::Rgb([90, 90, 90]),
@@ -498,7 +497,7 @@ mod tests {
     fn rule_events_new_update_on_milestone_end_when_gone() {
         let zone = Zone {
             name: "square".into(),
-            polygon: crate::device::analysis::zone::Polygon(vec![[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]),
+            polygon: crate::device::analysis::Polygon(vec![[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]]),
             inertia: 1,
         };
         let mut rules = RuleEvents::new(settings(), "east-gate", Renderer::plain(80), &[zone]);

@@ -9,9 +9,9 @@
 
 use image::{Rgb, RgbImage};
 
-use crate::device::analysis::detect::BBox;
-use crate::device::analysis::zone::Polygon;
+use crate::device::analysis::Polygon;
 use crate::device::config::{CameraConfig, SnapshotConfig};
+use crate::device::geometry::BBox;
 
 /// Colour for boxes of tracked objects.
 pub const BOX_COLOR: Rgb<u8> = Rgb([255, 64, 32]);

@@ -22,41 +22,14 @@ use sha2::{Digest, Sha256};
 pub use runtime::RuntimeError;
 use yolox::INPUT_SIZE;
 
+use crate::contract::Invalid;
+use crate::device::geometry::BBox;
 use crate::device::ops::stages::{Span, Stage};
 
 const BUILTIN_MODEL: &[u8] = include_bytes!("../../../../models/yolox_nano.onnx");
 const BUILTIN_MODEL_NAME: &str = "yolox_nano (built-in)";
 const BUILTIN_LABELS: &str = include_str!("../../../../models/coco80.txt");
 const INPUT_SHAPE: [usize; 4] = [1, 3, INPUT_SIZE, INPUT_SIZE];
-
-/// An axis-aligned box in pixels: (x1, y1) top-left, (x2, y2) bottom-right.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BBox {
-    pub x1: f32,
-    pub y1: f32,
-    pub x2: f32,
-    pub y2: f32,
-}
-
-impl BBox {
-    pub fn width(&self) -> f32 {
-        (self.x2 - self.x1).max(0.0)
-    }
-    pub fn height(&self) -> f32 {
-        (self.y2 - self.y1).max(0.0)
-    }
-    pub fn area(&self) -> f32 {
-        self.width() * self.height()
-    }
-    /// Intersection over union; 0 when either box is empty.
-    pub fn iou(&self, other: &BBox) -> f32 {
-        let w = (self.x2.min(other.x2) - self.x1.max(other.x1)).max(0.0);
-        let h = (self.y2.min(other.y2) - self.y1.max(other.y1)).max(0.0);
-        let inter = w * h;
-        let union = self.area() + other.area() - inter;
-        if union <= 0.0 { 0.0 } else { inter / union }
-    }
-}
 
 /// One detected object.
 #[derive(Debug, Clone, PartialEq)]
@@ -174,7 +147,7 @@ impl Detector {
         let env = runtime::init(runtime)?;
         let bad = |reason: String| DetectError::Model { model: name.clone(), reason };
         let session = build_session(&env, &bytes, threads.max(1)).map_err(|e| bad(e.to_string()))?;
-        let (output_name, classes) = check_model(&session).map_err(bad)?;
+        let (output_name, classes) = check_model(&session).map_err(|e| bad(e.0))?;
         Ok(Detector {
             session,
             sha256: Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect(),
@@ -236,22 +209,24 @@ impl Detector {
                 .ok_or(DetectError::EmptyImage)?
         };
         self.infer(&lb, min_score, nms_iou)
-            .map_err(|reason| DetectError::Inference { model: self.name.clone(), reason })
     }
 
-    fn infer(&mut self, lb: &yolox::Letterbox, min_score: f32, nms_iou: f32) -> Result<Vec<Detection>, String> {
-        let input = TensorRef::from_array_view((INPUT_SHAPE, self.input.as_slice())).map_err(|e| e.to_string())?;
+    fn infer(&mut self, lb: &yolox::Letterbox, min_score: f32, nms_iou: f32) -> Result<Vec<Detection>, DetectError> {
+        let fail = |reason: String| DetectError::Inference { model: self.name.clone(), reason };
+        let input =
+            TensorRef::from_array_view((INPUT_SHAPE, self.input.as_slice())).map_err(|e| fail(e.to_string()))?;
         let started = Instant::now();
         let outputs = {
             let _span = Span::start(Stage::Inference);
-            self.session.run(ort::inputs![input]).map_err(|e| e.to_string())?
+            self.session.run(ort::inputs![input]).map_err(|e| fail(e.to_string()))?
         };
         self.last_inference_ms = started.elapsed().as_secs_f32() * 1000.0;
         let _span = Span::start(Stage::Postprocess);
-        let output = outputs.get(&self.output_name).ok_or_else(|| format!("no output named {}", self.output_name))?;
-        let (shape, data) = output.try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+        let output =
+            outputs.get(&self.output_name).ok_or_else(|| fail(format!("no output named {}", self.output_name)))?;
+        let (shape, data) = output.try_extract_tensor::<f32>().map_err(|e| fail(e.to_string()))?;
         let row_len = shape.last().map_or(0, |&n| n.max(0) as usize);
-        let found = yolox::decode(data, row_len, lb, INPUT_SIZE, min_score).map_err(|e| e.to_string())?;
+        let found = yolox::decode(data, row_len, lb, INPUT_SIZE, min_score).map_err(|e| fail(e.to_string()))?;
         Ok(yolox::nms(found, nms_iou))
     }
 }
@@ -263,20 +238,24 @@ fn build_session(env: &ort::environment::Environment, model: &[u8], threads: usi
 
 /// Checks the model's declared input and output against what `yolox` expects;
 /// returns the output's name and its class count when declared.
-fn check_model(session: &Session) -> Result<(String, Option<usize>), String> {
+fn check_model(session: &Session) -> Result<(String, Option<usize>), Invalid> {
     // -1 is a dimension the model leaves open; it is checked again on every run.
     let fits = |got: i64, want: usize| got == want as i64 || got == -1;
     let [input] = session.inputs() else {
-        return Err(format!("it has {} inputs, expected 1", session.inputs().len()));
+        return Err(Invalid(format!("it has {} inputs, expected 1", session.inputs().len())));
     };
     let dims = input.dtype().tensor_shape().map(|s| s.to_vec()).unwrap_or_default();
     let float = |t: Option<TensorElementType>| t == Some(TensorElementType::Float32);
     if !float(input.dtype().tensor_type()) || dims.len() != 4 || !dims.iter().zip(INPUT_SHAPE).all(|(&g, w)| fits(g, w))
     {
-        return Err(format!("its input {} is {}, expected float32 [1, 3, 416, 416]", input.name(), input.dtype()));
+        return Err(Invalid(format!(
+            "its input {} is {}, expected float32 [1, 3, 416, 416]",
+            input.name(),
+            input.dtype()
+        )));
     }
     let Some(output) = session.outputs().first() else {
-        return Err("it has no outputs".into());
+        return Err(Invalid("it has no outputs".into()));
     };
     let dims = output.dtype().tensor_shape().map(|s| s.to_vec()).unwrap_or_default();
     let rows = yolox::grid_rows(INPUT_SIZE);
@@ -286,11 +265,11 @@ fn check_model(session: &Session) -> Result<(String, Option<usize>), String> {
         && fits(dims[1], rows)
         && (dims[2] == -1 || dims[2] > yolox::BOX_FIELDS as i64);
     if !ok {
-        return Err(format!(
+        return Err(Invalid(format!(
             "its output {} is {}, expected float32 [1, {rows}, 5 + classes]",
             output.name(),
             output.dtype()
-        ));
+        )));
     }
     let classes = (dims[2] > 0).then(|| dims[2] as usize - yolox::BOX_FIELDS);
     Ok((output.name().to_owned(), classes))

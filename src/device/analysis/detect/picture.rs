@@ -97,7 +97,7 @@ mod tests {
 
     /// A JPEG of `width` x `height` whose header is real and whose data is not there.
     fn jpeg_claiming(width: u16, height: u16) -> Vec<u8> {
-        let small = crate::device::publish::snapshot::encode_jpeg(&RgbImage::new(16, 16), 80);
+        let small = crate::device::publish::encode_jpeg(&RgbImage::new(16, 16), 80);
         let sof = small.windows(2).position(|w| w == [0xFF, 0xC0]).expect("a baseline SOF0");
         let mut big = small.clone();
         big[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());

@@ -10,8 +10,9 @@
 
 use image::RgbImage;
 
-use super::{BBox, Detection};
-use crate::device::ingest::yuv::{Yuv420, YuvToRgb};
+use super::Detection;
+use crate::device::geometry::BBox;
+use crate::device::ingest::{Yuv420, YuvToRgb};
 
 /// Side of the square model input, in pixels.
 pub const INPUT_SIZE: usize = 416;

@@ -15,12 +15,13 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::json;
 
-pub use crate::device::config::{Schedule, local_minute};
-pub use camera::{CameraRules, Sustained};
+use crate::device::config::{Schedule, local_minute};
+pub use camera::CameraRules;
 
-use crate::device::analysis::detect::{BBox, Labels};
+use crate::device::analysis::detect::Labels;
 use crate::device::analysis::zone::{Polygon, Zone, ZoneMembership, foot_point};
 use crate::device::config::CameraConfig;
+use crate::device::geometry::BBox;
 
 /// A box that has not moved more than this (IoU with where it stopped) is standing still.
 const STILL_IOU: f32 = 0.6;
