@@ -158,9 +158,9 @@ pub async fn run(
         let poller = tokio::spawn(forward_events(eventloop, tx));
         let outcome = publisher.connection(&client, rx).await;
         poller.abort();
-        let (was_connected, error, in_flight) = match outcome {
+        let (was_connected, error, in_flight, tls) = match outcome {
             Outcome::Done => break,
-            Outcome::Lost { was_connected, error, in_flight } => (was_connected, error, in_flight),
+            Outcome::Lost { was_connected, error, tls, in_flight } => (was_connected, error, in_flight, tls),
         };
         publisher.link.lost(&error);
         let seq = in_flight.map(|(seq, _)| seq);
@@ -177,7 +177,7 @@ pub async fn run(
             }
             warn!(broker = %publisher.broker, "MQTT connection lost: {error}; events wait in the outbox");
         } else if publisher.drain_deadline.is_none() {
-            let hint = if is_tls_error(&error) {
+            let hint = if tls {
                 tls_hint.as_str()
             } else if publisher.ever_connected {
                 ""
@@ -204,16 +204,12 @@ async fn forward_events(mut eventloop: EventLoop, tx: mpsc::Sender<Result<Event,
     }
 }
 
-/// Whether a connection error is the TLS handshake refusing the broker (or us).
-fn is_tls_error(error: &str) -> bool {
-    ["certificate", "TLS", "tls", "handshake"].iter().any(|w| error.contains(w))
-}
-
 enum Outcome {
     /// Stopped as asked (or gave up delivering at the stop deadline).
     Done,
     /// `in_flight`: the event being delivered when it happened (seq, snapshot bytes).
-    Lost { was_connected: bool, error: String, in_flight: Option<(u64, usize)> },
+    /// `tls`: the TLS step failed (certificate, name, handshake), not the network.
+    Lost { was_connected: bool, error: String, tls: bool, in_flight: Option<(u64, usize)> },
 }
 
 /// What outlives one connection.
@@ -299,9 +295,11 @@ impl Publisher {
             tokio::select! {
                 ev = events.recv() => match ev {
                     None | Some(Err(_)) => {
-                        let error = ev.and_then(Result::err).map_or("event loop ended".into(), |e| e.to_string());
+                        let failure = ev.and_then(Result::err);
+                        let tls = matches!(failure, Some(ConnectionError::Tls(_)));
+                        let error = failure.map_or("event loop ended".into(), |e| e.to_string());
                         let in_flight = current.map(|p| (p.seq, p.snapshot.map_or(0, |s| s.1.len())));
-                        return Outcome::Lost { was_connected: connected, error, in_flight };
+                        return Outcome::Lost { was_connected: connected, error, tls, in_flight };
                     }
                     Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                         connected = true;
