@@ -126,33 +126,21 @@ impl Mark {
     }
 }
 
-/// One session's decoder. Dropping it stops the pipeline.
-pub struct Decoder {
-    camera_id: String,
+/// The elements of one decoder, linked: appsrc -> parser -> libav decoder ->
+/// videoconvert -> videoscale -> capsfilter (I420 at the analysis size) -> appsink.
+struct Parts {
     pipeline: gst::Pipeline,
     appsrc: gst_app::AppSrc,
-    bus: gst::Bus,
-    counters: Arc<Counters>,
-    /// Caps naming the clock of the receive time carried on each buffer.
-    unix_caps: gst::Caps,
-    awaiting_keyframe: bool,
-    failed: Option<String>,
+    decoder: gst::Element,
+    convert: gst::Element,
+    appsink: gst_app::AppSink,
 }
 
-impl Decoder {
-    /// Builds and starts the pipeline for `info.codec`. `on_frame` runs on a GStreamer
-    /// thread: it should only hand the picture on (e.g. `try_send` on a bounded channel).
-    pub fn new(
-        camera_id: &str,
-        info: &StreamInfo,
-        out: DecodeOptions,
-        mut on_frame: Box<dyn FnMut(Frame) + Send>,
-    ) -> Result<Decoder, DecodeError> {
-        gst::init().map_err(|e| DecodeError::Init(e.to_string()))?;
-        let codec = info.codec.as_str();
+impl Parts {
+    fn build(codec: Codec, out: &DecodeOptions) -> Result<Parts, DecodeError> {
         let appsrc = gst_app::AppSrc::builder()
             .caps(
-                &gst::Caps::builder(format!("video/x-{codec}"))
+                &gst::Caps::builder(format!("video/x-{}", codec.as_str()))
                     .field("stream-format", "byte-stream")
                     .field("alignment", "au")
                     .build(),
@@ -160,7 +148,7 @@ impl Decoder {
             .format(gst::Format::Time)
             .is_live(true)
             .build();
-        let (parser, decoder) = match info.codec {
+        let (parser, decoder) = match codec {
             Codec::H264 => ("h264parse", "avdec_h264"),
             Codec::H265 => ("h265parse", "avdec_h265"),
         };
@@ -197,76 +185,125 @@ impl Decoder {
             .add_many(elements)
             .and_then(|()| gst::Element::link_many(elements))
             .map_err(|e| DecodeError::Init(e.to_string()))?;
+        Ok(Parts { pipeline, appsrc, decoder, convert, appsink })
+    }
+}
 
-        let counters = Arc::new(Counters::default());
-        // Decoder, then conversion and scaling, run one after the other on the
-        // streaming thread (no queues): each is clocked between probes around it.
-        let pads = |e: &gst::Element, name| e.static_pad(name);
-        if let (Some(start), Some(end)) = (pads(&decoder, "sink"), pads(&decoder, "src")) {
-            count_libav_errors();
-            let (mark, c) = (Mark::default(), counters.clone());
-            let m = mark.clone();
-            start.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-                decoding_on_this_thread(&c);
-                m.set();
-                gst::PadProbeReturn::Ok
-            });
-            end.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-                mark.record(Stage::Decode);
-                gst::PadProbeReturn::Ok
-            });
+/// Clocks the decoder between probes on its pads. Decoder, then conversion and
+/// scaling, run one after the other on the streaming thread (no queues).
+fn time_decoding(decoder: &gst::Element, counters: &Arc<Counters>) {
+    let (Some(start), Some(end)) = (decoder.static_pad("sink"), decoder.static_pad("src")) else {
+        return;
+    };
+    count_libav_errors();
+    let (mark, c) = (Mark::default(), counters.clone());
+    let m = mark.clone();
+    start.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        decoding_on_this_thread(&c);
+        m.set();
+        gst::PadProbeReturn::Ok
+    });
+    end.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        mark.record(Stage::Decode);
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// Lets through to conversion only the pictures the analysis wants (`max_fps`), and
+/// clocks conversion and scaling.
+///
+/// The rate limit sits after the decoder on purpose: P-frames refer to earlier
+/// frames, so every frame must be decoded; conversion and scaling, costly at full
+/// size, then run only for the pictures the analysis wants. A probe rather than
+/// videorate: exact for fractional rates, and videorate aborts the process on a
+/// stream whose headers carry no frame timing (seen with openh264 streams).
+fn gate_and_time_conversion(convert: &gst::Element, appsink: &gst_app::AppSink, max_fps: f64) {
+    let (Some(start), Some(end)) = (convert.static_pad("sink"), appsink.static_pad("sink")) else {
+        return;
+    };
+    let (mark, gate) = (Mark::default(), Mutex::new(RateGate::new(max_fps)));
+    let m = mark.clone();
+    start.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let pts = info.buffer().and_then(|b| b.pts()).map(|t| Duration::from_nanos(t.nseconds()));
+        if pts.is_some_and(|pts| !gate.lock().unwrap_or_else(|p| p.into_inner()).admit(pts)) {
+            // Taken and freed here: returning Drop instead makes GStreamer 1.22
+            // warn about unreferencing a null buffer.
+            drop(info.take_buffer());
+            return gst::PadProbeReturn::Handled;
         }
-        // The rate limit sits after the decoder on purpose: P-frames refer to earlier
-        // frames, so every frame must be decoded; conversion and scaling, costly at full
-        // size, then run only for the pictures the analysis wants. A probe rather than
-        // videorate: exact for fractional rates, and videorate aborts the process on a
-        // stream whose headers carry no frame timing (seen with openh264 streams).
-        if let (Some(start), Some(end)) = (pads(&convert, "sink"), pads(appsink.upcast_ref(), "sink")) {
-            let (mark, gate) = (Mark::default(), Mutex::new(RateGate::new(out.max_fps)));
-            let m = mark.clone();
-            start.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-                let pts = info.buffer().and_then(|b| b.pts()).map(|t| Duration::from_nanos(t.nseconds()));
-                if pts.is_some_and(|pts| !gate.lock().unwrap_or_else(|p| p.into_inner()).admit(pts)) {
-                    // Taken and freed here: returning Drop instead makes GStreamer 1.22
-                    // warn about unreferencing a null buffer.
-                    drop(info.take_buffer());
-                    return gst::PadProbeReturn::Handled;
-                }
-                m.set();
-                gst::PadProbeReturn::Ok
-            });
-            end.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-                mark.record(Stage::Convert);
-                gst::PadProbeReturn::Ok
-            });
-        }
-        let sink_counters = counters.clone();
-        let id = camera_id.to_owned();
-        let recycler = Recycler::default();
-        appsink.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |sink| {
-                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    match to_frame(&sample, &recycler) {
-                        Some(frame) => {
-                            sink_counters.frames_out.fetch_add(1, Ordering::Relaxed);
-                            on_frame(frame);
-                        }
-                        None => {
-                            sink_counters.decode_errors.fetch_add(1, Ordering::Relaxed);
-                            warn!(camera = %id, "decoded picture could not be read");
-                        }
+        m.set();
+        gst::PadProbeReturn::Ok
+    });
+    end.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+        mark.record(Stage::Convert);
+        gst::PadProbeReturn::Ok
+    });
+}
+
+/// Hands every picture the appsink receives to `on_frame`, counted.
+fn deliver(
+    appsink: &gst_app::AppSink,
+    camera_id: &str,
+    counters: Arc<Counters>,
+    mut on_frame: Box<dyn FnMut(Frame) + Send>,
+) {
+    let id = camera_id.to_owned();
+    let recycler = Recycler::default();
+    appsink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                match to_frame(&sample, &recycler) {
+                    Some(frame) => {
+                        counters.frames_out.fetch_add(1, Ordering::Relaxed);
+                        on_frame(frame);
                     }
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        );
+                    None => {
+                        counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                        warn!(camera = %id, "decoded picture could not be read");
+                    }
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+}
 
+/// One session's decoder. Dropping it stops the pipeline.
+pub struct Decoder {
+    camera_id: String,
+    pipeline: gst::Pipeline,
+    appsrc: gst_app::AppSrc,
+    bus: gst::Bus,
+    counters: Arc<Counters>,
+    /// Caps naming the clock of the receive time carried on each buffer.
+    unix_caps: gst::Caps,
+    awaiting_keyframe: bool,
+    failed: Option<String>,
+}
+
+impl Decoder {
+    /// Builds and starts the pipeline for `info.codec`. `on_frame` runs on a GStreamer
+    /// thread: it should only hand the picture on (e.g. `try_send` on a bounded channel).
+    pub fn new(
+        camera_id: &str,
+        info: &StreamInfo,
+        out: DecodeOptions,
+        on_frame: Box<dyn FnMut(Frame) + Send>,
+    ) -> Result<Decoder, DecodeError> {
+        gst::init().map_err(|e| DecodeError::Init(e.to_string()))?;
+        let parts = Parts::build(info.codec, &out)?;
+        let counters = Arc::new(Counters::default());
+        time_decoding(&parts.decoder, &counters);
+        gate_and_time_conversion(&parts.convert, &parts.appsink, out.max_fps);
+        deliver(&parts.appsink, camera_id, counters.clone(), on_frame);
+
+        let Parts { pipeline, appsrc, .. } = parts;
         let bus = pipeline.bus().ok_or_else(|| DecodeError::Init("pipeline without a bus".into()))?;
         pipeline
             .set_state(gst::State::Playing)
             .map_err(|e| DecodeError::Init(format!("cannot start the pipeline: {e}")))?;
-        debug!(camera = %camera_id, codec, width = out.width, height = out.height,
+        debug!(camera = %camera_id, codec = info.codec.as_str(), width = out.width, height = out.height,
                max_fps = out.max_fps, "decoder started");
         Ok(Decoder {
             camera_id: camera_id.to_owned(),
