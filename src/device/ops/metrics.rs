@@ -175,25 +175,43 @@ pub async fn render(live: &Live) -> String {
         live.started.elapsed().as_secs_f64().round(),
     );
 
+    camera_families(&mut out, live);
+    if let Ok(o) = live.outbox_status().await {
+        family(&mut out, "gridwatch_outbox_pending", "gauge", "Events stored but not yet acknowledged by the broker.")
+            .sample("gridwatch_outbox_pending", &[], o.pending as f64);
+        family(
+            &mut out,
+            "gridwatch_outbox_oldest_age_seconds",
+            "gauge",
+            "Age of the oldest event waiting for the broker (0 when none).",
+        )
+        .sample("gridwatch_outbox_oldest_age_seconds", &[], o.oldest_pending_age_s.unwrap_or(0.0));
+    }
+    outbox_families(&mut out, live);
+    link_families(&mut out, live);
+    out
+}
+
+/// Per camera: state, rates, counters and the inference histogram.
+fn camera_families(out: &mut String, live: &Live) {
     let counters: Vec<_> = live.cameras.iter().map(|c| c.health.counters()).collect();
     let rates = live.rates();
     let cams = || live.cameras.iter().zip(&counters).enumerate();
 
-    let mut f = family(&mut out, "gridwatch_camera_up", "gauge", "1 while the camera streams, else 0.");
+    let mut f = family(out, "gridwatch_camera_up", "gauge", "1 while the camera streams, else 0.");
     for (_, (c, h)) in cams() {
         f.sample("gridwatch_camera_up", &[("camera", &c.id)], f64::from(u8::from(h.state == CameraState::Streaming)));
     }
-    let mut f = family(&mut out, "gridwatch_camera_state", "gauge", "1 for the camera's current state.");
+    let mut f = family(out, "gridwatch_camera_state", "gauge", "1 for the camera's current state.");
     for (_, (c, h)) in cams() {
         let state = serde_json::to_value(h.state).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
         f.sample("gridwatch_camera_state", &[("camera", &c.id), ("state", &state)], 1.0);
     }
-    let mut f =
-        family(&mut out, "gridwatch_camera_fps", "gauge", "Frames a second received from the camera (last 10 s).");
+    let mut f = family(out, "gridwatch_camera_fps", "gauge", "Frames a second received from the camera (last 10 s).");
     for (i, (c, _)) in cams() {
         f.sample("gridwatch_camera_fps", &[("camera", &c.id)], f64::from(rates.get(i).map_or(0.0, |r| r.fps_in)));
     }
-    let mut f = family(&mut out, "gridwatch_camera_analyzed_fps", "gauge", "Pictures a second analysed (last 10 s).");
+    let mut f = family(out, "gridwatch_camera_analyzed_fps", "gauge", "Pictures a second analysed (last 10 s).");
     for (i, (c, _)) in cams() {
         f.sample(
             "gridwatch_camera_analyzed_fps",
@@ -210,56 +228,46 @@ pub async fn render(live: &Live) -> String {
         ("gridwatch_packets_lost_total", "RTP packets the camera's stream lost on the way.", |h| h.packets_lost),
     ];
     for (name, help, get) in totals {
-        let mut f = family(&mut out, name, "counter", help);
+        let mut f = family(out, name, "counter", help);
         for (_, (c, h)) in cams() {
             f.sample(name, &[("camera", &c.id)], get(h) as f64);
         }
     }
 
     let name = "gridwatch_inference_seconds";
-    family(&mut out, name, "histogram", "Time the model took per picture.");
+    family(out, name, "histogram", "Time the model took per picture.");
     for (_, (c, h)) in cams() {
         let hist = &h.inference;
         for (le, n) in INFERENCE_BUCKETS.iter().zip(hist.buckets) {
             let le = le.to_string();
-            Family { out: &mut out }.sample(&format!("{name}_bucket"), &[("camera", &c.id), ("le", &le)], n as f64);
+            Family { out: out }.sample(&format!("{name}_bucket"), &[("camera", &c.id), ("le", &le)], n as f64);
         }
-        let mut f = Family { out: &mut out };
+        let mut f = Family { out: out };
         f.sample(&format!("{name}_bucket"), &[("camera", &c.id), ("le", "+Inf")], hist.count as f64);
         f.sample(&format!("{name}_sum"), &[("camera", &c.id)], hist.sum_s);
         f.sample(&format!("{name}_count"), &[("camera", &c.id)], hist.count as f64);
     }
+}
 
-    if let Ok(o) = live.outbox_status().await {
-        family(&mut out, "gridwatch_outbox_pending", "gauge", "Events stored but not yet acknowledged by the broker.")
-            .sample("gridwatch_outbox_pending", &[], o.pending as f64);
-        family(
-            &mut out,
-            "gridwatch_outbox_oldest_age_seconds",
-            "gauge",
-            "Age of the oldest event waiting for the broker (0 when none).",
-        )
-        .sample("gridwatch_outbox_oldest_age_seconds", &[], o.oldest_pending_age_s.unwrap_or(0.0));
-    }
-    outbox_families(&mut out, live);
+/// The broker link and the watchdog's verdict.
+fn link_families(out: &mut String, live: &Live) {
     let link = live.link.state();
-    family(&mut out, "gridwatch_mqtt_connected", "gauge", "1 while connected to the broker.").sample(
+    family(out, "gridwatch_mqtt_connected", "gauge", "1 while connected to the broker.").sample(
         "gridwatch_mqtt_connected",
         &[],
         f64::from(u8::from(link.connected)),
     );
-    family(&mut out, "gridwatch_mqtt_connects_total", "counter", "Successful connections to the broker.").sample(
+    family(out, "gridwatch_mqtt_connects_total", "counter", "Successful connections to the broker.").sample(
         "gridwatch_mqtt_connects_total",
         &[],
         link.connects_total as f64,
     );
-    family(&mut out, "gridwatch_events_total", "counter", "Events the broker acknowledged since start.").sample(
+    family(out, "gridwatch_events_total", "counter", "Events the broker acknowledged since start.").sample(
         "gridwatch_events_total",
         &[],
         link.delivered_total as f64,
     );
     let stuck = live.watchdog_problem.lock().unwrap_or_else(|p| p.into_inner()).is_some();
-    family(&mut out, "gridwatch_pipeline_stuck", "gauge", "1 while the watchdog finds a stage that makes no progress.")
+    family(out, "gridwatch_pipeline_stuck", "gauge", "1 while the watchdog finds a stage that makes no progress.")
         .sample("gridwatch_pipeline_stuck", &[], f64::from(u8::from(stuck)));
-    out
 }

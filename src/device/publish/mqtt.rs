@@ -108,25 +108,8 @@ pub async fn run(
     retained: mpsc::Receiver<Retained>,
     stop: CancellationToken,
 ) {
-    let mut opts = MqttOptions::new(&settings.client_id, &settings.host, settings.port);
-    opts.set_keep_alive(settings.keep_alive)
-        .set_clean_session(false)
-        .set_max_packet_size(MAX_PACKET, MAX_PACKET)
-        .set_last_will(LastWill::new(settings.topics.status(), "offline", QoS::AtLeastOnce, true));
-    if let Some(user) = &settings.username {
-        opts.set_credentials(user, settings.password.clone().unwrap_or_default());
-    }
-    if let Some(tls) = &settings.tls {
-        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls.clone())));
-    }
-    let tls_hint = match &settings.tls_ca_file {
-        Some(ca) => format!(
-            " (TLS: the broker's certificate must be signed by a CA in mqtt.tls.ca_file = {}, and name the host in mqtt.host)",
-            ca.display()
-        ),
-        None => " (TLS: the broker's certificate must be signed by a CA this system trusts, or set mqtt.tls.ca_file)"
-            .to_owned(),
-    };
+    let opts = mqtt_options(&settings);
+    let tls_hint = tls_hint(&settings);
     let min_gap = match settings.max_events_per_s {
         0 => Duration::ZERO,
         n => Duration::from_secs(1) / n,
@@ -193,6 +176,34 @@ pub async fn run(
     }
 }
 
+/// The session every connection asks for: persistent, with the "offline" will.
+fn mqtt_options(settings: &MqttSettings) -> MqttOptions {
+    let mut opts = MqttOptions::new(&settings.client_id, &settings.host, settings.port);
+    opts.set_keep_alive(settings.keep_alive)
+        .set_clean_session(false)
+        .set_max_packet_size(MAX_PACKET, MAX_PACKET)
+        .set_last_will(LastWill::new(settings.topics.status(), "offline", QoS::AtLeastOnce, true));
+    if let Some(user) = &settings.username {
+        opts.set_credentials(user, settings.password.clone().unwrap_or_default());
+    }
+    if let Some(tls) = &settings.tls {
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls.clone())));
+    }
+    opts
+}
+
+/// What to check when the TLS step fails.
+fn tls_hint(settings: &MqttSettings) -> String {
+    match &settings.tls_ca_file {
+        Some(ca) => format!(
+            " (TLS: the broker's certificate must be signed by a CA in mqtt.tls.ca_file = {}, and name the host in mqtt.host)",
+            ca.display()
+        ),
+        None => " (TLS: the broker's certificate must be signed by a CA this system trusts, or set mqtt.tls.ca_file)"
+            .to_owned(),
+    }
+}
+
 /// Hands every event of one connection to the publisher, and ends with the first error.
 async fn forward_events(mut eventloop: EventLoop, tx: mpsc::Sender<Result<Event, ConnectionError>>) {
     loop {
@@ -236,6 +247,47 @@ struct Publisher {
     read_failing: bool,
 }
 
+/// What one connection keeps, from CONNECT until it is lost.
+struct Connection {
+    connected: bool,
+    /// Publishes asked for but not yet given a packet id, in the order asked: the
+    /// event loop sends them in that order and reports each as Outgoing::Publish.
+    asked: VecDeque<Tag>,
+    by_pkid: HashMap<u16, Tag>,
+    /// The event being delivered: its snapshot first, then the event itself.
+    current: Option<Pending>,
+    current_sent: std::time::Instant,
+    stopped_sent: bool,
+    /// Whether the outbox may hold something to send: set by whatever can change
+    /// that (a push, an ack, a stop), so that pings and health acks do not each cost
+    /// a query.
+    look: bool,
+}
+
+impl Default for Connection {
+    fn default() -> Self {
+        Connection {
+            connected: false,
+            asked: VecDeque::new(),
+            by_pkid: HashMap::new(),
+            current: None,
+            current_sent: std::time::Instant::now(),
+            stopped_sent: false,
+            look: true,
+        }
+    }
+}
+
+impl Connection {
+    /// The connection ended with `failure` (or its event loop did).
+    fn lost(self, failure: Option<ConnectionError>) -> Outcome {
+        let tls = matches!(failure, Some(ConnectionError::Tls(_)));
+        let error = failure.map_or("event loop ended".into(), |e| e.to_string());
+        let in_flight = self.current.map(|p| (p.seq, p.snapshot.map_or(0, |s| s.1.len())));
+        Outcome::Lost { was_connected: self.connected, error, tls, in_flight }
+    }
+}
+
 impl Publisher {
     /// Serves one connection, from CONNECT until it is lost or the stop is complete.
     async fn connection(
@@ -243,122 +295,40 @@ impl Publisher {
         client: &AsyncClient,
         mut events: mpsc::Receiver<Result<Event, ConnectionError>>,
     ) -> Outcome {
-        let mut connected = false;
-        // Publishes asked for but not yet given a packet id, in the order asked: the
-        // event loop sends them in that order and reports each as Outgoing::Publish.
-        let mut asked: VecDeque<Tag> = VecDeque::new();
-        let mut by_pkid: HashMap<u16, Tag> = HashMap::new();
-        // The event being delivered: its snapshot first, then the event itself.
-        let mut current: Option<Pending> = None;
-        let mut current_sent = std::time::Instant::now();
-        let mut stopped_sent = false;
-        // Whether the outbox may hold something to send: set by whatever can change
-        // that (a push, an ack, a stop), so that pings and health acks do not each cost
-        // a query.
-        let mut look = true;
-
+        let mut conn = Connection::default();
         loop {
             self.link.alive();
             // A stop drains at full speed: the time left is short.
             let paced = self.drain_deadline.is_none() && Instant::now() < self.next_send;
             let retry_at = self.retry.unwrap_or_else(Instant::now);
-            if connected && look && current.is_none() && !stopped_sent && !paced {
-                let next = self.outbox.with_async(|o| o.oldest()).await;
-                // Logged once per spell, not at every broker packet.
-                if let (Err(e), false) = (&next, self.read_failing) {
-                    warn!("outbox: cannot read the next event: {e}; retrying");
-                }
-                self.read_failing = next.is_err();
-                match next {
-                    Ok(Some(p)) => {
-                        current_sent = std::time::Instant::now();
-                        asked.push_back(publish_pending(client, &self.topics, &p).await);
-                        current = Some(p);
-                        self.next_send = Instant::now() + self.min_gap;
-                    }
-                    Ok(None) if self.drain_deadline.is_some() => {
-                        // Last chance to write what the broker has, so that the next
-                        // start does not send it again.
-                        self.outbox.with_async(|o| o.retry()).await;
-                        self.say_stopped(client, &mut asked).await;
-                        stopped_sent = true;
-                    }
-                    Ok(None) => look = false,
-                    Err(_) => {
-                        self.retry_later();
-                        look = false;
-                    }
-                }
+            if conn.connected && conn.look && conn.current.is_none() && !conn.stopped_sent && !paced {
+                self.send_next(&mut conn, client).await;
             }
 
             let deadline = self.drain_deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 ev = events.recv() => match ev {
-                    None | Some(Err(_)) => {
-                        let failure = ev.and_then(Result::err);
-                        let tls = matches!(failure, Some(ConnectionError::Tls(_)));
-                        let error = failure.map_or("event loop ended".into(), |e| e.to_string());
-                        let in_flight = current.map(|p| (p.seq, p.snapshot.map_or(0, |s| s.1.len())));
-                        return Outcome::Lost { was_connected: connected, error, tls, in_flight };
-                    }
-                    Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
-                        connected = true;
-                        self.ever_connected = true;
-                        self.link.connected();
-                        let pending = self.outbox.with_async(|o| o.pending_count()).await.unwrap_or(0);
-                        info!(broker = %self.broker, pending, "MQTT connected");
-                        let hello = [(self.topics.status(), b"online".to_vec()), (self.topics.info(), self.info_json.clone().into_bytes())];
-                        for (topic, payload) in hello.into_iter().chain(self.latest.clone()) {
-                            if client.publish(topic, QoS::AtLeastOnce, true, payload).await.is_ok() {
-                                asked.push_back(Tag::Other);
-                            }
-                        }
-                    }
+                    None | Some(Err(_)) => return conn.lost(ev.and_then(Result::err)),
+                    Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => self.on_connack(&mut conn, client).await,
                     Some(Ok(Event::Outgoing(Outgoing::Publish(pkid)))) => {
-                        if let Some(tag) = asked.pop_front() {
-                            by_pkid.insert(pkid, tag);
+                        if let Some(tag) = conn.asked.pop_front() {
+                            conn.by_pkid.insert(pkid, tag);
                         }
                     }
-                    Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => match by_pkid.remove(&ack.pkid) {
-                        Some(Tag::Snapshot(seq)) => {
-                            if let Some(p) = current.as_ref().filter(|p| p.seq == seq) {
-                                let _ = client.publish(self.topics.events(), QoS::AtLeastOnce, false, p.payload.clone()).await;
-                                asked.push_back(Tag::Event(seq));
-                            }
+                    Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
+                        if let Some(done) = self.on_puback(&mut conn, client, ack.pkid, &mut events).await {
+                            return done;
                         }
-                        Some(Tag::Event(seq)) => {
-                            if let Some(p) = current.as_ref().filter(|p| p.seq == seq) {
-                                record_delivery(&p.payload, current_sent.elapsed());
-                            }
-                            // Delivered either way: the outbox remembers it in memory when
-                            // the disk cannot take it (and logs that once).
-                            self.link.delivered();
-                            match self.outbox.with_async(move |o| o.ack(seq)).await {
-                                Ok(()) => debug!(seq, "event delivered"),
-                                Err(e) => {
-                                    debug!(seq, "event delivered; the outbox cannot record it yet: {e}");
-                                    self.retry_later();
-                                }
-                            }
-                            current = None;
-                            look = true;
-                        }
-                        Some(Tag::Stopped) => {
-                            goodbye(client, &mut events).await;
-                            info!(broker = %self.broker, "MQTT disconnected cleanly (status: stopped)");
-                            return Outcome::Done;
-                        }
-                        _ => {}
-                    },
+                    }
                     Some(Ok(_)) => {}
                 },
                 Some(r) = self.retained.recv() => {
-                    if connected && client.publish(r.topic.clone(), QoS::AtLeastOnce, true, r.payload.clone()).await.is_ok() {
-                        asked.push_back(Tag::Other);
+                    if conn.connected && client.publish(r.topic.clone(), QoS::AtLeastOnce, true, r.payload.clone()).await.is_ok() {
+                        conn.asked.push_back(Tag::Other);
                     }
                     self.latest.insert(r.topic, r.payload);
                 }
-                _ = self.wake.notified(), if current.is_none() => look = true,
+                _ = self.wake.notified(), if conn.current.is_none() => conn.look = true,
                 _ = tokio::time::sleep_until(retry_at), if self.retry.is_some() => {
                     self.retry = None;
                     if self.outbox.with_async(|o| o.retry()).await {
@@ -366,28 +336,130 @@ impl Publisher {
                     } else {
                         self.retry_later();
                     }
-                    look = true;
+                    conn.look = true;
                 }
-                _ = tokio::time::sleep_until(self.next_send), if paced && look && current.is_none() => {}
+                _ = tokio::time::sleep_until(self.next_send), if paced && conn.look && conn.current.is_none() => {}
                 _ = self.stop.cancelled(), if self.drain_deadline.is_none() => {
                     self.drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
-                    look = true; // an empty outbox now means: say "stopped"
+                    conn.look = true; // an empty outbox now means: say "stopped"
                 }
                 _ = tokio::time::sleep_until(deadline), if self.drain_deadline.is_some() => {
-                    let left = self.outbox.with_async(|o| o.pending_count()).await.unwrap_or(0);
-                    if left > 0 {
-                        warn!(pending = left, "stopping before the broker took every event; they stay in the outbox for the next start");
+                    if let Some(done) = self.on_drain_deadline(&mut conn, client).await {
+                        return done;
                     }
-                    if !connected || stopped_sent {
-                        return Outcome::Done;
-                    }
-                    // Still say "stopped", or the retained status would read "online".
-                    self.say_stopped(client, &mut asked).await;
-                    stopped_sent = true;
-                    self.drain_deadline = Some(Instant::now() + GOODBYE_TIMEOUT);
                 }
             }
         }
+    }
+
+    /// Publishes the oldest pending event (its snapshot first), or says "stopped" when
+    /// a stop finds the outbox empty.
+    async fn send_next(&mut self, conn: &mut Connection, client: &AsyncClient) {
+        let next = self.outbox.with_async(|o| o.oldest()).await;
+        // Logged once per spell, not at every broker packet.
+        if let (Err(e), false) = (&next, self.read_failing) {
+            warn!("outbox: cannot read the next event: {e}; retrying");
+        }
+        self.read_failing = next.is_err();
+        match next {
+            Ok(Some(p)) => {
+                conn.current_sent = std::time::Instant::now();
+                conn.asked.push_back(publish_pending(client, &self.topics, &p).await);
+                conn.current = Some(p);
+                self.next_send = Instant::now() + self.min_gap;
+            }
+            Ok(None) if self.drain_deadline.is_some() => {
+                // Last chance to write what the broker has, so that the next
+                // start does not send it again.
+                self.outbox.with_async(|o| o.retry()).await;
+                self.say_stopped(client, &mut conn.asked).await;
+                conn.stopped_sent = true;
+            }
+            Ok(None) => conn.look = false,
+            Err(_) => {
+                self.retry_later();
+                conn.look = false;
+            }
+        }
+    }
+
+    /// Connected: status, info and the latest retained messages go out again.
+    async fn on_connack(&mut self, conn: &mut Connection, client: &AsyncClient) {
+        conn.connected = true;
+        self.ever_connected = true;
+        self.link.connected();
+        let pending = self.outbox.with_async(|o| o.pending_count()).await.unwrap_or(0);
+        info!(broker = %self.broker, pending, "MQTT connected");
+        let hello =
+            [(self.topics.status(), b"online".to_vec()), (self.topics.info(), self.info_json.clone().into_bytes())];
+        for (topic, payload) in hello.into_iter().chain(self.latest.clone()) {
+            if client.publish(topic, QoS::AtLeastOnce, true, payload).await.is_ok() {
+                conn.asked.push_back(Tag::Other);
+            }
+        }
+    }
+
+    /// The broker has a message: a snapshot's event follows it, an event is done, the
+    /// "stopped" status ends the connection (`Some(Outcome::Done)`).
+    async fn on_puback(
+        &mut self,
+        conn: &mut Connection,
+        client: &AsyncClient,
+        pkid: u16,
+        events: &mut mpsc::Receiver<Result<Event, ConnectionError>>,
+    ) -> Option<Outcome> {
+        match conn.by_pkid.remove(&pkid) {
+            Some(Tag::Snapshot(seq)) => {
+                if let Some(p) = conn.current.as_ref().filter(|p| p.seq == seq) {
+                    let _ = client.publish(self.topics.events(), QoS::AtLeastOnce, false, p.payload.clone()).await;
+                    conn.asked.push_back(Tag::Event(seq));
+                }
+            }
+            Some(Tag::Event(seq)) => {
+                if let Some(p) = conn.current.as_ref().filter(|p| p.seq == seq) {
+                    record_delivery(&p.payload, conn.current_sent.elapsed());
+                }
+                // Delivered either way: the outbox remembers it in memory when
+                // the disk cannot take it (and logs that once).
+                self.link.delivered();
+                match self.outbox.with_async(move |o| o.ack(seq)).await {
+                    Ok(()) => debug!(seq, "event delivered"),
+                    Err(e) => {
+                        debug!(seq, "event delivered; the outbox cannot record it yet: {e}");
+                        self.retry_later();
+                    }
+                }
+                conn.current = None;
+                conn.look = true;
+            }
+            Some(Tag::Stopped) => {
+                goodbye(client, events).await;
+                info!(broker = %self.broker, "MQTT disconnected cleanly (status: stopped)");
+                return Some(Outcome::Done);
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// The drain's time is up: what is left stays for the next start; "stopped" is
+    /// still said, with a short wait for its PUBACK.
+    async fn on_drain_deadline(&mut self, conn: &mut Connection, client: &AsyncClient) -> Option<Outcome> {
+        let left = self.outbox.with_async(|o| o.pending_count()).await.unwrap_or(0);
+        if left > 0 {
+            warn!(
+                pending = left,
+                "stopping before the broker took every event; they stay in the outbox for the next start"
+            );
+        }
+        if !conn.connected || conn.stopped_sent {
+            return Some(Outcome::Done);
+        }
+        // Still say "stopped", or the retained status would read "online".
+        self.say_stopped(client, &mut conn.asked).await;
+        conn.stopped_sent = true;
+        self.drain_deadline = Some(Instant::now() + GOODBYE_TIMEOUT);
+        None
     }
 
     /// Schedules a retry of the outbox's failed writes (or reads), pausing longer each
