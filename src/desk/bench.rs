@@ -90,7 +90,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let mut report = BenchReport::default();
     let mut desk = DeskChild::start(scratch.path(), "load", broker.port())?;
     load(&args, &mut desk, broker.port(), &mut report).await?;
-    desk.stop();
+    desk.stop()?;
     if args.events > 0 {
         eprintln!("desk bench: storing {} events for the page timings…", args.events);
         let dir = scratch.path().join("pages");
@@ -165,10 +165,18 @@ impl DeskChild {
             .map_or(0, |n| n as usize)
     }
 
-    fn stop(&mut self) {
+    /// SIGTERM; a desk that has not stopped 30 s later fails the bench.
+    fn stop(&mut self) -> anyhow::Result<()> {
         // SAFETY: kill only sends SIGTERM to our own child, whose pid we hold.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        anyhow::bail!("the desk did not stop within 30 s of SIGTERM")
     }
 }
 

@@ -34,7 +34,7 @@ fn ulid() -> String {
 #[test]
 fn security_every_route_needs_a_login_csrf_and_roles_hold_and_lockout() {
     let mq = broker();
-    let desk = desk_with_users("desk-security", mq.port(), "");
+    let mut desk = desk_with_users("desk-security", mq.port(), "");
     let port = desk.port;
     let pages = [
         "/",
@@ -161,6 +161,11 @@ fn security_every_route_needs_a_login_csrf_and_roles_hold_and_lockout() {
         "{audit:?}"
     );
     assert!(audit.contains(&"op claim".to_owned()), "{audit:?}");
+
+    // A live stream open does not keep the desk from stopping (systemctl stop).
+    let _stream = open_stream(port, &op.cookie);
+    let took = desk.terminate(Duration::from_secs(10));
+    assert!(took.is_some(), "the desk did not stop within 10 s of SIGTERM with a stream open");
 }
 
 #[test]

@@ -214,7 +214,10 @@ pub async fn command(
 }
 
 async fn stream(State(app): State<App>, _user: User) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
+    use futures::StreamExt;
     let rx = app.live.subscribe();
+    // Graceful shutdown waits for every connection: a stream must end when the desk stops.
+    let stop = app.stop.clone().cancelled_owned();
     let s = futures::stream::unfold(rx, |mut rx| async move {
         let data = match rx.recv().await {
             Ok(change) => serde_json::to_string(&change).unwrap_or_default(),
@@ -223,7 +226,8 @@ async fn stream(State(app): State<App>, _user: User) -> Sse<impl futures::Stream
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
         };
         Some((Ok(Event::default().data(data)), rx))
-    });
+    })
+    .take_until(stop);
     Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 

@@ -44,6 +44,8 @@ pub struct App {
     pub mqtt: Arc<Mqtt>,
     pub auth: Arc<auth::Auth>,
     pub tls: bool,
+    /// Cancelled at shutdown: open streams end, so the server can stop.
+    pub stop: CancellationToken,
 }
 
 /// The peer's address, whichever listener accepted it.
@@ -127,7 +129,8 @@ pub async fn serve(
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let Bound { tcp, tls, .. } = bound;
-    let app = App { cfg, store, live, mqtt, auth: Arc::new(auth::Auth::default()), tls: tls.is_some() };
+    let app =
+        App { cfg, store, live, mqtt, auth: Arc::new(auth::Auth::default()), tls: tls.is_some(), stop: stop.clone() };
     let service = router(app).into_make_service_with_connect_info::<Peer>();
     let shutdown = async move { stop.cancelled().await };
     match tls {
