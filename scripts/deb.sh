@@ -6,8 +6,9 @@
 #   scripts/deb.sh --target aarch64  arm64 (after scripts/cross-aarch64.sh)
 #
 # Contents: /usr/bin/gridwatch, /usr/lib/gridwatch/libonnxruntime.so (the pinned ONNX
-# Runtime), /usr/share/gridwatch/models (model, labels, NOTICE), the unit in
-# /lib/systemd/system, the example configuration as conffile /etc/gridwatch/gridwatch.toml,
+# Runtime), /usr/share/gridwatch/models (model, labels, NOTICE), the units in
+# /lib/systemd/system (gridwatch, and gridwatch-desk for the duty desk's console), the
+# example configurations as conffiles /etc/gridwatch/gridwatch.toml and desk.toml,
 # a sysusers.d entry for the service user, and the maintainer scripts in packaging/deb/.
 # Environment: GRIDWATCH_BIN (a built binary to package, skips cargo),
 # GRIDWATCH_ORT_LIB (libonnxruntime.so.<version> to ship), GRIDWATCH_DEB_VERSION
@@ -90,16 +91,20 @@ for f in yolox_nano.onnx coco80.txt NOTICE SHA256SUMS; do
 done
 inst 0644 systemd/gridwatch.service lib/systemd/system/gridwatch.service
 inst 0644 systemd/gridwatch.toml.example etc/gridwatch/gridwatch.toml
+# The duty desk's console (`gridwatch desk`): its unit (not enabled) and configuration.
+inst 0644 systemd/gridwatch-desk.service lib/systemd/system/gridwatch-desk.service
+inst 0644 systemd/desk.toml.example etc/gridwatch/desk.toml
 inst 0644 packaging/deb/gridwatch.sysusers usr/lib/sysusers.d/gridwatch.conf
 # The street clip `gridwatch demo` and `bench` stream when given no --clip.
 inst 0644 tests/fixtures/video/vtest.h264 usr/share/gridwatch/demo.h264
 inst 0644 packaging/deb/copyright usr/share/doc/gridwatch/copyright
 inst 0644 docs/install.md usr/share/doc/gridwatch/install.md
+inst 0644 docs/desk.md usr/share/doc/gridwatch/desk.md
 inst 0644 README.md usr/share/doc/gridwatch/README.md
 for s in postinst prerm postrm; do
   inst 0755 "packaging/deb/$s" "DEBIAN/$s"
 done
-echo /etc/gridwatch/gridwatch.toml >"$STAGE/DEBIAN/conffiles"
+printf '%s\n' /etc/gridwatch/gridwatch.toml /etc/gridwatch/desk.toml >"$STAGE/DEBIAN/conffiles"
 
 cat >"$STAGE/DEBIAN/control" <<EOF
 Package: gridwatch

@@ -1,6 +1,8 @@
 //! `gridwatch demo`: the whole job with nothing of the user's. It streams a street
 //! clip over RTSP on loopback, starts a private mosquitto, runs the real pipeline
-//! against both, and prints what a duty desk subscribed to the broker receives.
+//! against both, and prints what a duty desk subscribed to the broker receives. Beside
+//! it, the duty desk's console (`gridwatch desk`) runs on a free loopback port with 21
+//! simulated grid points, and its URL and a login made for this run are printed.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -44,20 +46,23 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let state = std::env::temp_dir().join(format!("gridwatch-demo-{}", std::process::id()));
     let cfg = demo_config(broker.port(), &state, &camera.url("/street"), &args.track)?;
 
-    println!("gridwatch demo");
-    println!("  camera   {} streams {}", camera.url("/street"), clip.display());
-    println!(
-        "  broker   mosquitto on 127.0.0.1:{} (subscribe: mosquitto_sub -p {} -t 'gridwatch/#' -v)",
-        broker.port(),
-        broker.port()
-    );
-    println!("  tracking {}", args.track.join(", "));
-    println!("  snapshots go to {}", out.display());
-    println!("Ctrl-C stops. Events as the duty desk receives them:");
-
+    let desk_dir = std::env::temp_dir().join(format!("gridwatch-demo-desk-{}", std::process::id()));
     let rt = tokio::runtime::Runtime::new()?;
     let result = rt.block_on(async {
         let stop = super::stop_on_signals();
+        let desk = crate::desk::start_demo(broker.port(), &desk_dir, stop.clone()).await?;
+        println!("gridwatch demo");
+        println!("  camera   {} streams {}", camera.url("/street"), clip.display());
+        println!(
+            "  broker   mosquitto on 127.0.0.1:{} (subscribe: mosquitto_sub -p {} -t 'gridwatch/#' -v)",
+            broker.port(),
+            broker.port()
+        );
+        println!("  tracking {}", args.track.join(", "));
+        println!("  snapshots go to {}", out.display());
+        println!("  desk     {} (this demo site and {} simulated ones)", desk.url, crate::desk::DEMO_SIMULATED_SITES);
+        println!("  login    user {}  password {}  (made for this run only)", desk.user, desk.password);
+        println!("Ctrl-C stops. Events as the duty desk receives them:");
         if let Some(secs) = args.seconds {
             let s = stop.clone();
             tokio::spawn(async move {
@@ -65,13 +70,14 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
                 s.cancel();
             });
         }
-        let desk = tokio::spawn(watch_as_desk(broker.port(), out.clone()));
+        let watcher = tokio::spawn(watch_as_desk(broker.port(), out.clone()));
         let result = crate::device::daemon::run(cfg, stop).await;
         // Let the last messages (ends, "stopped") reach the desk before leaving.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        desk.abort();
+        watcher.abort();
         result
     });
+    let _ = std::fs::remove_dir_all(&desk_dir);
     let _ = std::fs::remove_dir_all(&state);
     result?;
     println!("demo stopped; snapshots are in {}", out.display());

@@ -206,6 +206,13 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_is_valid() {
+        let c = parse(include_str!("../../systemd/desk.toml.example")).unwrap();
+        assert_eq!(c.web.listen.to_string(), "127.0.0.1:8080", "loopback by default");
+        assert_eq!(c.sites[0].name, "第七网格 · 东门");
+    }
+
+    #[test]
     fn every_problem_named() {
         let e = parse(
             "[mqtt]\nhost = \"\"\n[storage]\ndir = \"s\"\nkeep_days = 0\n[[sites]]\nid = \"A b\"\nname = \"x\"\n",

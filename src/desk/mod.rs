@@ -5,7 +5,9 @@
 //! Promises: one process; `run` returns only when stopped (SIGTERM, Ctrl-C) or on a
 //! fatal start-up problem, which names the key or file at fault.
 
+mod bench;
 mod config;
+mod demo;
 mod escalate;
 mod ingest;
 mod live;
@@ -17,19 +19,33 @@ mod web;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use bench::{BenchArgs, BenchReport, run as bench};
 pub use config::DeskConfig;
+pub use demo::{DEMO_SIMULATED_SITES, DemoDesk, start_demo};
 pub use simulate::{SimulateArgs, simulate};
 pub use users::{user_add, user_list, user_remove};
 
 /// Runs the desk with the configuration in `file` until `stop` is cancelled.
 pub async fn run(file: &Path, stop: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
-    let cfg = Arc::new(DeskConfig::load(file)?);
+    let (_, served) = start(DeskConfig::load(file)?, stop).await?;
+    served.await
+}
+
+/// Opens the store, binds the console's port, and starts ingest, escalation and
+/// retention; returns the console's address and the web server to await.
+pub async fn start(
+    cfg: DeskConfig,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<(std::net::SocketAddr, impl Future<Output = anyhow::Result<()>>)> {
+    let cfg = Arc::new(cfg);
     let store = store::Store::open(&cfg.storage.dir)?;
+    let bound = web::bind(&cfg).await?;
+    let addr = bound.addr;
     let live = live::Live::new();
     let mqtt = ingest::start(cfg.clone(), store.clone(), live.clone(), stop.clone())?;
     tokio::spawn(escalate::run(cfg.clone(), store.clone(), live.clone(), mqtt.clone(), stop.clone()));
     tokio::spawn(retention(cfg.clone(), store.clone(), stop.clone()));
-    web::serve(cfg, store, live, mqtt, stop).await
+    Ok((addr, web::serve(bound, cfg, store, live, mqtt, stop)))
 }
 
 /// Applies `storage.max_bytes` and `keep_days` at start and every minute.

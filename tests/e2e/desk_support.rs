@@ -106,6 +106,18 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `GET /api/stream` left open: the connection, once the response head has come.
+pub fn open_stream(port: u16, cookie: &str) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let req = format!("GET /api/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200", "the stream answers");
+    s
+}
+
 /// A logged-in client: its session cookie and CSRF token.
 pub struct Session {
     pub port: u16,
@@ -207,6 +219,15 @@ impl DeskProc {
             assert!(Instant::now() < deadline, "the desk did not start: {text}");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// SIGTERM, then how long it took to exit (None: still running after `within`).
+    pub fn terminate(&mut self, within: Duration) -> Option<Duration> {
+        let child = self.child.as_mut()?;
+        let t = Instant::now();
+        // SAFETY: kill only sends SIGTERM to our own child, whose pid we hold.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        wait_for(within, || child.try_wait().ok().flatten().map(|_| t.elapsed()))
     }
 
     pub fn kill(&mut self) {

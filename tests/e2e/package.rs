@@ -78,9 +78,13 @@ fn unit_verifies_cleanly_and_declares_the_daemons_contract() {
 
 #[test]
 fn unit_exposure_stays_at_its_reported_figure() {
-    let out = run(Command::new("systemd-analyze")
-        .args(["security", "--offline=true"])
-        .arg(repo("systemd/gridwatch.service")));
+    for unit in ["systemd/gridwatch.service", "systemd/gridwatch-desk.service"] {
+        exposure_at_most(unit, MAX_EXPOSURE);
+    }
+}
+
+fn exposure_at_most(unit: &str, max: f32) {
+    let out = run(Command::new("systemd-analyze").args(["security", "--offline=true"]).arg(repo(unit)));
     let all = text(&out);
     let line =
         all.lines().find(|l| l.contains("Overall exposure level")).unwrap_or_else(|| panic!("no figure:\n{all}"));
@@ -90,8 +94,8 @@ fn unit_exposure_stays_at_its_reported_figure() {
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("cannot read the figure in {line:?}"));
-    eprintln!("{}", line.trim());
-    assert!(figure <= MAX_EXPOSURE, "exposure {figure} is above {MAX_EXPOSURE}:\n{all}");
+    eprintln!("{unit}: {}", line.trim());
+    assert!(figure <= max, "{unit}: exposure {figure} is above {max}:\n{all}");
 }
 
 /// `program args` under the unit's seccomp policy.
@@ -162,6 +166,9 @@ fn deb_holds_binary_runtime_model_unit_and_a_config_that_passes_check() {
         "./usr/share/gridwatch/demo.h264",
         "./lib/systemd/system/gridwatch.service",
         "./etc/gridwatch/gridwatch.toml",
+        "./lib/systemd/system/gridwatch-desk.service",
+        "./etc/gridwatch/desk.toml",
+        "./usr/share/doc/gridwatch/desk.md",
         "./usr/lib/sysusers.d/gridwatch.conf",
         "./usr/share/doc/gridwatch/copyright",
     ] {
@@ -209,9 +216,18 @@ fn deb_holds_binary_runtime_model_unit_and_a_config_that_passes_check() {
         .arg(root.join("etc/gridwatch/gridwatch.toml"))
         .env_remove("ORT_DYLIB_PATH"));
     assert!(out.status.success(), "the shipped configuration fails check:\n{}", text(&out));
-    let unit = std::fs::read_to_string(root.join("lib/systemd/system/gridwatch.service")).unwrap();
-    let out = verify(&unit_with_binary(&dir, &unit, &root.join("usr/bin/gridwatch")));
-    assert!(out.status.success() && text(&out).is_empty(), "the shipped unit:\n{}", text(&out));
+    for unit in ["gridwatch.service", "gridwatch-desk.service"] {
+        let text_of = std::fs::read_to_string(root.join("lib/systemd/system").join(unit)).unwrap();
+        let unit_dir = dir.join(unit);
+        std::fs::create_dir_all(&unit_dir).unwrap();
+        let out = verify(&unit_with_binary(&unit_dir, &text_of, &root.join("usr/bin/gridwatch")));
+        assert!(out.status.success() && text(&out).is_empty(), "the shipped {unit}:\n{}", text(&out));
+    }
+    // An upgrade keeps both configurations.
+    let conffiles = text(&run(Command::new("dpkg-deb").arg("-I").arg(&deb).arg("conffiles")));
+    for f in ["/etc/gridwatch/gridwatch.toml", "/etc/gridwatch/desk.toml"] {
+        assert!(conffiles.lines().any(|l| l.trim() == f), "{f} is not a conffile:\n{conffiles}");
+    }
 }
 
 #[test]

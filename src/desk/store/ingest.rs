@@ -53,6 +53,7 @@ impl Store {
                 return Ok(Ingested::Duplicate);
             }
             upsert_event(&tx, e, now)?;
+            seen(&tx, &e.site, now)?;
             track_seq(&tx, &e.site, e.seq as i64, now)?;
             let snap = e.snapshot.as_ref().map(|s| FileClaim { topic: &s.topic, sha256: &s.sha256, kind: "snapshot" });
             for claim in snap.into_iter().chain(clip) {
@@ -190,10 +191,7 @@ impl Store {
             let before: Option<Option<String>> = tx
                 .query_row("SELECT state FROM cameras WHERE site = ?1 AND camera = ?2", [site, &h.camera], |r| r.get(0))
                 .optional()?;
-            tx.execute(
-                "INSERT INTO sites(site, last_seen) VALUES(?1, ?2) ON CONFLICT(site) DO UPDATE SET last_seen = ?2",
-                params![site, now],
-            )?;
+            seen(&tx, site, now)?;
             tx.execute(
                 "INSERT INTO cameras(site, camera, state, fps_analyzed, health, updated_at) VALUES(?1,?2,?3,?4,?5,?6)
                  ON CONFLICT(site, camera) DO UPDATE SET state = ?3, fps_analyzed = ?4, health = ?5, updated_at = ?6",
@@ -238,6 +236,15 @@ impl Store {
             Ok(Ingested::Site(site.to_owned()))
         })
     }
+}
+
+/// The site has published: it is listed from now on, configured or not.
+fn seen(c: &Connection, site: &str, now: i64) -> anyhow::Result<()> {
+    c.execute(
+        "INSERT INTO sites(site, last_seen) VALUES(?1, ?2) ON CONFLICT(site) DO UPDATE SET last_seen = ?2",
+        params![site, now],
+    )?;
+    Ok(())
 }
 
 fn upsert_event(c: &Connection, e: &EventMessage, now: i64) -> anyhow::Result<()> {

@@ -9,6 +9,8 @@ mod incidents;
 mod ingest;
 mod queries;
 mod retention;
+#[cfg(test)]
+mod tests;
 mod users;
 
 use std::path::{Path, PathBuf};
@@ -20,7 +22,7 @@ use rusqlite::Connection;
 
 pub use incidents::Resolution;
 pub use ingest::{FileClaim, Ingested};
-pub use queries::{AuditRow, EventFilter, EventView, ReportRow, SiteView, TimelineRow, rfc3339};
+pub use queries::{AuditRow, EventDetail, EventFilter, EventView, ReportRow, SiteView, end_of, rfc3339, time_bound};
 pub use users::Role;
 
 pub struct Store {

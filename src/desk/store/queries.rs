@@ -8,12 +8,12 @@
 use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Store, now_ms};
 
 /// How long a hole in `seq` may stay open before the site shows events as missing.
-const GAP_GRACE_MS: i64 = 10 * 60 * 1000;
+pub(super) const GAP_GRACE_MS: i64 = 10 * 60 * 1000;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CameraView {
@@ -83,6 +83,14 @@ pub struct EventView {
     pub incident: Option<IncidentView>,
 }
 
+/// What the event page shows and `GET /api/events/{site}/{event_id}` returns.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventDetail {
+    pub event: EventView,
+    pub timeline: Vec<TimelineRow>,
+    pub incident_log: Vec<AuditRow>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct TimelineRow {
     pub seq: i64,
@@ -101,28 +109,128 @@ pub struct AuditRow {
     pub detail: Option<String>,
 }
 
-/// Events of one day at one site, by kind.
-#[derive(Debug, Clone, Serialize)]
+/// One day at one site: events by kind; crossings per `line/label` (in, out) and the
+/// peak count per `zone/label`, from the stats messages (contract 1.1).
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ReportRow {
     pub day: String,
     pub site: String,
     pub counts: BTreeMap<String, i64>,
+    pub lines: BTreeMap<String, [i64; 2]>,
+    pub peaks: BTreeMap<String, i64>,
 }
 
-#[derive(Debug, Clone, Default)]
+impl ReportRow {
+    /// Adds one stats message's `lines` (summed) and `zones` (highest peak).
+    fn add_stats(&mut self, v: &serde_json::Value) {
+        let pairs = |key: &str| {
+            let outer = v[key].as_object().into_iter().flatten();
+            outer.flat_map(|(name, labels)| {
+                labels.as_object().into_iter().flatten().map(move |(label, x)| (format!("{name}/{label}"), x))
+            })
+        };
+        for (k, x) in pairs("lines") {
+            let e = self.lines.entry(k).or_default();
+            e[0] += x["in"].as_i64().unwrap_or(0);
+            e[1] += x["out"].as_i64().unwrap_or(0);
+        }
+        for (k, x) in pairs("zones") {
+            let e = self.peaks.entry(k).or_default();
+            *e = (*e).max(x["peak"].as_i64().unwrap_or(0));
+        }
+    }
+}
+
+fn report_row(out: &mut BTreeMap<(String, String), ReportRow>, day: String, site: String) -> &mut ReportRow {
+    out.entry((day.clone(), site.clone())).or_insert_with(|| ReportRow { day, site, ..Default::default() })
+}
+
+/// The one query of events: `/api/events`, the feed, history and its CSV all take it
+/// from the URL and pass it through [`EventFilter::validated`] before use.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
 pub struct EventFilter {
     pub site: Option<String>,
     pub camera: Option<String>,
     pub kind: Option<String>,
     pub label: Option<String>,
-    /// RFC 3339 or a date; compared with `started_at`.
+    /// A date (`2026-11-30`) or RFC 3339 time; compared with `started_at`. `to` is
+    /// exclusive, but a bare date means "to the end of that day".
     pub from: Option<String>,
     pub to: Option<String>,
     /// Incident state: open, claimed, resolved, or `none` for events without one.
     pub state: Option<String>,
+    /// Only events started before this time (paging by time, for integrators).
     pub before: Option<String>,
-    pub limit: usize,
-    pub offset: usize,
+    /// Page size, 1..=1000.
+    pub limit: Option<usize>,
+    /// Page number from 0, for the history page's links.
+    pub page: Option<usize>,
+}
+
+/// Pages beyond this are refused rather than made into a huge OFFSET.
+const MAX_PAGE: usize = 100_000;
+
+impl EventFilter {
+    /// Empty fields dropped, every other one checked, the page size set (`default_limit`
+    /// when none was asked for, at most 1000): Err names the field at fault.
+    pub fn validated(mut self, default_limit: usize) -> Result<EventFilter, String> {
+        for f in [
+            &mut self.site,
+            &mut self.camera,
+            &mut self.kind,
+            &mut self.label,
+            &mut self.from,
+            &mut self.to,
+            &mut self.state,
+            &mut self.before,
+        ] {
+            *f = f.take().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        }
+        for (name, v) in [("site", &self.site), ("camera", &self.camera), ("kind", &self.kind)] {
+            if let Some(v) = v {
+                crate::contract::check_id(v).map_err(|e| format!("{name}: {}", e.0))?;
+            }
+        }
+        if self.label.as_ref().is_some_and(|l| l.chars().count() > 64) {
+            return Err("label: at most 64 characters".into());
+        }
+        for (name, v) in [("from", &mut self.from), ("to", &mut self.to), ("before", &mut self.before)] {
+            if let Some(t) = v {
+                *t = time_bound(t).ok_or_else(|| format!("{name}: give a date (2026-11-30) or an RFC 3339 time"))?;
+            }
+        }
+        if !matches!(self.state.as_deref(), None | Some("open" | "claimed" | "resolved" | "none")) {
+            return Err("state: use open, claimed, resolved or none".into());
+        }
+        self.limit = Some(self.limit.unwrap_or(default_limit).clamp(1, 1000));
+        if self.page.is_some_and(|p| p > MAX_PAGE) {
+            return Err(format!("page: at most {MAX_PAGE}"));
+        }
+        Ok(self)
+    }
+
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(100).clamp(1, 1000)
+    }
+
+    fn offset(&self) -> usize {
+        self.page.unwrap_or(0).min(MAX_PAGE) * self.limit()
+    }
+}
+
+/// A time bound as stored times compare: a date as is, an RFC 3339 time in UTC with
+/// milliseconds (so that text order is time order); None if it is neither.
+pub fn time_bound(s: &str) -> Option<String> {
+    let date = |d: &str| {
+        d.len() == 10
+            && d.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() })
+    };
+    if date(s) {
+        return Some(s.to_owned());
+    }
+    let t = humantime::parse_rfc3339_weak(s).or_else(|_| humantime::parse_rfc3339(s)).ok()?;
+    Some(crate::contract::timestamp(t))
 }
 
 /// RFC 3339 UTC with milliseconds of a desk time.
@@ -174,6 +282,14 @@ impl Store {
                 .optional()?;
             id.map(|id| event_by_rowid(c, id)).transpose()
         })
+    }
+
+    /// An event with its timeline and its incident's history, or None.
+    pub fn event_detail(&self, site: &str, event_id: &str) -> anyhow::Result<Option<EventDetail>> {
+        let Some(event) = self.event(site, event_id)? else { return Ok(None) };
+        let timeline = self.timeline(site, event_id)?;
+        let incident_log = self.incident_log(site, event_id)?;
+        Ok(Some(EventDetail { event, timeline, incident_log }))
     }
 
     pub fn timeline(&self, site: &str, event_id: &str) -> anyhow::Result<Vec<TimelineRow>> {
@@ -249,27 +365,31 @@ impl Store {
         })
     }
 
-    /// Counts by day (UTC), site and kind of the events started in `[from, to)`.
+    /// Per day (UTC) and site in `[from, to)`: events by kind (by `started_at`), and
+    /// from stats messages (by `period_start`) line crossings and zone peaks.
     pub fn report(&self, from: &str, to: &str) -> anyhow::Result<Vec<ReportRow>> {
         self.with(|c| {
-            let mut st = c.prepare(
+            let mut out: BTreeMap<(String, String), ReportRow> = BTreeMap::new();
+            let mut st = c.prepare_cached(
                 "SELECT substr(started_at, 1, 10) AS day, site, kind, count(*) FROM events
-                 WHERE started_at >= ?1 AND started_at < ?2 GROUP BY day, site, kind ORDER BY day, site",
+                 WHERE started_at >= ?1 AND started_at < ?2 GROUP BY day, site, kind",
             )?;
-            let mut out: Vec<ReportRow> = Vec::new();
-            let rows = st.query_map([from, to], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
-            })?;
-            for row in rows {
+            let counts = st.query_map([from, to], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?, r.get(3)?)))?;
+            for row in counts {
                 let (day, site, kind, n) = row?;
-                match out.last_mut() {
-                    Some(last) if last.day == day && last.site == site => {
-                        last.counts.insert(kind, n);
-                    }
-                    _ => out.push(ReportRow { day, site, counts: BTreeMap::from([(kind, n)]) }),
-                }
+                report_row(&mut out, day, site).counts.insert(kind, n);
             }
-            Ok(out)
+            let mut st = c.prepare_cached(
+                "SELECT substr(period_start, 1, 10), site, body FROM stats WHERE period_start >= ?1 AND period_start < ?2",
+            )?;
+            let stats = st.query_map([from, to], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?)))?;
+            for row in stats {
+                let (day, site, body) = row?;
+                // Stored as received: a body that is not the contract's shape adds nothing.
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) else { continue };
+                report_row(&mut out, day, site).add_stats(&v);
+            }
+            Ok(out.into_values().collect())
         })
     }
 
@@ -344,6 +464,11 @@ fn latest_file(c: &Connection, cond: &str, args: impl rusqlite::Params) -> anyho
     Ok(c.prepare_cached(&sql)?.query_row(args, |r| r.get::<_, i64>(0)).optional()?.map(url))
 }
 
+/// An exclusive upper bound: a bare date means the end of that day.
+pub fn end_of(to: &str) -> String {
+    if to.len() == 10 { format!("{to}\u{ffff}") } else { to.to_owned() }
+}
+
 fn filter_sql(f: &EventFilter) -> (String, Vec<String>) {
     let mut sql = String::from(
         "SELECT e.id FROM events e LEFT JOIN incidents i ON i.site = e.site AND i.event_id = e.event_id WHERE 1",
@@ -360,14 +485,14 @@ fn filter_sql(f: &EventFilter) -> (String, Vec<String>) {
     add("e.kind =", &f.kind);
     add("e.label =", &f.label);
     add("e.started_at >=", &f.from);
-    add("e.started_at <", &f.to);
+    add("e.started_at <", &f.to.as_deref().map(end_of));
     add("e.started_at <", &f.before);
     match f.state.as_deref() {
         Some("none") => sql += " AND i.state IS NULL",
         Some(s @ ("open" | "claimed" | "resolved")) => sql += &format!(" AND i.state = '{s}'"),
         _ => {}
     }
-    sql += &format!(" ORDER BY e.started_at DESC, e.id DESC LIMIT {} OFFSET {}", f.limit.clamp(1, 1000), f.offset);
+    sql += &format!(" ORDER BY e.started_at DESC, e.id DESC LIMIT {} OFFSET {}", f.limit(), f.offset());
     (sql, args)
 }
 

@@ -15,11 +15,20 @@ impl Store {
     /// One retention pass; returns how many files and event rows it removed.
     pub fn retain(&self, max_bytes: u64, keep_days: u32) -> anyhow::Result<(usize, usize)> {
         let cutoff = now_ms() - keep_days as i64 * 86_400_000;
-        let mut files = self.drop_files("received_at < ?1", cutoff)?;
+        let mut files = 0;
+        loop {
+            match self.drop_files("received_at < ?1", cutoff)? {
+                0 => break,
+                n => files += n,
+            }
+        }
         let mut rows = self.drop_rows(cutoff)?;
         while self.used_bytes()? > max_bytes {
-            let n = self.drop_files("kind = 'clip'", i64::MAX)?
-                + if self.count_files("kind = 'clip'")? == 0 { self.drop_files("1", i64::MAX)? } else { 0 };
+            // A batch at a time, measuring again after each: clips, then pictures, then rows.
+            let n = match self.drop_files("kind = 'clip'", i64::MAX)? {
+                0 => self.drop_files("1", i64::MAX)?,
+                n => n,
+            };
             files += n;
             if n == 0 {
                 let dropped = self.drop_oldest_rows()?;
@@ -44,15 +53,10 @@ impl Store {
         Ok(files as u64 + db)
     }
 
-    fn count_files(&self, cond: &str) -> anyhow::Result<i64> {
-        self.with(|c| {
-            Ok(c.query_row(&format!("SELECT count(*) FROM files WHERE {cond} AND path IS NOT NULL"), [], |r| r.get(0))?)
-        })
-    }
-
-    /// Removes up to a batch of the oldest files matching `cond` (with `?1` bound to `arg`).
+    /// Evicts up to a batch of the oldest files matching `cond` (with `?1` bound to
+    /// `arg`); returns how many it evicted. A file on disk goes with its last row.
     fn drop_files(&self, cond: &str, arg: i64) -> anyhow::Result<usize> {
-        let gone: Vec<String> = self.with(|c| {
+        let (evicted, gone): (usize, Vec<String>) = self.with(|c| {
             let tx = c.transaction()?;
             let sql = format!(
                 "SELECT id, path FROM files WHERE ({cond}) AND path IS NOT NULL AND ?1 = ?1 ORDER BY id LIMIT {BATCH}"
@@ -60,6 +64,7 @@ impl Store {
             let picked: Vec<(i64, String)> =
                 tx.prepare(&sql)?.query_map([arg], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
             let mut gone = Vec::new();
+            let evicted = picked.len();
             for (id, path) in picked {
                 tx.execute("UPDATE files SET path = NULL, bytes = 0, status = 'evicted' WHERE id = ?1", [id])?;
                 if unreferenced(&tx, &path)? {
@@ -67,12 +72,12 @@ impl Store {
                 }
             }
             tx.commit()?;
-            Ok(gone)
+            Ok((evicted, gone))
         })?;
         for p in &gone {
             let _ = std::fs::remove_file(self.files_dir().join(p));
         }
-        Ok(gone.len())
+        Ok(evicted)
     }
 
     fn drop_rows(&self, cutoff: i64) -> anyhow::Result<usize> {

@@ -15,13 +15,13 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::auth::User;
 use super::{App, Peer};
 use crate::contract::check_id;
 use crate::desk::live::Change;
-use crate::desk::store::{EventFilter, Resolution, Role};
+use crate::desk::store::{AuditRow, EventFilter, Resolution, Role};
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -29,8 +29,7 @@ pub fn routes() -> Router<App> {
         .route("/api/sites", get(sites))
         .route("/api/events", get(events))
         .route("/api/events/{site}/{event_id}", get(event))
-        .route("/api/incidents/{site}/{event_id}/claim", post(claim_json))
-        .route("/api/incidents/{site}/{event_id}/resolve", post(resolve_json))
+        .route("/api/incidents/{site}/{event_id}/{action}", post(step_json))
         .route("/api/alarm", get(alarm))
         .route("/api/audit", get(audit))
         .route("/api/stream", get(stream))
@@ -41,73 +40,38 @@ async fn session(user: User) -> Response {
     Json(serde_json::json!({"user": user.name, "role": user.role, "csrf_token": user.csrf})).into_response()
 }
 
+/// A loaded value as JSON, or the response the loading failed with.
+fn json<T: Serialize>(loaded: Result<T, Response>) -> Response {
+    loaded.map_or_else(|r| r, |v| Json(v).into_response())
+}
+
 async fn sites(State(app): State<App>, _user: User) -> Response {
     let names = app.site_names();
-    match app.db(move |s| s.sites(&names)).await {
-        Ok(v) => Json(v).into_response(),
-        Err(r) => r,
-    }
+    json(app.db(move |s| s.sites(&names)).await)
 }
 
-/// The query of `/api/events`, `/history` and its CSV.
-#[derive(Debug, Default, Deserialize)]
-pub struct EventQuery {
-    pub site: Option<String>,
-    pub camera: Option<String>,
-    pub kind: Option<String>,
-    pub label: Option<String>,
-    pub from: Option<String>,
-    pub to: Option<String>,
-    pub state: Option<String>,
-    pub limit: Option<usize>,
-    pub before: Option<String>,
-    pub page: Option<usize>,
+/// The filter of an event list, checked; a field at fault is a 400 naming it.
+pub fn filter(q: EventFilter, default_limit: usize) -> Result<EventFilter, Response> {
+    q.validated(default_limit).map_err(|why| bad(&why))
 }
 
-impl EventQuery {
-    pub fn filter(&self, default_limit: usize) -> EventFilter {
-        let limit = self.limit.unwrap_or(default_limit).clamp(1, 1000);
-        EventFilter {
-            site: self.site.clone(),
-            camera: self.camera.clone(),
-            kind: self.kind.clone(),
-            label: self.label.clone(),
-            from: self.from.clone(),
-            to: self.to.clone(),
-            state: self.state.clone(),
-            before: self.before.clone(),
-            limit,
-            offset: self.page.unwrap_or(0).min(100_000) * limit,
-        }
-    }
-}
-
-async fn events(State(app): State<App>, _user: User, Query(q): Query<EventQuery>) -> Response {
-    let f = q.filter(100);
-    match app.db(move |s| s.events(&f)).await {
-        Ok(v) => Json(v).into_response(),
+async fn events(State(app): State<App>, _user: User, Query(q): Query<EventFilter>) -> Response {
+    match filter(q, 100) {
+        Ok(f) => json(app.db(move |s| s.events(&f)).await),
         Err(r) => r,
     }
 }
 
 async fn event(State(app): State<App>, _user: User, Path((site, id)): Path<(String, String)>) -> Response {
-    let found = app
-        .db(move |s| Ok(s.event(&site, &id)?.map(|e| (s.timeline(&site, &id), s.incident_log(&site, &id), e))))
-        .await;
-    match found {
-        Ok(Some((Ok(timeline), Ok(log), e))) => {
-            Json(serde_json::json!({"event": e, "timeline": timeline, "incident_log": log})).into_response()
-        }
-        Ok(_) => (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": "no such event"}))).into_response(),
+    match app.db(move |s| s.event_detail(&site, &id)).await {
+        Ok(Some(d)) => Json(d).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, Json(serde_json::json!({"error": "no such event"}))).into_response(),
         Err(r) => r,
     }
 }
 
 async fn alarm(State(app): State<App>, _user: User) -> Response {
-    match app.db(|s| s.open_incidents()).await {
-        Ok(n) => Json(serde_json::json!({"open": n})).into_response(),
-        Err(r) => r,
-    }
+    json(app.db(|s| s.open_incidents()).await.map(|n| serde_json::json!({"open": n})))
 }
 
 #[derive(Deserialize)]
@@ -115,73 +79,66 @@ struct AuditQuery {
     limit: Option<usize>,
 }
 
+/// A page of the audit log (newest first), for operators and admins.
+pub async fn audit_rows(app: &App, user: &User, limit: usize, page: usize) -> Result<Vec<AuditRow>, Response> {
+    user.require(Role::Operator)?;
+    let (limit, page) = (limit.clamp(1, 1000), page.min(100_000));
+    app.db(move |s| s.audit_log(limit, page * limit)).await
+}
+
 async fn audit(State(app): State<App>, user: User, Query(q): Query<AuditQuery>) -> Response {
-    if let Err(r) = user.require(Role::Operator) {
-        return r;
-    }
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    match app.db(move |s| s.audit_log(limit, 0)).await {
-        Ok(v) => Json(v).into_response(),
-        Err(r) => r,
+    json(audit_rows(&app, &user, q.limit.unwrap_or(100), 0).await)
+}
+
+/// A step on an incident, from the API or a form.
+pub enum Step {
+    Claim,
+    Resolve { resolution: Resolution, note: String },
+}
+
+impl Step {
+    /// `action` is the URL's last level; `resolution` and `note` count for resolve only.
+    pub fn parse(action: &str, resolution: &str, note: &str) -> Result<Step, Response> {
+        match action {
+            "claim" => Ok(Step::Claim),
+            "resolve" => {
+                let Some(resolution) = Resolution::parse(resolution) else {
+                    return Err(bad("resolution: use handled, false_alarm or duplicate"));
+                };
+                if note.chars().count() > 500 {
+                    return Err(bad("note: at most 500 characters"));
+                }
+                Ok(Step::Resolve { resolution, note: note.to_owned() })
+            }
+            _ => Err((StatusCode::NOT_FOUND, "no such action").into_response()),
+        }
     }
 }
 
-/// Claims an incident for `user`: the one step the API and the form both take.
-pub async fn claim(app: &App, user: &User, peer: &Peer, site: String, id: String) -> Result<(), Response> {
+/// Takes `step` on an incident as `user` (an operator), audited; the one path of the
+/// API and the forms.
+pub async fn take(app: &App, user: &User, peer: &Peer, site: String, id: String, step: Step) -> Result<(), Response> {
     user.require(Role::Operator)?;
     let (name, addr) = (user.name.clone(), peer.0.ip().to_string());
     let (s2, i2) = (site.clone(), id.clone());
     let done = app
         .db(move |s| {
-            let r = s.claim(&s2, &i2, &name)?;
-            if r.is_ok() {
-                s.audit(Some(&name), &addr, "claim", &format!("{s2}/{i2}"), "")?;
-            }
-            Ok(r)
-        })
-        .await?;
-    finish(app, done, site, id)
-}
-
-pub async fn resolve(
-    app: &App,
-    user: &User,
-    peer: &Peer,
-    site: String,
-    id: String,
-    resolution: &str,
-    note: &str,
-) -> Result<(), Response> {
-    user.require(Role::Operator)?;
-    let Some(resolution) = Resolution::parse(resolution) else {
-        return Err(bad("resolution: use handled, false_alarm or duplicate"));
-    };
-    if note.chars().count() > 500 {
-        return Err(bad("note: at most 500 characters"));
-    }
-    let (name, addr, note) = (user.name.clone(), peer.0.ip().to_string(), note.to_owned());
-    let (s2, i2) = (site.clone(), id.clone());
-    let done = app
-        .db(move |s| {
-            let r = s.resolve(&s2, &i2, &name, resolution, &note)?;
-            if r.is_ok() {
-                s.audit(
-                    Some(&name),
-                    &addr,
+            let (r, action, detail) = match &step {
+                Step::Claim => (s.claim(&s2, &i2, &name)?, "claim", String::new()),
+                Step::Resolve { resolution, note } => (
+                    s.resolve(&s2, &i2, &name, *resolution, note)?,
                     "resolve",
-                    &format!("{s2}/{i2}"),
-                    &format!("{} {note}", resolution.as_str()),
-                )?;
+                    format!("{} {note}", resolution.as_str()),
+                ),
+            };
+            if r.is_ok() {
+                s.audit(Some(&name), &addr, action, &format!("{s2}/{i2}"), &detail)?;
             }
             Ok(r)
         })
         .await?;
-    finish(app, done, site, id)
-}
-
-fn finish(app: &App, done: Result<(), &'static str>, site: String, event_id: String) -> Result<(), Response> {
     done.map_err(|why| (StatusCode::CONFLICT, Json(serde_json::json!({"error": why}))).into_response())?;
-    app.live.send(Change::Incident { site: site.clone(), event_id });
+    app.live.send(Change::Incident { site: site.clone(), event_id: id });
     app.live.send(Change::Site { site });
     Ok(())
 }
@@ -190,45 +147,40 @@ fn bad(why: &str) -> Response {
     (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": why}))).into_response()
 }
 
-fn ok() -> Response {
-    Json(serde_json::json!({"ok": true})).into_response()
-}
-
-async fn claim_json(
-    State(app): State<App>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    user: User,
-    headers: HeaderMap,
-    Path((site, id)): Path<(String, String)>,
-) -> Response {
-    if let Err(r) = user.check(&headers, None) {
-        return r;
-    }
-    claim(&app, &user, &peer, site, id).await.map_or_else(|r| r, |_| ok())
-}
-
-#[derive(Deserialize)]
-pub struct ResolveBody {
-    pub resolution: String,
+#[derive(Default, Deserialize)]
+struct ResolveBody {
+    resolution: String,
     #[serde(default)]
-    pub note: String,
+    note: String,
 }
 
-async fn resolve_json(
+/// `POST /api/incidents/{site}/{event_id}/claim|resolve`.
+async fn step_json(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<Peer>,
     user: User,
     headers: HeaderMap,
-    Path((site, id)): Path<(String, String)>,
+    Path((site, id, action)): Path<(String, String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
     if let Err(r) = user.check(&headers, None) {
         return r;
     }
-    let Ok(b) = serde_json::from_slice::<ResolveBody>(&body) else {
-        return bad("body: give JSON {\"resolution\": …, \"note\": …}");
+    let b = match action.as_str() {
+        "resolve" => match serde_json::from_slice::<ResolveBody>(&body) {
+            Ok(b) => b,
+            Err(_) => return bad("body: give JSON {\"resolution\": …, \"note\": …}"),
+        },
+        _ => ResolveBody::default(),
     };
-    resolve(&app, &user, &peer, site, id, &b.resolution, &b.note).await.map_or_else(|r| r, |_| ok())
+    let step = match Step::parse(&action, &b.resolution, &b.note) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match take(&app, &user, &peer, site, id, step).await {
+        Ok(()) => Json(serde_json::json!({"ok": true})).into_response(),
+        Err(r) => r,
+    }
 }
 
 /// Sends a device command (contract 1.1) as an operator, audited.
@@ -262,7 +214,10 @@ pub async fn command(
 }
 
 async fn stream(State(app): State<App>, _user: User) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {
+    use futures::StreamExt;
     let rx = app.live.subscribe();
+    // Graceful shutdown waits for every connection: a stream must end when the desk stops.
+    let stop = app.stop.clone().cancelled_owned();
     let s = futures::stream::unfold(rx, |mut rx| async move {
         let data = match rx.recv().await {
             Ok(change) => serde_json::to_string(&change).unwrap_or_default(),
@@ -271,7 +226,8 @@ async fn stream(State(app): State<App>, _user: User) -> Sse<impl futures::Stream
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
         };
         Some((Ok(Event::default().data(data)), rx))
-    });
+    })
+    .take_until(stop);
     Sse::new(s).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 

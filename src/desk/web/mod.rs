@@ -44,6 +44,8 @@ pub struct App {
     pub mqtt: Arc<Mqtt>,
     pub auth: Arc<auth::Auth>,
     pub tls: bool,
+    /// Cancelled at shutdown: open streams end, so the server can stop.
+    pub stop: CancellationToken,
 }
 
 /// The peer's address, whichever listener accepted it.
@@ -96,26 +98,41 @@ async fn headers(
     res
 }
 
-/// Serves the console on `web.listen` until `stop`.
+/// The console's port, bound, with its TLS set-up when configured.
+pub struct Bound {
+    pub addr: SocketAddr,
+    tcp: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// Binds `web.listen` (and reads the TLS certificate), so that problems show at start.
+pub async fn bind(cfg: &DeskConfig) -> anyhow::Result<Bound> {
+    let tls = match (&cfg.web.tls_cert, &cfg.web.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        _ => None,
+    };
+    let listen = cfg.web.listen;
+    let tcp = TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("web.listen = {listen}: {e}"))?;
+    let addr = tcp.local_addr()?;
+    // Tests and scripts read this line to find the port (web.listen may say port 0).
+    eprintln!("desk: listening on {}://{addr}", if tls.is_some() { "https" } else { "http" });
+    Ok(Bound { addr, tcp, tls })
+}
+
+/// Serves the console on the bound port until `stop`.
 pub async fn serve(
+    bound: Bound,
     cfg: Arc<DeskConfig>,
     store: Arc<Store>,
     live: Live,
     mqtt: Arc<Mqtt>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let tls = match (&cfg.web.tls_cert, &cfg.web.tls_key) {
-        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
-        _ => None,
-    };
-    let listen = cfg.web.listen;
-    let app = App { cfg, store, live, mqtt, auth: Arc::new(auth::Auth::default()), tls: tls.is_some() };
-    let tcp = TcpListener::bind(listen).await.map_err(|e| anyhow::anyhow!("web.listen = {listen}: {e}"))?;
-    // Tests and scripts read this line to find the port (web.listen may say port 0).
-    eprintln!("desk: listening on {}://{}", if tls.is_some() { "https" } else { "http" }, tcp.local_addr()?);
+    let Bound { tcp, tls, .. } = bound;
+    let app =
+        App { cfg, store, live, mqtt, auth: Arc::new(auth::Auth::default()), tls: tls.is_some(), stop: stop.clone() };
     let service = router(app).into_make_service_with_connect_info::<Peer>();
-    let stopped = stop.clone();
-    let shutdown = async move { stopped.cancelled().await };
+    let shutdown = async move { stop.cancelled().await };
     match tls {
         Some(acceptor) => {
             axum::serve(TlsListener::new(tcp, acceptor)?, service).with_graceful_shutdown(shutdown).await?

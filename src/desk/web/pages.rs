@@ -13,11 +13,11 @@ use axum::routing::{get, post};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::api::{self, EventQuery};
+use super::api::{self, Step};
 use super::auth::User;
 use super::render::{self, Ctx};
 use super::{App, Peer};
-use crate::desk::store::{EventView, Role};
+use crate::desk::store::{EventFilter, EventView, Role, end_of, now_ms, rfc3339, time_bound};
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -25,8 +25,7 @@ pub fn routes() -> Router<App> {
         .route("/fragments/wall", get(wall_fragment))
         .route("/incidents", get(incidents))
         .route("/fragments/incidents", get(incidents_fragment))
-        .route("/incidents/{site}/{event_id}/claim", post(claim_form))
-        .route("/incidents/{site}/{event_id}/resolve", post(resolve_form))
+        .route("/incidents/{site}/{event_id}/{action}", post(step_form))
         .route("/feed", get(feed))
         .route("/fragments/feed", get(feed_fragment))
         .route("/events/{site}/{event_id}", get(event))
@@ -112,9 +111,11 @@ async fn incidents_fragment(State(app): State<App>, user: User) -> Response {
     }
 }
 
+/// The claim and resolve forms (`resolution` and `note` only on the latter).
 #[derive(Deserialize)]
-struct ResolveForm {
+struct StepForm {
     csrf: String,
+    #[serde(default)]
     resolution: String,
     #[serde(default)]
     note: String,
@@ -135,42 +136,33 @@ fn back(headers: &HeaderMap, site: &str, id: &str) -> Redirect {
     Redirect::to(&referer.unwrap_or_else(|| format!("/events/{site}/{id}")))
 }
 
-async fn claim_form(
+async fn step_form(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<Peer>,
     user: User,
     headers: HeaderMap,
-    Path((site, id)): Path<(String, String)>,
-    Form(f): Form<CsrfForm>,
+    Path((site, id, action)): Path<(String, String, String)>,
+    Form(f): Form<StepForm>,
 ) -> Response {
     if let Err(r) = user.check(&headers, Some(&f.csrf)) {
         return r;
     }
-    match api::claim(&app, &user, &peer, site.clone(), id.clone()).await {
+    let step = match Step::parse(&action, &f.resolution, &f.note) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match api::take(&app, &user, &peer, site.clone(), id.clone(), step).await {
         Ok(()) => back(&headers, &site, &id).into_response(),
         Err(r) => r,
     }
 }
 
-async fn resolve_form(
-    State(app): State<App>,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    user: User,
-    headers: HeaderMap,
-    Path((site, id)): Path<(String, String)>,
-    Form(f): Form<ResolveForm>,
-) -> Response {
-    if let Err(r) = user.check(&headers, Some(&f.csrf)) {
-        return r;
-    }
-    match api::resolve(&app, &user, &peer, site.clone(), id.clone(), &f.resolution, &f.note).await {
-        Ok(()) => back(&headers, &site, &id).into_response(),
-        Err(r) => r,
-    }
-}
-
-async fn feed(State(app): State<App>, user: User, Query(q): Query<EventQuery>) -> Response {
-    let f = q.filter(100);
+async fn feed(State(app): State<App>, user: User, Query(q): Query<EventFilter>) -> Response {
+    let f = match api::filter(q, 100) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let q = f.clone();
     match app.db(move |s| s.events(&f)).await {
         Ok(list) => html_page(&app, &user, "feed", &tr(&app, "feed"), |cx| {
             html! { (filters(cx, &q, "/feed", false)) (render::event_table(cx, &list, false, "feed-rows")) }
@@ -179,8 +171,11 @@ async fn feed(State(app): State<App>, user: User, Query(q): Query<EventQuery>) -
     }
 }
 
-async fn feed_fragment(State(app): State<App>, user: User, Query(q): Query<EventQuery>) -> Response {
-    let f = q.filter(100);
+async fn feed_fragment(State(app): State<App>, user: User, Query(q): Query<EventFilter>) -> Response {
+    let f = match api::filter(q, 100) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     match app.db(move |s| s.events(&f)).await {
         Ok(list) => fragment(&app, &user, |cx| html! { @for e in &list { (render::event_row(cx, e, false)) } }),
         Err(r) => r,
@@ -188,7 +183,7 @@ async fn feed_fragment(State(app): State<App>, user: User, Query(q): Query<Event
 }
 
 /// The filter form of the feed and history pages.
-fn filters(cx: &Ctx, q: &EventQuery, action: &str, full: bool) -> Markup {
+fn filters(cx: &Ctx, q: &EventFilter, action: &str, full: bool) -> Markup {
     let v = |o: &Option<String>| o.clone().unwrap_or_default();
     html! {
         form.filters method="get" action=(action) {
@@ -217,23 +212,15 @@ fn filters(cx: &Ctx, q: &EventQuery, action: &str, full: bool) -> Markup {
 }
 
 async fn event(State(app): State<App>, user: User, Path((site, id)): Path<(String, String)>) -> Response {
-    let found = app
-        .db(move |s| match s.event(&site, &id)? {
-            Some(e) => Ok(Some((s.timeline(&site, &id)?, s.incident_log(&site, &id)?, e))),
-            None => Ok(None),
-        })
-        .await;
-    match found {
-        Ok(Some((timeline, log, e))) => {
-            html_page(&app, &user, "event", &tr(&app, &e.kind), |cx| render::event_detail(cx, &e, &timeline, &log))
-        }
+    match app.db(move |s| s.event_detail(&site, &id)).await {
+        Ok(Some(d)) => html_page(&app, &user, "event", &tr(&app, &d.event.kind), |cx| render::event_detail(cx, &d)),
         Ok(None) => (StatusCode::NOT_FOUND, tr(&app, "not_found")).into_response(),
         Err(r) => r,
     }
 }
 
-/// The history page's query string without `page`, to build paging links.
-fn query_without_page(q: &EventQuery) -> String {
+/// The history page's query string (page size included) without `page`, to build paging links.
+fn query_without_page(q: &EventFilter) -> String {
     let pairs = [
         ("site", &q.site),
         ("camera", &q.camera),
@@ -244,6 +231,9 @@ fn query_without_page(q: &EventQuery) -> String {
         ("state", &q.state),
     ];
     let mut out = url::form_urlencoded::Serializer::new(String::new());
+    if let Some(n) = q.limit {
+        out.append_pair("limit", &n.to_string());
+    }
     for (k, v) in pairs {
         if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
             out.append_pair(k, v);
@@ -252,10 +242,12 @@ fn query_without_page(q: &EventQuery) -> String {
     out.finish()
 }
 
-async fn history(State(app): State<App>, user: User, Query(q): Query<EventQuery>) -> Response {
-    let f = q.filter(50);
-    let page = q.page.unwrap_or(0);
-    let full = f.limit;
+async fn history(State(app): State<App>, user: User, Query(q): Query<EventFilter>) -> Response {
+    let f = match api::filter(q, 50) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    let (page, full, q) = (f.page.unwrap_or(0), f.limit.unwrap_or(50), f.clone());
     match app.db(move |s| s.events(&f)).await {
         Ok(list) => html_page(&app, &user, "history", &tr(&app, "history"), |cx| {
             let qs = query_without_page(&q);
@@ -290,9 +282,11 @@ fn csv_response(name: &str, rows: Vec<Vec<String>>) -> Response {
         .into_response()
 }
 
-async fn history_csv(State(app): State<App>, _user: User, Query(q): Query<EventQuery>) -> Response {
-    let mut f = q.filter(1000);
-    f.limit = q.limit.unwrap_or(1000).clamp(1, 1000);
+async fn history_csv(State(app): State<App>, _user: User, Query(q): Query<EventFilter>) -> Response {
+    let f = match api::filter(q, 1000) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
     let list = match app.db(move |s| s.events(&f)).await {
         Ok(l) => l,
         Err(r) => return r,
@@ -347,28 +341,31 @@ struct ReportQuery {
     to: Option<String>,
 }
 
-/// The report's range: `[from, to)` as dates, by default the last 7 days.
-fn range(q: &ReportQuery) -> (String, String) {
-    let today = crate::desk::store::rfc3339(crate::desk::store::now_ms())[..10].to_owned();
-    let week_ago = crate::desk::store::rfc3339(crate::desk::store::now_ms() - 6 * 86_400_000)[..10].to_owned();
-    let from = q.from.clone().filter(|s| !s.is_empty()).unwrap_or(week_ago);
-    let to = q.to.clone().filter(|s| !s.is_empty()).unwrap_or(today);
-    // `to` is a whole day: everything that started on it counts.
-    (from, format!("{to}\u{ffff}"))
+/// The report's days, `from` to `to` inclusive, by default the last 7; a bad date is a 400.
+fn range(q: &ReportQuery) -> Result<(String, String), Response> {
+    let day = |ago: i64| rfc3339(now_ms() - ago * 86_400_000)[..10].to_owned();
+    let pick = |name: &str, v: &Option<String>, default: String| match v.as_deref().map(str::trim) {
+        None | Some("") => Ok(default),
+        Some(d) if d.len() == 10 && time_bound(d).is_some() => Ok(d.to_owned()),
+        Some(_) => Err((StatusCode::BAD_REQUEST, format!("{name}: give a date such as 2026-11-30")).into_response()),
+    };
+    Ok((pick("from", &q.from, day(6))?, pick("to", &q.to, day(0))?))
 }
 
 async fn report(State(app): State<App>, user: User, Query(q): Query<ReportQuery>) -> Response {
-    let (from, to) = range(&q);
-    let (f2, t2) = (from.clone(), to.clone());
+    let (from, to) = match range(&q) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let (f2, t2) = (from.clone(), end_of(&to));
     match app.db(move |s| s.report(&f2, &t2)).await {
         Ok(rows) => html_page(&app, &user, "report", &tr(&app, "report"), |cx| {
-            let to_day = to.trim_end_matches('\u{ffff}');
             html! {
                 form.filters method="get" action="/report" {
-                    label { (cx.t("from")) input name="from" value=(from) maxlength="10"; }
-                    label { (cx.t("to")) input name="to" value=(to_day) maxlength="10"; }
+                    label { (cx.t("from")) input name="from" value=(from) maxlength="10" placeholder="2026-11-30"; }
+                    label { (cx.t("to")) input name="to" value=(to) maxlength="10" placeholder="2026-12-06"; }
                     button type="submit" { (cx.t("search")) }
-                    " " a href=(format!("/report.csv?from={from}&to={to_day}")) { (cx.t("csv")) }
+                    " " a href=(format!("/report.csv?from={from}&to={to}")) { (cx.t("csv")) }
                 }
                 (render::report(cx, &rows))
             }
@@ -378,15 +375,22 @@ async fn report(State(app): State<App>, user: User, Query(q): Query<ReportQuery>
 }
 
 async fn report_csv(State(app): State<App>, _user: User, Query(q): Query<ReportQuery>) -> Response {
-    let (from, to) = range(&q);
-    let rows = match app.db(move |s| s.report(&from, &to)).await {
+    let (from, to) = match range(&q) {
         Ok(r) => r,
         Err(r) => return r,
     };
-    let mut out = vec![["day", "site", "site_name", "kind", "count"].map(String::from).to_vec()];
+    let rows = match app.db(move |s| s.report(&from, &end_of(&to))).await {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let mut out = vec![["day", "site", "site_name", "measure", "count"].map(String::from).to_vec()];
     for r in rows {
-        for (k, n) in &r.counts {
-            out.push(vec![r.day.clone(), r.site.clone(), app.site_name(&r.site), k.clone(), n.to_string()]);
+        let measures = r.counts.iter().map(|(k, n)| (k.clone(), *n));
+        let lines =
+            r.lines.iter().flat_map(|(k, [i, o])| [(format!("line {k} in"), *i), (format!("line {k} out"), *o)]);
+        let peaks = r.peaks.iter().map(|(k, n)| (format!("zone {k} peak"), *n));
+        for (m, n) in measures.chain(lines).chain(peaks) {
+            out.push(vec![r.day.clone(), r.site.clone(), app.site_name(&r.site), m, n.to_string()]);
         }
     }
     csv_response("report.csv", out)
@@ -456,11 +460,8 @@ struct PageQuery {
 }
 
 async fn audit(State(app): State<App>, user: User, Query(q): Query<PageQuery>) -> Response {
-    if let Err(r) = user.require(Role::Operator) {
-        return r;
-    }
-    let page = q.page.unwrap_or(0).min(100_000);
-    match app.db(move |s| s.audit_log(100, page * 100)).await {
+    let page = q.page.unwrap_or(0);
+    match api::audit_rows(&app, &user, 100, page).await {
         Ok(rows) => html_page(&app, &user, "audit", &tr(&app, "audit"), |cx| {
             html! {
                 p.paging {

@@ -12,7 +12,7 @@ use maud::{DOCTYPE, Markup, html};
 use super::auth::User;
 use super::i18n::{code, t};
 use crate::desk::config::Language;
-use crate::desk::store::{AuditRow, EventView, ReportRow, Role, SiteView, TimelineRow};
+use crate::desk::store::{AuditRow, EventDetail, EventView, ReportRow, Role, SiteView};
 
 /// What every rendering needs: the language, the viewer, site names.
 pub struct Ctx<'a> {
@@ -130,6 +130,7 @@ fn incident_badge(cx: &Ctx, e: &EventView) -> Markup {
                 (cx.t(&i.state))
                 @if let Some(r) = &i.resolution { " · " (cx.t(r)) }
             }
+            @if let Some(by) = i.resolved_by.as_ref().or(i.claimed_by.as_ref()) { " " span.by { (by) } }
         }
     }
 }
@@ -170,7 +171,7 @@ pub fn event_table(cx: &Ctx, events: &[EventView], actions: bool, body_id: &str)
 pub fn incident_forms(cx: &Ctx, e: &EventView) -> Markup {
     let Some(i) = &e.incident else { return html! {} };
     if !cx.can_act() || i.state == "resolved" {
-        return html! { @if let Some(by) = &i.claimed_by { span.by { (by) } } };
+        return html! {};
     }
     let base = format!("/incidents/{}/{}", e.site, e.event_id);
     html! {
@@ -179,7 +180,7 @@ pub fn incident_forms(cx: &Ctx, e: &EventView) -> Markup {
                 input type="hidden" name="csrf" value=(cx.csrf());
                 button.claim type="submit" { (cx.t("claim")) }
             }
-        } @else if let Some(by) = &i.claimed_by { span.by { (by) } " " }
+        }
         form.inline.resolve method="post" action=(format!("{base}/resolve")) {
             input type="hidden" name="csrf" value=(cx.csrf());
             select name="resolution" {
@@ -191,7 +192,8 @@ pub fn incident_forms(cx: &Ctx, e: &EventView) -> Markup {
     }
 }
 
-pub fn event_detail(cx: &Ctx, e: &EventView, timeline: &[TimelineRow], log: &[AuditRow]) -> Markup {
+pub fn event_detail(cx: &Ctx, d: &EventDetail) -> Markup {
+    let e = &d.event;
     html! {
         h1 { (cx.t(&e.kind)) " · " (e.label) " · " ((cx.names)(&e.site)) " / " (e.camera) }
         p { (cx.t("started")) " " (time(&e.started_at)) " · " (cx.t("duration")) " "
@@ -213,16 +215,19 @@ pub fn event_detail(cx: &Ctx, e: &EventView, timeline: &[TimelineRow], log: &[Au
         }
         @if e.incident.is_some() {
             h2 { (cx.t("incident_history")) }
-            (incident_forms(cx, e))
-            table.log { @for r in log { tr {
-                td { (time(&r.at)) } td { (r.user.as_deref().unwrap_or("")) } td { (cx.t(&r.action)) }
-                td { (r.detail.as_deref().unwrap_or("")) }
-            } } }
+            div.actions { (incident_forms(cx, e)) }
+            table.log {
+                thead { tr { th { (cx.t("when")) } th { (cx.t("who")) } th { (cx.t("action")) } th { (cx.t("note")) } } }
+                tbody { @for r in &d.incident_log { tr data-action=(r.action) {
+                    td { (time(&r.at)) } td { (r.user.as_deref().unwrap_or("")) } td { (cx.t(&r.action)) }
+                    td { (r.detail.as_deref().unwrap_or("")) }
+                } } }
+            }
         }
         h2 { (cx.t("timeline")) }
         table.timeline {
             thead { tr { th { (cx.t("seq")) } th { (cx.t("type")) } th { (cx.t("when")) } th { (cx.t("received")) } } }
-            @for m in timeline { tr { td { (m.seq) } td { (cx.t(&m.kind)) } td { (time(&m.at)) } td { (time(&m.received_at)) } } }
+            @for m in &d.timeline { tr { td { (m.seq) } td { (cx.t(&m.kind)) } td { (time(&m.at)) } td { (time(&m.received_at)) } } }
         }
     }
 }
@@ -240,9 +245,9 @@ pub fn audit_table(cx: &Ctx, rows: &[AuditRow]) -> Markup {
         table.audit {
             thead { tr { th { (cx.t("when")) } th { (cx.t("who")) } th { (cx.t("address")) } th { (cx.t("action")) }
                          th { (cx.t("target")) } th { (cx.t("detail")) } } }
-            tbody { @for r in rows { tr {
+            tbody { @for r in rows { tr data-action=(r.action) {
                 td { (time(&r.at)) } td { (r.user.as_deref().unwrap_or("")) } td { (r.addr.as_deref().unwrap_or("")) }
-                td { (r.action) } td { (r.target.as_deref().unwrap_or("")) } td { (r.detail.as_deref().unwrap_or("")) }
+                td { (cx.t(&r.action)) } td { (r.target.as_deref().unwrap_or("")) } td { (r.detail.as_deref().unwrap_or("")) }
             } } }
         }
     }
@@ -271,6 +276,24 @@ pub fn report(cx: &Ctx, rows: &[ReportRow]) -> Markup {
                 @for k in &kinds { td { (r.counts.get(k).copied().unwrap_or(0)) } }
                 td { (r.counts.values().sum::<i64>()) }
             } } }
+        }
+        @if rows.iter().any(|r| !r.lines.is_empty()) {
+            h2 { (cx.t("line_counts")) }
+            table.lines {
+                thead { tr { th { (cx.t("day")) } th { (cx.t("site")) } th { (cx.t("line")) } th { (cx.t("in")) } th { (cx.t("out")) } } }
+                tbody { @for r in rows { @for (k, [i, o]) in &r.lines { tr {
+                    td { (r.day) } td { ((cx.names)(&r.site)) } td { (k) } td { (i) } td { (o) }
+                } } } }
+            }
+        }
+        @if rows.iter().any(|r| !r.peaks.is_empty()) {
+            h2 { (cx.t("zone_peaks")) }
+            table.peaks {
+                thead { tr { th { (cx.t("day")) } th { (cx.t("site")) } th { (cx.t("zone")) } th { (cx.t("peak")) } } }
+                tbody { @for r in rows { @for (k, n) in &r.peaks { tr {
+                    td { (r.day) } td { ((cx.names)(&r.site)) } td { (k) } td { (n) }
+                } } } }
+            }
         }
     }
 }
