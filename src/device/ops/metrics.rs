@@ -240,9 +240,9 @@ fn camera_families(out: &mut String, live: &Live) {
         let hist = &h.inference;
         for (le, n) in INFERENCE_BUCKETS.iter().zip(hist.buckets) {
             let le = le.to_string();
-            Family { out: out }.sample(&format!("{name}_bucket"), &[("camera", &c.id), ("le", &le)], n as f64);
+            Family { out }.sample(&format!("{name}_bucket"), &[("camera", &c.id), ("le", &le)], n as f64);
         }
-        let mut f = Family { out: out };
+        let mut f = Family { out };
         f.sample(&format!("{name}_bucket"), &[("camera", &c.id), ("le", "+Inf")], hist.count as f64);
         f.sample(&format!("{name}_sum"), &[("camera", &c.id)], hist.sum_s);
         f.sample(&format!("{name}_count"), &[("camera", &c.id)], hist.count as f64);
