@@ -62,6 +62,16 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("target", "对象", "Target"),
     ("address", "地址", "Address"),
     ("detail", "详情", "Detail"),
+    // The fields of an event's `detail` that the device's rules send (docs/rules.md).
+    ("detail.count", "人数", "people"),
+    ("detail.peak", "峰值", "peak"),
+    ("detail.dwell_s", "停留（秒）", "dwell (s)"),
+    ("detail.alone_s", "无人看管（秒）", "unattended (s)"),
+    ("detail.schedule", "布防时段", "schedule"),
+    ("detail.cause", "原因", "cause"),
+    ("detail.duration_s", "持续（秒）", "duration (s)"),
+    ("detail.silent_s", "无画面（秒）", "no picture for (s)"),
+    ("detail.last_frame_at", "最后画面时间", "last picture at"),
     ("timeline", "时间线", "Timeline"),
     ("incident_history", "警情记录", "Incident history"),
     ("snapshots", "抓拍", "Snapshots"),
@@ -130,6 +140,16 @@ pub fn t(lang: Language, key: &str) -> String {
     }
 }
 
+/// A field of an event's `detail` by its name; a field the table does not know (a
+/// newer device) shows under its own name.
+pub fn detail_field(lang: Language, field: &str) -> String {
+    let key = format!("detail.{field}");
+    match t(lang, &key) {
+        same if same == key => field.to_owned(),
+        word => word,
+    }
+}
+
 /// The `lang` attribute of the pages.
 pub fn code(lang: Language) -> &'static str {
     match lang {
@@ -151,5 +171,13 @@ mod tests {
         }
         assert_eq!(t(Language::ZhCn, "wall"), "总览");
         assert_eq!(t(Language::En, "wall"), "Wall");
+    }
+
+    #[test]
+    fn detail_fields_are_named_and_unknown_ones_kept() {
+        assert_eq!(detail_field(Language::ZhCn, "dwell_s"), "停留（秒）");
+        assert_eq!(detail_field(Language::En, "count"), "people");
+        assert_eq!(detail_field(Language::ZhCn, "wind_speed"), "wind_speed");
+        assert_eq!(detail_field(Language::En, "detail"), "detail", "only detail.* keys are looked up");
     }
 }

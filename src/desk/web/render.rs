@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use maud::{DOCTYPE, Markup, html};
 
 use super::auth::User;
-use super::i18n::{code, t};
+use super::i18n::{code, detail_field, t};
 use crate::desk::config::Language;
 use crate::desk::store::{AuditRow, EventDetail, EventView, ReportRow, Role, SiteView};
 
@@ -211,7 +211,7 @@ pub fn event_detail(cx: &Ctx, d: &EventDetail) -> Markup {
         }
         @if let Some(serde_json::Value::Object(d)) = &e.detail {
             h2 { (cx.t("detail")) }
-            table.detail { @for (k, v) in d { tr { th { (k) } td { (plain(v)) } } } }
+            table.detail { @for (k, v) in d { tr { th { (detail_field(cx.lang, k)) } td { (plain(v)) } } } }
         }
         @if e.incident.is_some() {
             h2 { (cx.t("incident_history")) }
