@@ -33,6 +33,17 @@ pub struct BrokerOptions {
     pub tls: Option<TlsListener>,
 }
 
+/// Logins and topic rights (mosquitto's `password_file` and `acl_file`), kept apart from
+/// [`BrokerOptions`] so that its struct literals elsewhere stay valid.
+#[derive(Debug, Clone)]
+pub struct BrokerAccess {
+    /// Made by `mosquitto_passwd` (see [`write_password_file`]); anonymous clients are
+    /// then refused.
+    pub password_file: PathBuf,
+    /// Who may read and write which topics; `None`: every user may do everything.
+    pub acl_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Clone)]
 pub struct TlsListener {
     pub port: u16,
@@ -41,6 +52,30 @@ pub struct TlsListener {
     pub key_file: PathBuf,
     /// Ask clients for a certificate signed by `ca_file`.
     pub require_certificate: bool,
+}
+
+/// Writes a mosquitto password file at `path` holding `users` (name, password), with
+/// the broker's own `mosquitto_passwd`.
+pub fn write_password_file(path: &Path, users: &[(&str, &str)]) -> anyhow::Result<()> {
+    let _ = std::fs::remove_file(path);
+    for (i, (user, password)) in users.iter().enumerate() {
+        let mut cmd = Command::new("mosquitto_passwd");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let out = cmd
+            .arg("-b")
+            .arg(path)
+            .arg(user)
+            .arg(password)
+            .stdin(Stdio::null())
+            .output()
+            .context("running mosquitto_passwd (apt-get install mosquitto)")?;
+        if !out.status.success() {
+            bail!("mosquitto_passwd for {user}: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+    }
+    Ok(())
 }
 
 /// A TCP port on 127.0.0.1 that nothing listens on right now.
@@ -79,12 +114,31 @@ impl Mosquitto {
     }
 
     pub fn start_with(port: u16, options: BrokerOptions) -> anyhow::Result<Mosquitto> {
+        Mosquitto::start_with_access(port, options, None)
+    }
+
+    /// Starts a broker that checks logins and topic rights (`access`), or lets anyone
+    /// do anything (`None`).
+    pub fn start_with_access(
+        port: u16,
+        options: BrokerOptions,
+        access: Option<BrokerAccess>,
+    ) -> anyhow::Result<Mosquitto> {
         let dir = std::env::temp_dir().join(format!("gridwatch-mosquitto-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let conf = dir.join("mosquitto.conf");
         // `user root`: started as root, mosquitto would switch to its own user, and a
         // change of user clears the death signal set below (it does nothing otherwise).
-        let mut text = String::from("per_listener_settings false\nallow_anonymous true\nlog_dest none\nuser root\n");
+        let mut text = String::from("per_listener_settings false\nlog_dest none\nuser root\n");
+        match &access {
+            None => text += "allow_anonymous true\n",
+            Some(a) => {
+                text += &format!("allow_anonymous false\npassword_file {}\n", a.password_file.display());
+                if let Some(acl) = &a.acl_file {
+                    text += &format!("acl_file {}\n", acl.display());
+                }
+            }
+        }
         if options.persistent {
             // Saved at a clean stop (`restart`, `terminate`); a queue without bound,
             // so a subscriber that is away misses nothing.

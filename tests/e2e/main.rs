@@ -3,6 +3,7 @@
 //! through the broker the way the duty desk watches it. One test binary (builds are
 //! slow); one module per area.
 
+mod acl;
 mod cli;
 mod desk;
 mod desk_support;
