@@ -74,6 +74,8 @@ DEPENDS="libc6 (>= $GLIBC), libgcc-s1, libglib2.0-0, libgstreamer1.0-0 (>= 1.22)
 libgstreamer-plugins-base1.0-0 (>= 1.22), libgstrtspserver-1.0-0 (>= 1.22), libturbojpeg0, \
 gstreamer1.0-plugins-base (>= 1.22), gstreamer1.0-plugins-bad (>= 1.22), gstreamer1.0-libav (>= 1.22)"
 RECOMMENDS="gstreamer1.0-plugins-good"
+# Only for notices played out loud ([notices] player = "tts").
+SUGGESTS="espeak-ng, alsa-utils"
 
 OUT=${GRIDWATCH_DEB_OUT:-$ROOT/target/debian}
 STAGE=$OUT/stage-$ARCH
@@ -114,6 +116,7 @@ Maintainer: gridwatch maintainers <gridwatch@localhost>
 Installed-Size: $(du -sk --exclude=DEBIAN "$STAGE" | cut -f1)
 Depends: $DEPENDS
 Recommends: $RECOMMENDS
+Suggests: $SUGGESTS
 Section: video
 Priority: optional
 Description: edge video monitoring: RTSP cameras, on-device detection, MQTT events

@@ -26,6 +26,8 @@ PACKAGES=(
   # Package tests: systemd-analyze checks the unit offline; python3-seccomp lets
   # scripts/unit-seccomp-run.py apply the unit's seccomp policy without systemd.
   systemd python3-seccomp
+  # notices spoken out loud: espeak-ng (Mandarin and English voices) into ALSA's aplay
+  espeak-ng alsa-utils
   # the desk: browser tests (headless Chromium over WebDriver) and screenshots that show Chinese
   chromium chromium-driver fonts-noto-cjk
 )

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use gridwatch::commands::{bench, demo, desk, detect, events, probe, run, serve, snapshot, status};
+use gridwatch::commands::{bench, demo, desk, detect, events, notices, probe, run, serve, snapshot, status, switch};
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +33,14 @@ enum Command {
     Snapshot(snapshot::SnapshotArgs),
     /// Show the latest events from the local store; --follow for new ones as they come.
     Events(events::EventsArgs),
+    /// Switch a camera's detection off in the running daemon (as the desk's detect/set OFF).
+    Pause(switch::CameraSwitchArgs),
+    /// Switch a camera's detection on again in the running daemon.
+    Resume(switch::CameraSwitchArgs),
+    /// Arm (on) or disarm (off) one zone rule in the running daemon.
+    Rule(switch::RuleArgs),
+    /// List the notices this grid point received, and whether each was played.
+    Notices(notices::NoticesArgs),
     /// The whole pipeline on a bundled street clip with a private broker: no camera or broker needed.
     Demo(demo::DemoArgs),
     /// Run the model on image files and print what it finds.
@@ -123,7 +131,10 @@ fn main() -> ExitCode {
     // Report commands end quietly when their reader goes away (`gridwatch check --print
     // | head`), as Unix tools do; Rust would otherwise panic on the closed stdout. The
     // long-running ones keep ignoring SIGPIPE: a closed pipe must not stop a daemon.
-    if matches!(cli.command, Command::Check(_) | Command::Status(_) | Command::Events(_) | Command::Detect(_)) {
+    if matches!(
+        cli.command,
+        Command::Check(_) | Command::Status(_) | Command::Events(_) | Command::Detect(_) | Command::Notices(_)
+    ) {
         // SAFETY: restores the default action for one signal before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
@@ -134,6 +145,10 @@ fn main() -> ExitCode {
         Command::Status(a) => status::run(a),
         Command::Snapshot(a) => snapshot::run(a),
         Command::Events(a) => events::run(a),
+        Command::Pause(a) => switch::pause(a),
+        Command::Resume(a) => switch::resume(a),
+        Command::Rule(a) => switch::rule(a),
+        Command::Notices(a) => notices::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Detect(a) => detect::run(a),
         Command::Serve(a) => serve::run(a),

@@ -5,12 +5,14 @@ pub mod demo;
 pub mod desk;
 pub mod detect;
 pub mod events;
+pub mod notices;
 pub mod output;
 pub mod probe;
 pub mod run;
 pub mod serve;
 pub mod snapshot;
 pub mod status;
+pub mod switch;
 
 use tokio_util::sync::CancellationToken;
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::device::analysis::detect::Detector;
+use crate::device::command::Applied;
 use crate::device::config::Config;
 
 #[derive(Debug, clap::Args)]
@@ -75,6 +76,15 @@ pub fn check(check: CheckArgs) -> anyhow::Result<ExitCode> {
             if let Some(warning) = budget_warning(&cfg) {
                 eprintln!("warning: {warning}");
             }
+            if let Some(user) = cfg.mqtt.username.as_deref().filter(|u| *u != cfg.site) {
+                // The broker's ACL (docs/mqtt.md) lets a grid point write under its own
+                // site by username; it acknowledges what it drops, so nothing would show.
+                eprintln!(
+                    "warning: mqtt.username \"{user}\" is not the site \"{}\": with the broker ACL of docs/mqtt.md \
+                     the broker would take this grid point's events and drop them",
+                    cfg.site
+                );
+            }
             for c in &cfg.cameras {
                 let state = if c.enabled { "" } else { "  (disabled)" };
                 println!(
@@ -119,7 +129,10 @@ fn budget_warning(cfg: &Config) -> Option<String> {
 pub fn effective(cfg: &Config, json: bool) -> anyhow::Result<String> {
     // Camera URLs serialize without their secrets (`CameraUrl`); password files are paths.
     Ok(if json {
-        serde_json::to_string_pretty(cfg)? + "\n"
+        let mut v = serde_json::to_value(cfg)?;
+        // Not configuration, but what holds on top of it: the desk's switches.
+        v["applied_switches"] = serde_json::to_value(Applied::read(&cfg.storage.dir).unwrap_or_default())?;
+        serde_json::to_string_pretty(&v)? + "\n"
     } else {
         let socket = match &cfg.control.socket {
             Some(_) => String::new(),
@@ -129,7 +142,11 @@ pub fn effective(cfg: &Config, json: bool) -> anyhow::Result<String> {
             ),
         };
         let version = env!("CARGO_PKG_VERSION");
-        format!("# effective configuration (gridwatch {version})\n{socket}{}", toml::to_string_pretty(cfg)?)
+        let switches = match Applied::read(&cfg.storage.dir) {
+            Ok(a) => format!("# switches applied by commands: {}\n", super::status::switches_line(&a)),
+            Err(e) => format!("# switches applied by commands: cannot read them: {e}\n"),
+        };
+        format!("# effective configuration (gridwatch {version})\n{socket}{switches}{}", toml::to_string_pretty(cfg)?)
     })
 }
 

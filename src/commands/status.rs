@@ -138,6 +138,7 @@ fn render(s: &Status, socket: &Path) -> String {
         vec!["mqtt".into(), format!("{mqtt}; {} event(s) delivered since start", s.mqtt.delivered)],
         vec!["outbox".into(), outbox],
         vec!["watchdog".into(), s.watchdog_problem.clone().unwrap_or_else(|| "ok: every stage makes progress".into())],
+        vec!["switches".into(), switches_line(&s.switches)],
     ];
     let mut rows = vec![
         [
@@ -178,6 +179,19 @@ fn render(s: &Status, socket: &Path) -> String {
         ]);
     }
     format!("{}\n{}", table(&head), table(&rows))
+}
+
+/// What is switched off, or that nothing is.
+pub fn switches_line(a: &crate::device::command::Applied) -> String {
+    let mut parts = Vec::new();
+    if !a.paused.is_empty() {
+        parts.push(format!("detection off for {}", a.paused.iter().cloned().collect::<Vec<_>>().join(", ")));
+    }
+    if !a.disarmed.is_empty() {
+        let rules: Vec<String> = a.disarmed.iter().map(|r| format!("{}/{}/{}", r.camera, r.zone, r.rule)).collect();
+        parts.push(format!("disarmed {}", rules.join(", ")));
+    }
+    if parts.is_empty() { "every camera detecting, every rule armed".into() } else { parts.join("; ") }
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ pub enum CameraState {
     Reconnecting,
     Offline,
     Disabled,
+    /// Connected, but detection is switched off (the desk's `detect/set OFF`).
+    Paused,
 }
 
 /// The JSON published on `{root}/{site}/{camera}/health`, and each camera's part of

@@ -1,9 +1,10 @@
 //! The grid point's daemon: cameras in, events out. Data flows one way through the
 //! stage folders: `ingest` -> `analysis` -> `publish`, with `ops` watching and
-//! `daemon` wiring them; `config` is parsed once into the validated values they take;
+//! `daemon` wiring them; `command` takes what the desk says back; `config` is parsed once into the validated values they take;
 //! `geometry` holds the box every stage speaks of.
 
 pub mod analysis;
+pub mod command;
 pub mod config;
 pub mod daemon;
 pub mod geometry;

@@ -5,6 +5,7 @@
 
 mod acl;
 mod cli;
+mod commands;
 mod desk;
 mod desk_support;
 mod disk;

@@ -13,6 +13,7 @@ mod camera;
 mod detector;
 mod local;
 mod mqtt;
+mod notices;
 mod parsed;
 mod rules;
 mod schedule;
@@ -29,6 +30,7 @@ pub use camera::{CameraConfig, CameraUrl, FilterConfig, MaskConfig, MotionConfig
 pub use detector::DetectorConfig;
 pub use local::{CONTROL_SOCKET_NAME, ControlConfig, MetricsConfig};
 pub use mqtt::{MqttConfig, TlsConfig};
+pub use notices::{NoticesConfig, Player};
 pub use parsed::Parsed;
 pub use rules::{
     AbandonedRule, CrowdRule, IntrusionRule, LoiteringRule, OccupationRule, OfflineRule, TamperRule, ZoneConfig,
@@ -58,6 +60,8 @@ pub struct Config {
     pub control: ControlConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default = "NoticesConfig::with_defaults")]
+    pub notices: NoticesConfig,
 }
 
 fn default_true() -> bool {
@@ -188,6 +192,9 @@ impl Config {
         if let Err(r) = crate::contract::check_id(&self.site) {
             bad("site".into(), r.0);
         }
+        if self.site == "all" {
+            bad("site".into(), "\"all\" is reserved for notices to every grid point; choose another id".into());
+        }
         self.mqtt.problems(&mut bad);
         let labels = self.detector.problems(&mut bad);
         self.storage.problems(&mut bad);
@@ -213,6 +220,7 @@ impl Config {
         }
         self.control.problems(&self.storage.dir, &mut bad);
         self.metrics.problems(&mut bad);
+        self.notices.problems(&mut bad);
         out
     }
 }

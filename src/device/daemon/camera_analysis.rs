@@ -16,8 +16,8 @@ use crate::device::analysis::detect::{DetectError, Detection, Labels, yolox};
 use crate::device::analysis::gate::{self, CropState, GateInput};
 use crate::device::analysis::regions::{self, Crop};
 use crate::device::analysis::{
-    CameraRules, Filters, Grey, Motion, MotionDetector, RuleEngine, STOPPED_AFTER, TamperDetector, TamperSign, Track,
-    TrackView, Tracker, TrackerConfig,
+    CameraRules, Filters, Grey, Incident, Motion, MotionDetector, RuleEngine, STOPPED_AFTER, TamperDetector,
+    TamperSign, Track, TrackView, Tracker, TrackerConfig,
 };
 use crate::device::config::{CameraConfig, RegionsMode};
 use crate::device::ingest::{Frame, Yuv420};
@@ -67,6 +67,8 @@ pub struct CameraAnalysis {
     loss_window: Duration,
     last: Option<Frame>,
     last_detect: Option<SystemTime>,
+    /// (zone, rule) pairs the desk disarmed: their incidents are not acted on.
+    disarmed: Vec<(String, String)>,
 }
 
 impl CameraAnalysis {
@@ -98,6 +100,7 @@ impl CameraAnalysis {
             loss_window,
             last: None,
             last_detect: None,
+            disarmed: Vec::new(),
         }
     }
 
@@ -133,6 +136,7 @@ impl CameraAnalysis {
         let views = track_views(&self.tracker);
         changes.retain(|(_, t)| self.object_labels.contains(&t.class_id));
         let mut incidents = self.engine.evaluate(now, &views);
+        incidents.retain(|i| self.armed(i));
         incidents.extend(self.camera_rules.tamper(now, sign));
         drop(track_span);
         let mut events = Vec::new();
@@ -163,11 +167,33 @@ impl CameraAnalysis {
 
     /// Ends every open event, now: the camera stops.
     pub fn finish(mut self) -> Vec<Outgoing> {
+        self.end_open()
+    }
+
+    /// Ends every open event now and forgets what is tracked (detection switched off).
+    pub fn end_open(&mut self) -> Vec<Outgoing> {
         let open = self.tracker.drain_confirmed();
         let now = SystemTime::now();
-        let mut out = self.objects.end_all(&open, self.last_size(), Some(now));
+        let size = self.last_size();
+        let mut out = self.objects.end_all(&open, size, Some(now));
         out.extend(self.rule_events.end_all(Some(now)));
+        self.engine.observe(now, &[], size);
         out
+    }
+
+    /// Detection is on again: the first picture goes to the model whatever moved.
+    pub fn resume(&mut self) {
+        self.last_detect = None;
+    }
+
+    /// The desk's disarmed (zone, rule) pairs, replacing the previous ones.
+    pub fn set_disarmed(&mut self, disarmed: Vec<(String, String)>) {
+        self.disarmed = disarmed;
+    }
+
+    fn armed(&self, i: &Incident) -> bool {
+        let zone = i.zone.and_then(|z| self.engine.zones().get(z)).map(|z| z.name.as_str());
+        !self.disarmed.iter().any(|(z, r)| Some(z.as_str()) == zone && r == i.kind)
     }
 
     /// Forgets an event whose `new` could not be stored, so nothing later refers to it.

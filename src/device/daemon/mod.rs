@@ -30,9 +30,10 @@ use pipeline::{CameraPipeline, Shared};
 
 use crate::contract::{INFO_SCHEMA, Info, InfoCamera, InfoModel, Topics, timestamp};
 use crate::device::analysis::detect::Detector;
+use crate::device::command;
 use crate::device::config::Config;
 use crate::device::ops::{CameraHealth, FrameSlot, Live, LiveCamera, control, metrics, notify, watchdog};
-use crate::device::publish::mqtt::{self, MqttSettings, Retained};
+use crate::device::publish::mqtt::{self, Incoming, Message, MqttSettings};
 use crate::device::publish::{EventSettings, MqttLink, Outbox, Renderer, SharedOutbox};
 
 /// How often health is published when nothing changes (the contract says <= 30 s).
@@ -44,7 +45,9 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     let model = Model::load(&cfg).await?;
     let topics = Topics { root: cfg.mqtt.topic_root.clone(), site: cfg.site.clone() };
     let outbox = open_outbox(&cfg)?;
-    let publisher = Publisher::start(&cfg, &model, topics.clone(), outbox.clone())?;
+    let (publisher, incoming) = Publisher::start(&cfg, &model, topics.clone(), outbox.clone())?;
+    let targets = command::Targets::new(&cfg);
+    let switches = Arc::new(command::Switches::load(&cfg.storage.dir, &targets));
     let shared = Arc::new(Shared {
         min_score: cfg.detector.min_score,
         nms_iou: cfg.detector.nms_iou,
@@ -60,8 +63,17 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         next_slot: Default::default(),
         outbox,
         wake: publisher.wake.clone(),
+        switches: switches.clone(),
     });
     let cameras = Cameras::start(&cfg, &shared, &shutdown);
+    let healths: Vec<_> = cameras.live.iter().map(|c| c.health.clone()).collect();
+    let switchboard = Arc::new(command::Switchboard::new(
+        targets,
+        switches,
+        publisher.messages.clone(),
+        healths.clone(),
+        cameras.health_changed.clone(),
+    ));
     let live = Arc::new(Live {
         site: cfg.site.clone(),
         started_at: SystemTime::now(),
@@ -74,15 +86,18 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         link: publisher.link.clone(),
         rates: Mutex::default(),
         watchdog_problem: Mutex::default(),
+        switchboard: switchboard.clone(),
     });
     let tools = Tools::start(&cfg, &live).await;
-    let healths = live.cameras.iter().map(|c| c.health.clone()).collect();
+    let commands_stop = CancellationToken::new();
+    let notices = command::NoticeDesk::open(&cfg.notices, &cfg.storage.dir);
+    let commands = tokio::spawn(command::serve(switchboard, live.clone(), notices, incoming, commands_stop.clone()));
     let health_stop = CancellationToken::new();
     let health = tokio::spawn(publish_health(
         healths,
         topics,
         shared.outbox.clone(),
-        publisher.retained.clone(),
+        publisher.messages.clone(),
         cameras.health_changed,
         health_stop.clone(),
     ));
@@ -91,6 +106,8 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
 
     shutdown.cancelled().await;
     notify::stopping();
+    commands_stop.cancel();
+    joined("command", commands).await;
     info!("stopping: ending open events");
     for (camera, p) in cameras.running {
         p.join(&camera).await;
@@ -131,12 +148,19 @@ struct Publisher {
     task: JoinHandle<()>,
     stop: CancellationToken,
     wake: Arc<Notify>,
-    retained: mpsc::Sender<Retained>,
+    /// Health, switch states, answers: published beside the outbox's events.
+    messages: mpsc::Sender<Message>,
     link: Arc<MqttLink>,
 }
 
 impl Publisher {
-    fn start(cfg: &Config, model: &Model, topics: Topics, outbox: SharedOutbox) -> anyhow::Result<Publisher> {
+    /// The publisher, and what arrives on the command topics it subscribes to.
+    fn start(
+        cfg: &Config,
+        model: &Model,
+        topics: Topics,
+        outbox: SharedOutbox,
+    ) -> anyhow::Result<(Publisher, mpsc::Receiver<Incoming>)> {
         let info = Info {
             schema: INFO_SCHEMA.into(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -158,16 +182,19 @@ impl Publisher {
             username: cfg.mqtt.username.clone(),
             password: cfg.mqtt_password().map_err(anyhow::Error::msg)?,
             keep_alive: Duration::from_secs(cfg.mqtt.keep_alive_s),
-            topics,
+            topics: topics.clone(),
             tls: cfg.mqtt.tls.as_ref().and_then(|t| t.client()),
             tls_ca_file: cfg.mqtt.tls.as_ref().and_then(|t| t.ca_file.clone()),
             max_events_per_s: cfg.mqtt.max_events_per_s,
+            subscriptions: topics.command_filters(),
             link: link.clone(),
         };
         let (wake, stop) = (Arc::new(Notify::new()), CancellationToken::new());
-        let (retained, retained_rx) = mpsc::channel::<Retained>(64);
-        let task = tokio::spawn(mqtt::run(settings, info_json, outbox, wake.clone(), retained_rx, stop.clone()));
-        Ok(Publisher { task, stop, wake, retained, link })
+        let (messages, messages_rx) = mpsc::channel::<Message>(64);
+        let (incoming_tx, incoming) = mpsc::channel::<Incoming>(64);
+        let channels = (messages_rx, incoming_tx);
+        let task = tokio::spawn(mqtt::run(settings, info_json, outbox, wake.clone(), channels, stop.clone()));
+        Ok((Publisher { task, stop, wake, messages, link }, incoming))
     }
 
     /// Sends what is left (the last events, `stopped`) and waits for the task.
@@ -327,14 +354,14 @@ async fn publish_health(
     healths: Vec<Arc<CameraHealth>>,
     topics: Topics,
     outbox: SharedOutbox,
-    tx: mpsc::Sender<Retained>,
+    tx: mpsc::Sender<Message>,
     changed: Arc<Notify>,
     stop: CancellationToken,
 ) {
     let send = |h: &CameraHealth| {
         let report = h.report();
         if let Ok(payload) = serde_json::to_vec(&report) {
-            let _ = tx.try_send(Retained { topic: topics.health(&report.camera), payload });
+            let _ = tx.try_send(Message::retained(topics.health(&report.camera), payload));
         }
     };
     let publish_all = |stopping: bool| {

@@ -21,6 +21,7 @@ use super::camera_analysis::{CameraAnalysis, DetectorUse};
 use crate::contract::EventType;
 use crate::device::analysis::detect::{DetectError, Detection, Detector, yolox};
 use crate::device::analysis::regions;
+use crate::device::command::Switches;
 use crate::device::config::CameraConfig;
 use crate::device::ingest::{self, DecodeOptions, Decoder, Frame, Ingest, IngestOptions, StreamInfo, Yuv420};
 use crate::device::ops::stages::{self, Stage};
@@ -42,6 +43,8 @@ pub struct Shared {
     pub outbox: SharedOutbox,
     pub wake: Arc<Notify>,
     pub events: EventSettings,
+    /// The desk's switches: detection off, rules disarmed.
+    pub switches: Arc<Switches>,
 }
 
 impl Shared {
@@ -216,8 +219,14 @@ fn analyse(
     let mut analysis = CameraAnalysis::new(cam, &shared.events, shared.min_score, renderer);
     let mut failing = DetectorFailures::default();
     let mut last_frame = Instant::now();
+    let mut switches = SwitchView::default();
     while !shutdown.is_cancelled() {
+        if let Some(out) = switches.follow(&cam.id, &shared.switches, &mut analysis) {
+            store(&cam.id, shared, out, |id| analysis.discard(id));
+        }
         let frame = match frames.recv_timeout(IDLE_TICK) {
+            // Paused: the picture is dropped unseen, and silence means nothing.
+            _ if !switches.detecting => continue,
             Ok(f) => f,
             Err(RecvTimeoutError::Timeout) => {
                 let out = analysis.on_silence(last_frame.elapsed());
@@ -258,6 +267,41 @@ fn analyse(
     }
     let out = analysis.finish();
     store(&cam.id, shared, out, |_| {});
+}
+
+/// The desk's switches as one analysis thread last saw them.
+struct SwitchView {
+    generation: u64,
+    detecting: bool,
+}
+
+impl Default for SwitchView {
+    fn default() -> Self {
+        SwitchView { generation: 0, detecting: true }
+    }
+}
+
+impl SwitchView {
+    /// Takes in a change of the switches: a pause ends the camera's open events
+    /// (returned, to store), a disarmed rule's open event ends at the next frame.
+    fn follow(&mut self, camera: &str, switches: &Switches, analysis: &mut CameraAnalysis) -> Option<Vec<Outgoing>> {
+        let generation = switches.generation();
+        if generation == self.generation {
+            return None;
+        }
+        self.generation = generation;
+        analysis.set_disarmed(switches.disarmed(camera));
+        let detecting = switches.detecting(camera);
+        let was = std::mem::replace(&mut self.detecting, detecting);
+        match (was, detecting) {
+            (true, false) => Some(analysis.end_open()),
+            (false, true) => {
+                analysis.resume();
+                None
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A detector that fails on every picture is not asked again at once: the pause grows

@@ -1,5 +1,5 @@
-//! The local control socket: `gridwatch status` and `gridwatch snapshot` ask the
-//! running daemon through it.
+//! The local control socket: `gridwatch status`, `snapshot`, `pause`, `resume` and
+//! `rule` ask the running daemon through it.
 //!
 //! Protocol: the client sends one JSON request on one line (`{"request":"status"}`,
 //! `{"request":"snapshot","camera":"east-gate"}`); the daemon answers with one JSON
@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::contract::timestamp;
+use crate::device::command::{RuleRef, Switch};
 use crate::device::ops::live::Live;
 
 /// How long one exchange may take, either side.
@@ -51,7 +52,23 @@ pub const MAX_BODY: u64 = 64 << 20;
 #[serde(tag = "request", rename_all = "lowercase")]
 pub enum Request {
     Status,
-    Snapshot { camera: String },
+    Snapshot {
+        camera: String,
+    },
+    /// Detection off (`pause`) or on (`resume`) for one camera, as the desk's `detect/set`.
+    Pause {
+        camera: String,
+    },
+    Resume {
+        camera: String,
+    },
+    /// One zone rule armed (`on`) or disarmed, as the desk's `rules/.../set`.
+    Rule {
+        camera: String,
+        zone: String,
+        rule: String,
+        on: bool,
+    },
 }
 
 /// The header line of a snapshot answer; the JPEG follows.
@@ -247,6 +264,11 @@ async fn answer(stream: UnixStream, live: &Live) -> anyhow::Result<()> {
             }
             Err(e) => reply_error(&mut write, &format!("{e:#}")).await,
         },
+        Request::Pause { camera } => switch(&mut write, live, Switch::Detect { camera, on: false }).await,
+        Request::Resume { camera } => switch(&mut write, live, Switch::Detect { camera, on: true }).await,
+        Request::Rule { camera, zone, rule, on } => {
+            switch(&mut write, live, Switch::Rule(RuleRef { camera, zone, rule }, on)).await
+        }
         Request::Snapshot { camera } => {
             let Some(cam) = live.camera(&camera) else {
                 let known: Vec<&str> = live.cameras.iter().map(|c| c.id.as_str()).collect();
@@ -280,6 +302,25 @@ async fn answer(stream: UnixStream, live: &Live) -> anyhow::Result<()> {
             write.flush().await?;
             Ok(())
         }
+    }
+}
+
+/// Applies a switch as the technician asked, and answers with what holds now.
+async fn switch(w: &mut tokio::net::unix::OwnedWriteHalf, live: &Live, s: Switch) -> anyhow::Result<()> {
+    match live.switchboard.apply(&s, "the technician") {
+        Ok(changed) => {
+            let (camera, what, on) = match &s {
+                Switch::Detect { camera, on } => (camera.clone(), "detect".to_owned(), *on),
+                Switch::Rule(r, on) => (r.camera.clone(), format!("{}/{}", r.zone, r.rule), *on),
+            };
+            let state = if on { "ON" } else { "OFF" };
+            write_line(
+                w,
+                &serde_json::json!({"ok": true, "camera": camera, "switch": what, "state": state, "changed": changed}),
+            )
+            .await
+        }
+        Err(why) => reply_error(w, &why.0).await,
     }
 }
 

@@ -16,6 +16,8 @@ use crate::device::publish::OutboxHealth;
 #[derive(Debug)]
 struct Inner {
     state: CameraState,
+    /// Detection switched off by a command: `Streaming` reads `Paused`.
+    paused: bool,
     since: SystemTime,
     last_frame_at: Option<SystemTime>,
     stream: Option<StreamInfo>,
@@ -55,6 +57,7 @@ impl CameraHealth {
             camera: camera.to_owned(),
             inner: Mutex::new(Inner {
                 state: if enabled { CameraState::Starting } else { CameraState::Disabled },
+                paused: false,
                 since: now,
                 last_frame_at: None,
                 stream: None,
@@ -92,7 +95,7 @@ impl CameraHealth {
         self.with(|i| {
             i.stream = Some(info.clone());
             i.last_error = None;
-            set_state(i, CameraState::Streaming)
+            set_state(i, if i.paused { CameraState::Paused } else { CameraState::Streaming })
         })
     }
 
@@ -100,7 +103,7 @@ impl CameraHealth {
     pub fn disconnected(&self, reason: &str, stalled: bool) -> bool {
         self.with(|i| {
             let now = SystemTime::now();
-            if i.state == CameraState::Streaming {
+            if matches!(i.state, CameraState::Streaming | CameraState::Paused) {
                 i.reconnects.push_back(now);
                 i.reconnects_total += 1;
             }
@@ -109,6 +112,18 @@ impl CameraHealth {
             }
             i.last_error = Some(reason.to_owned());
             set_state(i, CameraState::Reconnecting)
+        })
+    }
+
+    /// Detection switched off (or on again). Returns true when the state changed.
+    pub fn set_paused(&self, paused: bool) -> bool {
+        self.with(|i| {
+            i.paused = paused;
+            match (i.state, paused) {
+                (CameraState::Streaming, true) => set_state(i, CameraState::Paused),
+                (CameraState::Paused, false) => set_state(i, CameraState::Streaming),
+                _ => false,
+            }
         })
     }
 
@@ -374,6 +389,22 @@ mod tests {
         let c = h.counters();
         assert_eq!((c.frames_in, c.frames_analyzed, c.reconnects_total), (1, 1, 1));
         assert_eq!((c.inference.count, c.inference.buckets[1], c.inference.buckets[2]), (1, 0, 1), "21.5 ms");
+    }
+
+    #[test]
+    fn a_paused_camera_reads_paused_while_it_streams() {
+        let h = CameraHealth::new("cam", true);
+        assert!(!h.set_paused(true), "not streaming yet: still starting");
+        let info = StreamInfo { codec: Codec::H264, rfc6381_codec: "avc1".into(), width: 8, height: 8, fps: None };
+        assert!(h.connected(&info));
+        assert_eq!(h.report().state, CameraState::Paused);
+        assert!(h.set_paused(false));
+        assert_eq!(h.report().state, CameraState::Streaming);
+        assert!(h.set_paused(true));
+        assert!(h.disconnected("gone", false));
+        assert_eq!((h.report().state, h.report().reconnects_1h), (CameraState::Reconnecting, 1));
+        assert!(h.connected(&info));
+        assert_eq!(serde_json::to_value(h.report()).unwrap()["state"], "paused");
     }
 
     #[test]

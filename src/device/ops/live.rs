@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::contract::HealthReport;
 use crate::contract::timestamp;
+use crate::device::command::{Applied, Switchboard};
 use crate::device::ingest::Frame;
 use crate::device::ops::health::{CameraHealth, HealthCounters};
 use crate::device::publish::{MqttLink, Renderer, SharedOutbox};
@@ -95,6 +96,8 @@ pub struct Live {
     /// watchdog's verdict; kept up to date by the watchdog task.
     pub rates: Mutex<Vec<Rates>>,
     pub watchdog_problem: Mutex<Option<String>>,
+    /// Pause, resume, arm and disarm, for the control socket.
+    pub switchboard: Arc<Switchboard>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -116,6 +119,9 @@ pub struct Status {
     pub cameras: Vec<CameraStatus>,
     /// Why the watchdog stopped pinging systemd, if it did.
     pub watchdog_problem: Option<String>,
+    /// What the desk (or `pause`, `rule`) switched off: paused cameras, disarmed rules.
+    #[serde(default)]
+    pub switches: Applied,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -243,6 +249,7 @@ impl Live {
             outbox: self.outbox_status().await?,
             cameras,
             watchdog_problem: self.watchdog_problem.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            switches: self.switchboard.switches().applied(),
         })
     }
 }

@@ -200,7 +200,11 @@ fn camera_families(out: &mut String, live: &Live) {
 
     let mut f = family(out, "gridwatch_camera_up", "gauge", "1 while the camera streams, else 0.");
     for (_, (c, h)) in cams() {
-        f.sample("gridwatch_camera_up", &[("camera", &c.id)], f64::from(u8::from(h.state == CameraState::Streaming)));
+        f.sample(
+            "gridwatch_camera_up",
+            &[("camera", &c.id)],
+            f64::from(u8::from(matches!(h.state, CameraState::Streaming | CameraState::Paused))),
+        );
     }
     let mut f = family(out, "gridwatch_camera_state", "gauge", "1 for the camera's current state.");
     for (_, (c, h)) in cams() {

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration,
-    Transport,
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter,
+    TlsConfiguration, Transport,
 };
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
@@ -52,6 +52,8 @@ pub struct MqttSettings {
     pub tls_ca_file: Option<std::path::PathBuf>,
     /// Events per second at most (0: no bound), so a backlog drains steadily.
     pub max_events_per_s: u32,
+    /// Topic filters subscribed to (QoS 1) at every connect; what arrives goes to `incoming`.
+    pub subscriptions: Vec<String>,
 }
 
 impl std::fmt::Debug for MqttSettings {
@@ -69,10 +71,29 @@ impl std::fmt::Debug for MqttSettings {
     }
 }
 
-/// A retained message whose latest value is all that matters (health): published
-/// when connected, not stored; the next one replaces it anyway.
+/// A message outside the outbox: a retained one whose latest value is all that matters
+/// (health, a switch's state, a notice receipt), published when connected and again
+/// after every connect until an empty payload clears it; or a passing answer (a
+/// command error, a picture asked for), published if connected, else dropped.
 #[derive(Debug, Clone)]
-pub struct Retained {
+pub struct Message {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+impl Message {
+    pub fn retained(topic: String, payload: impl Into<Vec<u8>>) -> Message {
+        Message { topic, payload: payload.into(), retain: true }
+    }
+    pub fn passing(topic: String, payload: impl Into<Vec<u8>>) -> Message {
+        Message { topic, payload: payload.into(), retain: false }
+    }
+}
+
+/// A message that came in on one of `MqttSettings::subscriptions`.
+#[derive(Debug, Clone)]
+pub struct Incoming {
     pub topic: String,
     pub payload: Vec<u8>,
 }
@@ -105,9 +126,10 @@ pub async fn run(
     info_json: String,
     outbox: SharedOutbox,
     wake: Arc<Notify>,
-    retained: mpsc::Receiver<Retained>,
+    channels: (mpsc::Receiver<Message>, mpsc::Sender<Incoming>),
     stop: CancellationToken,
 ) {
+    let (messages, incoming) = channels;
     let opts = mqtt_options(&settings);
     let tls_hint = tls_hint(&settings);
     let min_gap = match settings.max_events_per_s {
@@ -120,7 +142,9 @@ pub async fn run(
         info_json,
         outbox,
         wake,
-        retained,
+        messages,
+        incoming,
+        subscriptions: settings.subscriptions,
         latest: BTreeMap::new(),
         stop,
         drain_deadline: None,
@@ -230,7 +254,9 @@ struct Publisher {
     info_json: String,
     outbox: SharedOutbox,
     wake: Arc<Notify>,
-    retained: mpsc::Receiver<Retained>,
+    messages: mpsc::Receiver<Message>,
+    incoming: mpsc::Sender<Incoming>,
+    subscriptions: Vec<String>,
     /// Latest payload per retained topic, republished after every connect.
     latest: BTreeMap<String, Vec<u8>>,
     stop: CancellationToken,
@@ -315,6 +341,7 @@ impl Publisher {
                             conn.by_pkid.insert(pkid, tag);
                         }
                     }
+                    Some(Ok(Event::Incoming(Packet::Publish(p)))) => self.on_incoming(p.topic, p.payload.to_vec()),
                     Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
                         if let Some(done) = self.on_puback(&mut conn, client, ack.pkid, &mut events).await {
                             return done;
@@ -322,12 +349,7 @@ impl Publisher {
                     }
                     Some(Ok(_)) => {}
                 },
-                Some(r) = self.retained.recv() => {
-                    if conn.connected && client.publish(r.topic.clone(), QoS::AtLeastOnce, true, r.payload.clone()).await.is_ok() {
-                        conn.asked.push_back(Tag::Other);
-                    }
-                    self.latest.insert(r.topic, r.payload);
-                }
+                Some(m) = self.messages.recv() => self.on_message(&mut conn, client, m).await,
                 _ = self.wake.notified(), if conn.current.is_none() => conn.look = true,
                 _ = tokio::time::sleep_until(retry_at), if self.retry.is_some() => {
                     self.retry = None;
@@ -396,6 +418,36 @@ impl Publisher {
             if client.publish(topic, QoS::AtLeastOnce, true, payload).await.is_ok() {
                 conn.asked.push_back(Tag::Other);
             }
+        }
+        let filters = self.subscriptions.iter().map(|f| SubscribeFilter::new(f.clone(), QoS::AtLeastOnce));
+        if !self.subscriptions.is_empty() && client.subscribe_many(filters).await.is_err() {
+            warn!(broker = %self.broker, "cannot subscribe to the command topics; commands wait for the next connection");
+        }
+    }
+
+    /// A message for the broker from outside the outbox (see [`Message`]).
+    async fn on_message(&mut self, conn: &mut Connection, client: &AsyncClient, m: Message) {
+        if conn.connected
+            && client.publish(m.topic.clone(), QoS::AtLeastOnce, m.retain, m.payload.clone()).await.is_ok()
+        {
+            conn.asked.push_back(Tag::Other);
+        } else if !m.retain {
+            debug!(topic = %m.topic, "not connected: an answer is dropped");
+        }
+        if m.retain && m.payload.is_empty() {
+            // Cleared: nothing to repeat at the next connect (the clear itself is sent
+            // now, or the broker never had the topic from this connection).
+            self.latest.remove(&m.topic);
+        } else if m.retain {
+            self.latest.insert(m.topic, m.payload);
+        }
+    }
+
+    /// A command or notice from the broker, handed to the command service; a burst
+    /// beyond its queue is dropped and logged rather than held up.
+    fn on_incoming(&self, topic: String, payload: Vec<u8>) {
+        if let Err(mpsc::error::TrySendError::Full(m)) = self.incoming.try_send(Incoming { topic, payload }) {
+            warn!(topic = %m.topic, "too many commands at once: this one is dropped");
         }
     }
 
@@ -473,8 +525,8 @@ impl Publisher {
 
     /// Publishes the last retained words (health, then status `stopped`).
     async fn say_stopped(&mut self, client: &AsyncClient, asked: &mut VecDeque<Tag>) {
-        while let Ok(r) = self.retained.try_recv() {
-            if client.publish(r.topic, QoS::AtLeastOnce, true, r.payload).await.is_ok() {
+        while let Ok(m) = self.messages.try_recv() {
+            if client.publish(m.topic, QoS::AtLeastOnce, m.retain, m.payload).await.is_ok() {
                 asked.push_back(Tag::Other);
             }
         }

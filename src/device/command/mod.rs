@@ -1,0 +1,19 @@
+//! The desk talking back (contract 1.1): commands to this grid point (detection on or
+//! off, a rule armed or disarmed, a picture now, a clip) and the street office's
+//! notices. Incoming messages flow one way: the publisher's subscription ->
+//! [`parse`] (validated against the configuration) -> the [`Switchboard`] or the
+//! notice book -> answers (retained state, command errors, pictures, receipts) back
+//! through the publisher. Analysis threads read the [`Switches`] once per frame.
+//!
+//! Modules stay private; `notices` is public for `gridwatch notices`, which reads the
+//! book a stopped daemon left.
+
+pub mod notices;
+mod parse;
+mod player;
+mod service;
+mod switches;
+
+pub use parse::{Command, Notice, Refused, Targets, parse, zone_rule_kinds};
+pub use service::{NoticeDesk, Switchboard, serve};
+pub use switches::{Applied, RuleRef, Switch, Switches};
