@@ -12,6 +12,8 @@ pub enum Change {
     Site { site: String },
     Event { site: String, event_id: String },
     Incident { site: String, event_id: String },
+    /// A notice was sent, ended, or a receipt for it came.
+    Notice { notice_id: String },
 }
 
 #[derive(Clone)]
