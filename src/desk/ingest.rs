@@ -317,7 +317,8 @@ fn dispatch(
             if h.camera != *camera || check_id(camera).is_err() {
                 return Err(Refusal::OtherCamera);
             }
-            let name_like = |s: &str| (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+            let name_like =
+                |s: &str| (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
             if !name_like(&h.state) {
                 return Err(Refusal::HealthState(h.state.chars().take(40).collect()));
             }

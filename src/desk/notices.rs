@@ -229,7 +229,10 @@ mod tests {
         ];
         let known: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
         let (sites, topics) = reach(&Target::Group("east".into()), &groups, &known).unwrap();
-        assert_eq!((sites, topics), (vec!["a".to_owned(), "b".into()], vec!["a/notices".to_owned(), "b/notices".into()]));
+        assert_eq!(
+            (sites, topics),
+            (vec!["a".to_owned(), "b".into()], vec!["a/notices".to_owned(), "b/notices".into()])
+        );
         let (sites, topics) = reach(&Target::All, &groups, &known).unwrap();
         assert_eq!((sites.len(), topics), (4, vec!["all/notices".to_owned()]));
         assert_eq!(reach(&Target::Site("d".into()), &groups, &known).unwrap().1, ["d/notices"]);

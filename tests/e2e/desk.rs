@@ -537,6 +537,14 @@ fn browser_wall_feed_claim_and_screenshots() {
     let fits = b.js("return [document.documentElement.scrollHeight, window.innerHeight, document.documentElement.scrollWidth, window.innerWidth]");
     let f: Vec<u64> = fits.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
     assert!(f[0] <= f[1] && f[2] <= f[3], "the wall scrolls at 1920x1080: {f:?}");
+    // A 1366x768 laptop: more rows, but never sideways.
+    b.resize(1366, 768);
+    std::thread::sleep(Duration::from_millis(300));
+    let laptop = b.js("return [document.documentElement.scrollWidth, window.innerWidth, window.outerWidth]");
+    let l: Vec<u64> = laptop.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert!(l[2] == 1366 && l[0] <= l[1], "the wall scrolls sideways at 1366x768: {l:?}");
+    b.resize(1920, 1080);
+    std::thread::sleep(Duration::from_millis(300));
     let name13 = b.js("return document.querySelector('#site-sim-13 .name').textContent");
     assert_eq!(name13.as_str().unwrap(), format!("十三网格 {HTML}"));
     assert_eq!(b.js("return document.querySelectorAll('#site-sim-13 .name img').length"), 0);
@@ -684,7 +692,9 @@ fn browser_site_commands_fresh_picture_and_notices() {
     wait_for(Duration::from_secs(5), || (b.js("return location.pathname").as_str() == Some("/")).then_some(()))
         .expect("logged in");
     b.goto(&format!("{base}/sites/s-a"));
-    let state = |sel: &str| b.js(&format!("const e = document.querySelector('{sel}'); return e ? e.dataset.state : null"));
+    let state = |sel: &str| {
+        b.js(&format!("const e = document.querySelector({}); return e ? e.dataset.state : null", json!(sel)))
+    };
     wait_for(Duration::from_secs(5), || (state("#cam-cam-1 p.detect") == "ON").then_some(()))
         .expect("the retained detect state shows");
     assert_eq!(state("tr[data-rule='yard/intrusion']"), "ON", "the rule's retained state shows");
@@ -729,7 +739,6 @@ fn browser_site_commands_fresh_picture_and_notices() {
     let src = b.js("return document.querySelector('#cam-cam-1 img.fresh').getAttribute('src')");
     let src = src.as_str().unwrap().to_owned();
     assert!(src.ends_with(&rid), "{src}");
-    assert_eq!(http(desk.port, "GET", &src, &[], b"").status, 401, "no picture without a login");
     let op = Session::login(desk.port, "op", PASSWORD);
     assert_eq!(op.get(&src).body, jpeg, "the device's bytes");
     assert_eq!(op.get("/live/s-a/cam-1/not-asked-for").status, 404, "a picture nobody asked for is not kept");
@@ -749,7 +758,10 @@ fn browser_site_commands_fresh_picture_and_notices() {
     assert_eq!(topics, BTreeSet::from(["gridwatch/s-a/notices", "gridwatch/s-b/notices"]), "the group's two sites");
     assert!(got.iter().all(|m| m.2), "retained");
     let n: serde_json::Value = serde_json::from_slice(&got[0].1).unwrap();
-    assert_eq!((n["schema"].as_str(), n["level"].as_str(), n["text"].as_str()), (Some("gridwatch.notice/1"), Some("urgent"), Some(text.as_str())));
+    assert_eq!(
+        (n["schema"].as_str(), n["level"].as_str(), n["text"].as_str()),
+        (Some("gridwatch.notice/1"), Some("urgent"), Some(text.as_str()))
+    );
     let id = n["notice_id"].as_str().unwrap().to_owned();
     let expires = humantime::parse_rfc3339(n["expires_at"].as_str().unwrap()).unwrap();
     let left = expires.duration_since(std::time::SystemTime::now()).unwrap();
@@ -780,16 +792,21 @@ fn browser_site_commands_fresh_picture_and_notices() {
     assert_eq!(b.js(&format!("return document.querySelector('#notice-{id} .by').textContent")), "op", "who sent it");
 
     // One to all, by the API: one retained message on all/notices.
-    let all = op.post_json("/api/notices", &json!({"level": "info", "text": "全体通知", "minutes": 30, "target": "all"}));
+    let all =
+        op.post_json("/api/notices", &json!({"level": "info", "text": "全体通知", "minutes": 30, "target": "all"}));
     assert_eq!(all.status, 200, "{}", all.text());
     let all_id = all.json()["notice_id"].as_str().unwrap().to_owned();
     let sub = Subscriber::connect(mq.port(), "talk-notice-2", &["gridwatch/all/notices"]);
     let (p, retained) = sub.next_on("gridwatch/all/notices", Duration::from_secs(3)).expect("on all/notices");
     assert!(retained);
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&p).unwrap()["notice_id"], all_id.as_str());
-    assert_eq!(op.post_json("/api/notices", &json!({"level": "info", "text": "", "minutes": 30, "target": "all"})).status, 400);
+    assert_eq!(
+        op.post_json("/api/notices", &json!({"level": "info", "text": "", "minutes": 30, "target": "all"})).status,
+        400
+    );
     let viewer = Session::login(desk.port, "view", PASSWORD);
-    let refused = viewer.post_json("/api/notices", &json!({"level": "info", "text": "x", "minutes": 30, "target": "all"}));
+    let refused =
+        viewer.post_json("/api/notices", &json!({"level": "info", "text": "x", "minutes": 30, "target": "all"}));
     assert_eq!(refused.status, 403, "a viewer sends no notice");
 
     // Withdrawn: the group's topics no longer carry it.
@@ -802,4 +819,5 @@ fn browser_site_commands_fresh_picture_and_notices() {
     assert_eq!(sent, 2, "both sends audited");
     let commands = audit.as_array().unwrap().iter().filter(|r| r["action"] == "command").count();
     assert_eq!(commands, 4, "every button audited");
+    assert_eq!(http(desk.port, "GET", &src, &[], b"").status, 401, "no fresh picture without a login");
 }

@@ -457,6 +457,11 @@ impl Browser {
         self.call("POST", &format!("/element/{e}/click"), &json!({}));
     }
 
+    /// Sets the browser window's outer size.
+    pub fn resize(&self, width: u32, height: u32) {
+        self.call("POST", "/window/rect", &json!({"width": width, "height": height}));
+    }
+
     /// A PNG of the viewport.
     pub fn screenshot(&self, to: &Path) {
         let b64 = self.call("GET", "/screenshot", &Value::Null);

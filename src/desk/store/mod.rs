@@ -23,9 +23,7 @@ use rusqlite::Connection;
 
 pub use incidents::Resolution;
 pub use ingest::{FileClaim, Ingested};
-pub use queries::{
-    AuditRow, EventDetail, EventFilter, EventView, ReportRow, SiteView, end_of, rfc3339, time_bound,
-};
+pub use queries::{AuditRow, EventDetail, EventFilter, EventView, ReportRow, SiteView, end_of, rfc3339, time_bound};
 pub use talk::{CommandErrorRow, DeviceState, NewNotice, NoticeView, Receipt};
 pub use users::Role;
 

@@ -228,7 +228,12 @@ impl Store {
             for n in &mut out {
                 n.sites = st
                     .query_map([&n.notice_id], |r| {
-                        Ok(ReceiptView { site: r.get(0)?, received_at: r.get(1)?, played_at: r.get(2)?, error: r.get(3)? })
+                        Ok(ReceiptView {
+                            site: r.get(0)?,
+                            received_at: r.get(1)?,
+                            played_at: r.get(2)?,
+                            error: r.get(3)?,
+                        })
                     })?
                     .collect::<Result<_, _>>()?;
             }

@@ -208,10 +208,9 @@ impl Command {
         }
         let on_off = |on: bool| if on { "ON" } else { "OFF" }.to_owned();
         Ok(match self {
-            Command::Snapshot => (
-                format!("{site}/{camera}/snapshot/request"),
-                serde_json::json!({"request_id": request_id}).to_string(),
-            ),
+            Command::Snapshot => {
+                (format!("{site}/{camera}/snapshot/request"), serde_json::json!({"request_id": request_id}).to_string())
+            }
             Command::Detect(on) => (format!("{site}/{camera}/detect/set"), on_off(*on)),
             Command::Rule { zone, rule, on } => (format!("{site}/{camera}/rules/{zone}/{rule}/set"), on_off(*on)),
         })
@@ -219,7 +218,14 @@ impl Command {
 }
 
 /// Sends a device command (contract 1.1) as an operator, audited.
-pub async fn command(app: &App, user: &User, peer: &Peer, site: &str, camera: &str, what: Command) -> Result<(), Response> {
+pub async fn command(
+    app: &App,
+    user: &User,
+    peer: &Peer,
+    site: &str,
+    camera: &str,
+    what: Command,
+) -> Result<(), Response> {
     user.require(Role::Operator)?;
     let request_id = ulid::Ulid::new().to_string();
     let (topic, payload) = what.message(site, camera, &request_id).map_err(|why| bad(&why))?;
@@ -242,8 +248,10 @@ async fn fresh_picture(
     Path((site, camera, request_id)): Path<(String, String, String)>,
 ) -> Response {
     match app.fresh.picture(&site, &camera).filter(|p| p.request_id == request_id) {
-        Some(p) => ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, no-store")], p.bytes.to_vec())
-            .into_response(),
+        Some(p) => {
+            ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, no-store")], p.bytes.to_vec())
+                .into_response()
+        }
         None => (StatusCode::NOT_FOUND, "no such picture (they are kept 10 minutes)").into_response(),
     }
 }

@@ -543,15 +543,12 @@ async fn command_form(
         return r;
     }
     let what = match command.as_str() {
-        "snapshot" => Command::Snapshot,
-        "detect_on" => Command::Detect(true),
-        "detect_off" => Command::Detect(false),
-        _ => return (StatusCode::NOT_FOUND, "no such command").into_response(),
+        "snapshot" => Some(Command::Snapshot),
+        "detect_on" => Some(Command::Detect(true)),
+        "detect_off" => Some(Command::Detect(false)),
+        _ => None,
     };
-    match api::command(&app, &user, &peer, &site, &camera, what).await {
-        Ok(()) => Redirect::to(&format!("/sites/{site}")).into_response(),
-        Err(r) => r,
-    }
+    command_then_back(&app, &user, &peer, site, camera, what).await
 }
 
 async fn rule_form(
@@ -566,11 +563,24 @@ async fn rule_form(
         return r;
     }
     let on = match on.as_str() {
-        "on" => true,
-        "off" => false,
-        _ => return (StatusCode::NOT_FOUND, "no such command").into_response(),
+        "on" => Some(true),
+        "off" => Some(false),
+        _ => None,
     };
-    match api::command(&app, &user, &peer, &site, &camera, Command::Rule { zone, rule, on }).await {
+    command_then_back(&app, &user, &peer, site, camera, on.map(|on| Command::Rule { zone, rule, on })).await
+}
+
+/// Sends a site page's command (None: no such command, 404), then back to the page.
+async fn command_then_back(
+    app: &App,
+    user: &User,
+    peer: &Peer,
+    site: String,
+    camera: String,
+    what: Option<Command>,
+) -> Response {
+    let Some(what) = what else { return (StatusCode::NOT_FOUND, "no such command").into_response() };
+    match api::command(app, user, peer, &site, &camera, what).await {
         Ok(()) => Redirect::to(&format!("/sites/{site}")).into_response(),
         Err(r) => r,
     }
