@@ -41,6 +41,10 @@ pub struct BenchArgs {
     /// Events stored for the page timings (0: skip them).
     #[arg(long, default_value_t = 1_000_000)]
     pub events: usize,
+    /// Keep the store of the page timings in this folder, and reuse it when it already
+    /// holds `events` events (the fill of a million takes many minutes).
+    #[arg(long)]
+    pub pages_dir: Option<PathBuf>,
     /// One JSON object on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -88,17 +92,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<BenchReport> {
     let scratch = Scratch(std::env::temp_dir().join(format!("gridwatch-desk-bench-{}", std::process::id())));
     let broker = Mosquitto::start()?;
     let mut report = BenchReport::default();
-    let mut desk = DeskChild::start(scratch.path(), "load", broker.port())?;
-    load(&args, &mut desk, broker.port(), &mut report).await?;
-    desk.stop()?;
+    if args.seconds > 0 {
+        let mut desk = DeskChild::start(&scratch.path().join("load"), "load", broker.port())?;
+        load(&args, &mut desk, broker.port(), &mut report).await?;
+        desk.stop()?;
+    }
     if args.events > 0 {
-        eprintln!("desk bench: storing {} events for the page timings…", args.events);
-        let dir = scratch.path().join("pages");
-        let t = Instant::now();
-        fill(&dir.join("state"), args.events, args.sites, args.cameras)?;
-        report.fill_seconds = t.elapsed().as_secs_f64();
-        report.rows_for_pages = args.events;
-        let desk = DeskChild::start(scratch.path(), "pages", broker.port())?;
+        let dir = args.pages_dir.clone().unwrap_or_else(|| scratch.path().join("pages"));
+        let held = stored_events(&dir.join("state"));
+        if held >= args.events {
+            eprintln!("desk bench: reusing the {held} events stored in {}", dir.display());
+            report.rows_for_pages = held;
+        } else {
+            eprintln!("desk bench: storing {} events for the page timings…", args.events - held);
+            let t = Instant::now();
+            fill(&dir.join("state"), held, args.events, args.sites, args.cameras)?;
+            report.fill_seconds = t.elapsed().as_secs_f64();
+            report.rows_for_pages = args.events;
+        }
+        let desk = DeskChild::start(&dir, "pages", broker.port())?;
         pages(&desk, &mut report)?;
     }
     Ok(report)
@@ -112,8 +124,8 @@ struct DeskChild {
 }
 
 impl DeskChild {
-    fn start(root: &Path, name: &str, broker: u16) -> anyhow::Result<DeskChild> {
-        let dir = root.join(name);
+    fn start(dir: &Path, name: &str, broker: u16) -> anyhow::Result<DeskChild> {
+        let dir = dir.to_owned();
         std::fs::create_dir_all(dir.join("state"))?;
         let config = dir.join("desk.toml");
         std::fs::write(
@@ -362,12 +374,26 @@ fn exchange(port: u16, request: &str) -> anyhow::Result<(String, f64)> {
     Ok((head, took))
 }
 
-/// Stores `n` events (the store's own write path) spread over 30 days.
-fn fill(dir: &Path, n: usize, sites: usize, cameras: usize) -> anyhow::Result<()> {
+/// Events already stored in the store at `dir` (0 when there is none).
+fn stored_events(dir: &Path) -> usize {
+    let db = dir.join("desk.sqlite");
+    if !db.exists() {
+        return 0;
+    }
+    rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| c.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0)))
+        .map_or(0, |n| n as usize)
+}
+
+/// Stores events `from..n` (the store's own write path, one transaction each) spread over 30
+/// days. The fill alone does not wait for the disk (`synchronous = OFF`): only its speed
+/// changes, not what is stored or how it is read.
+fn fill(dir: &Path, from: usize, n: usize, sites: usize, cameras: usize) -> anyhow::Result<()> {
     let store = Store::open(dir)?;
+    store.with(|c| Ok(c.pragma_update(None, "synchronous", "OFF")?))?;
     let start = std::time::SystemTime::now() - Duration::from_secs(30 * 86_400);
     let step = Duration::from_secs(30 * 86_400) / n.max(1) as u32;
-    for i in 0..n {
+    for i in from..n {
         let at = timestamp(start + step * i as u32);
         let site = format!("bench-{:02}", i % sites.max(1));
         let e = EventMessage {

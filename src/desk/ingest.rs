@@ -10,14 +10,87 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport,
+};
+use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::config::DeskConfig;
+use super::fresh::{Fresh, FreshRefusal};
 use super::live::{Change, Live};
-use super::store::{Ingested, Store};
-use crate::contract::{EventMessage, HealthReport, Info, check_id};
+use super::store::{Ingested, Receipt, Store};
+use crate::contract::{EventMessage, Info, Invalid, check_id};
+
+/// Why a message was refused (not stored; logged and noted on its site).
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("not UTF-8")]
+    NotUtf8,
+    #[error("status {0:?} is not online, offline or stopped")]
+    Status(String),
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the camera in the payload is not the topic's")]
+    OtherCamera,
+    #[error("health state {0:?} is not a state name")]
+    HealthState(String),
+    #[error("site, camera or event_id does not fit the topic or the id rule")]
+    EventIds,
+    #[error("stats without seq")]
+    StatsSeq,
+    #[error("{0}")]
+    Id(#[from] Invalid),
+    #[error("state {0:?} is not ON or OFF")]
+    OnOff(String),
+    #[error("{0}")]
+    Fresh(#[from] FreshRefusal),
+    #[error("command error: {0}")]
+    CommandError(&'static str),
+    #[error("receipt: {0}")]
+    Receipt(&'static str),
+}
+
+/// A camera's health as the desk reads it: only what it shows; the body is kept whole.
+/// (Not `contract::HealthReport`: a device of contract 1.1 may say `paused`, and a
+/// newer state must not make the desk refuse the message.)
+#[derive(Deserialize)]
+struct Health {
+    camera: String,
+    state: String,
+    #[serde(default)]
+    fps_analyzed: f64,
+}
+
+/// `{root}/{site}/command_errors` (contract 1.1). Defined here until the shared
+/// contract module has it.
+#[derive(Deserialize)]
+struct CommandError {
+    schema: String,
+    topic: String,
+    reason: String,
+    at: String,
+}
+
+pub const COMMAND_ERROR_SCHEMA: &str = "gridwatch.command_error/1";
+pub const NOTICE_SCHEMA: &str = "gridwatch.notice/1";
+pub const RECEIPT_SCHEMA: &str = "gridwatch.notice_receipt/1";
+
+/// `{root}/{site}/notices/{notice_id}/receipt`. Defined here until the shared contract
+/// module has it.
+#[derive(Deserialize)]
+struct NoticeReceipt {
+    schema: String,
+    notice_id: String,
+    site: String,
+    received_at: Option<String>,
+    played_at: Option<String>,
+    error: Option<String>,
+}
+
+/// Longest string of a command error or receipt that is kept (characters).
+const MAX_TEXT: usize = 1000;
 
 /// Pictures and clips are large; anything bigger than this is refused by the client.
 const MAX_PACKET: usize = 64 << 20;
@@ -29,6 +102,11 @@ pub struct Mqtt {
 }
 
 impl Mqtt {
+    /// The topic root, for topics named outside (`{root}/all/notices`).
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
     /// Publishes at QoS 1; `topic` is under the topic root.
     pub async fn publish(&self, topic: &str, payload: Vec<u8>, retain: bool) -> anyhow::Result<()> {
         let topic = format!("{}/{topic}", self.root);
@@ -51,6 +129,7 @@ fn filters(root: &str) -> Vec<String> {
         "+/+/detect/state",
         "+/+/rules/+/+/state",
         "+/+/snapshot/+",
+        "+/notices/+/receipt",
     ]
     .iter()
     .map(|f| format!("{root}/{f}"))
@@ -61,6 +140,7 @@ fn filters(root: &str) -> Vec<String> {
 pub fn start(
     cfg: Arc<DeskConfig>,
     store: Arc<Store>,
+    fresh: Arc<Fresh>,
     live: Live,
     stop: CancellationToken,
 ) -> anyhow::Result<Arc<Mqtt>> {
@@ -78,13 +158,16 @@ pub fn start(
     }
     let (client, eventloop) = AsyncClient::new(opts, 256);
     let mqtt = Arc::new(Mqtt { client: client.clone(), root: m.topic_root.clone() });
-    tokio::spawn(ingest(cfg, client, eventloop, store, live, stop));
+    tokio::spawn(ingest(cfg, client, eventloop, store, fresh, live, stop));
     Ok(mqtt)
 }
 
 /// Polls the event loop on a task of its own, so acks and pings flow while messages
 /// are being stored; the broker's in-flight window bounds what waits in the channel.
-fn forward(mut eventloop: EventLoop, stop: CancellationToken) -> mpsc::UnboundedReceiver<Result<Event, String>> {
+fn forward(
+    mut eventloop: EventLoop,
+    stop: CancellationToken,
+) -> mpsc::UnboundedReceiver<Result<Event, ConnectionError>> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
@@ -93,7 +176,7 @@ fn forward(mut eventloop: EventLoop, stop: CancellationToken) -> mpsc::Unbounded
                 e = eventloop.poll() => e,
             };
             let failed = event.is_err();
-            if tx.send(event.map_err(|e| e.to_string())).is_err() {
+            if tx.send(event).is_err() {
                 break;
             }
             if failed {
@@ -110,6 +193,7 @@ async fn ingest(
     client: AsyncClient,
     eventloop: EventLoop,
     store: Arc<Store>,
+    fresh: Arc<Fresh>,
     live: Live,
     stop: CancellationToken,
 ) {
@@ -128,9 +212,9 @@ async fn ingest(
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let c = cfg.clone();
-                let s = store.clone();
+                let (s, f) = (store.clone(), fresh.clone());
                 let msg = p.clone();
-                match tokio::task::spawn_blocking(move || handle(&c, &s, &msg)).await {
+                match tokio::task::spawn_blocking(move || handle(&c, &s, &f, &msg)).await {
                     Ok(Ok(changes)) => {
                         for ch in changes {
                             live.send(ch);
@@ -164,7 +248,7 @@ async fn ingest(
 }
 
 /// Stores one message; Err only when it could not be stored (it is then not acked).
-fn handle(cfg: &DeskConfig, store: &Store, p: &Publish) -> anyhow::Result<Vec<Change>> {
+fn handle(cfg: &DeskConfig, store: &Store, fresh: &Fresh, p: &Publish) -> anyhow::Result<Vec<Change>> {
     let Some(rest) = p.topic.strip_prefix(&cfg.mqtt.topic_root).and_then(|r| r.strip_prefix('/')) else {
         return Ok(Vec::new());
     };
@@ -174,14 +258,29 @@ fn handle(cfg: &DeskConfig, store: &Store, p: &Publish) -> anyhow::Result<Vec<Ch
         tracing::warn!("ignored a message on {}: the site is not a valid id", p.topic);
         return Ok(Vec::new());
     }
-    let stored = match dispatch(cfg, store, site, &levels[1..], &p.payload) {
+    let stored = match dispatch(cfg, store, fresh, site, &levels[1..], &p.payload) {
         Ok(r) => r?,
         Err(why) => {
-            tracing::warn!("refused a message on {}: {why}", p.topic);
+            tracing::warn!("site {site}: refused a message on {}: {why}", p.topic);
             store.put_note(site, &p.topic, &format!("refused: {why}"))?
         }
     };
     Ok(changes(stored))
+}
+
+/// `ON`, `OFF`, or an empty payload (a retained state cleared: None).
+fn on_off(payload: &[u8]) -> Result<Option<&'static str>, Refusal> {
+    match payload {
+        b"" => Ok(None),
+        b"ON" => Ok(Some("ON")),
+        b"OFF" => Ok(Some("OFF")),
+        other => Err(Refusal::OnOff(String::from_utf8_lossy(&other[..other.len().min(40)]).into_owned())),
+    }
+}
+
+/// At most MAX_TEXT characters of a device's string.
+fn clip(s: &str) -> &str {
+    s.char_indices().nth(MAX_TEXT).map_or(s, |(i, _)| &s[..i])
 }
 
 /// Routes a message by its topic levels below the site. The outer Err is a refusal
@@ -189,24 +288,22 @@ fn handle(cfg: &DeskConfig, store: &Store, p: &Publish) -> anyhow::Result<Vec<Ch
 fn dispatch(
     cfg: &DeskConfig,
     store: &Store,
+    fresh: &Fresh,
     site: &str,
     levels: &[&str],
     payload: &[u8],
-) -> Result<anyhow::Result<Ingested>, String> {
-    let text = || std::str::from_utf8(payload).map_err(|_| "not UTF-8".to_owned());
+) -> Result<anyhow::Result<Ingested>, Refusal> {
+    let text = || std::str::from_utf8(payload).map_err(|_| Refusal::NotUtf8);
     Ok(match levels {
         ["status"] => {
             let s = text()?;
             if !matches!(s, "online" | "offline" | "stopped") {
-                return Err(format!(
-                    "status {:?} is not online, offline or stopped",
-                    s.chars().take(40).collect::<String>()
-                ));
+                return Err(Refusal::Status(s.chars().take(40).collect()));
             }
             store.put_status(site, s)
         }
         ["info"] => {
-            let info: Info = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+            let info: Info = serde_json::from_slice(payload)?;
             let cameras = info
                 .cameras
                 .into_iter()
@@ -216,18 +313,23 @@ fn dispatch(
             store.put_info(site, text()?, &cameras)
         }
         [camera, "health"] => {
-            let h: HealthReport = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+            let h: Health = serde_json::from_slice(payload)?;
             if h.camera != *camera || check_id(camera).is_err() {
-                return Err("the camera in the payload is not the topic's".into());
+                return Err(Refusal::OtherCamera);
             }
-            store.put_health(site, &h, text()?)
+            let name_like =
+                |s: &str| (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+            if !name_like(&h.state) {
+                return Err(Refusal::HealthState(h.state.chars().take(40).collect()));
+            }
+            store.put_health(site, camera, &h.state, h.fps_analyzed, text()?)
         }
         ["events"] => {
-            let e: EventMessage = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+            let e: EventMessage = serde_json::from_slice(payload)?;
             if e.site != site || check_id(&e.camera).is_err() || e.event_id.is_empty() || e.event_id.len() > 64 {
-                return Err("site, camera or event_id does not fit the topic or the id rule".into());
+                return Err(Refusal::EventIds);
             }
-            let v: serde_json::Value = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+            let v: serde_json::Value = serde_json::from_slice(payload)?;
             let clip = v["clip"]["topic"].as_str().zip(v["clip"]["sha256"].as_str());
             let clip = clip.map(|(topic, sha256)| super::store::FileClaim { topic, sha256, kind: "clip" });
             store.put_event(&e, text()?, cfg.is_alert(&e.kind), clip)
@@ -238,12 +340,14 @@ fn dispatch(
         }
         ["clips", event_id] => store.put_file(site, &topic(cfg, site, levels), "clip", event_id, payload),
         [camera, "snapshot", request] if *request != "request" => {
-            check_id(camera).map_err(|e| e.0)?;
-            store.put_file(site, &topic(cfg, site, levels), "live", camera, payload)
+            check_id(camera)?;
+            fresh.arrived(site, camera, request, payload)?;
+            tracing::info!("site {site} camera {camera}: fresh picture {request} came ({} bytes)", payload.len());
+            Ok(Ingested::Site(site.to_owned()))
         }
         ["stats"] => {
-            let v: serde_json::Value = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
-            let seq = v["seq"].as_i64().ok_or("stats without seq")?;
+            let v: serde_json::Value = serde_json::from_slice(payload)?;
+            let seq = v["seq"].as_i64().ok_or(Refusal::StatsSeq)?;
             store.put_stats(
                 site,
                 seq,
@@ -252,7 +356,42 @@ fn dispatch(
                 text()?,
             )
         }
-        ["command_errors"] | [.., "state"] => store.put_note(site, &topic(cfg, site, levels), text()?),
+        [camera, "detect", "state"] => {
+            check_id(camera)?;
+            store.put_state(site, camera, "detect", on_off(payload)?)
+        }
+        [camera, "rules", zone, rule, "state"] => {
+            for id in [camera, zone, rule] {
+                check_id(id)?;
+            }
+            store.put_state(site, camera, &format!("rules/{zone}/{rule}"), on_off(payload)?)
+        }
+        ["command_errors"] => {
+            let e: CommandError = serde_json::from_slice(payload)?;
+            if e.schema != COMMAND_ERROR_SCHEMA {
+                return Err(Refusal::CommandError("unknown schema"));
+            }
+            tracing::info!("site {site}: command error on {}: {}", clip(&e.topic), clip(&e.reason));
+            store.put_command_error(site, clip(&e.topic), clip(&e.reason), clip(&e.at))
+        }
+        ["notices", notice_id, "receipt"] => {
+            if payload.is_empty() {
+                return Ok(store.put_receipt(site, notice_id, None));
+            }
+            let r: NoticeReceipt = serde_json::from_slice(payload)?;
+            if r.schema != RECEIPT_SCHEMA {
+                return Err(Refusal::Receipt("unknown schema"));
+            }
+            if r.notice_id != *notice_id || r.site != site {
+                return Err(Refusal::Receipt("notice_id or site is not the topic's"));
+            }
+            let receipt = Receipt {
+                received_at: r.received_at.as_deref().map(clip),
+                played_at: r.played_at.as_deref().map(clip),
+                error: r.error.as_deref().map(clip),
+            };
+            store.put_receipt(site, notice_id, Some(&receipt))
+        }
         _ => return Ok(Ok(Ingested::Duplicate)),
     })
 }
@@ -265,6 +404,7 @@ fn changes(stored: Ingested) -> Vec<Change> {
     match stored {
         Ingested::Duplicate => Vec::new(),
         Ingested::Site(site) => vec![Change::Site { site }],
+        Ingested::Notice(notice_id) => vec![Change::Notice { notice_id }],
         Ingested::Event { site, event_id, incident_opened } => {
             let mut out = vec![Change::Event { site: site.clone(), event_id: event_id.clone() }];
             if incident_opened {

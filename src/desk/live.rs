@@ -9,9 +9,21 @@ use tokio::sync::broadcast;
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Change {
-    Site { site: String },
-    Event { site: String, event_id: String },
-    Incident { site: String, event_id: String },
+    Site {
+        site: String,
+    },
+    Event {
+        site: String,
+        event_id: String,
+    },
+    Incident {
+        site: String,
+        event_id: String,
+    },
+    /// A notice was sent, ended, or a receipt for it came.
+    Notice {
+        notice_id: String,
+    },
 }
 
 #[derive(Clone)]

@@ -9,8 +9,10 @@ mod bench;
 mod config;
 mod demo;
 mod escalate;
+mod fresh;
 mod ingest;
 mod live;
+mod notices;
 mod simulate;
 mod store;
 mod users;
@@ -42,10 +44,12 @@ pub async fn start(
     let bound = web::bind(&cfg).await?;
     let addr = bound.addr;
     let live = live::Live::new();
-    let mqtt = ingest::start(cfg.clone(), store.clone(), live.clone(), stop.clone())?;
+    let fresh = Arc::new(fresh::Fresh::default());
+    let mqtt = ingest::start(cfg.clone(), store.clone(), fresh.clone(), live.clone(), stop.clone())?;
     tokio::spawn(escalate::run(cfg.clone(), store.clone(), live.clone(), mqtt.clone(), stop.clone()));
+    tokio::spawn(notices::expire(store.clone(), live.clone(), mqtt.clone(), stop.clone()));
     tokio::spawn(retention(cfg.clone(), store.clone(), stop.clone()));
-    Ok((addr, web::serve(bound, cfg, store, live, mqtt, stop)))
+    Ok((addr, web::serve(bound, cfg, store, live, mqtt, fresh, stop)))
 }
 
 /// Applies `storage.max_bytes` and `keep_days` at start and every minute.

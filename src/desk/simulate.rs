@@ -202,7 +202,8 @@ impl Site {
         let mut link = self.connect();
         let mut next_health = Instant::now();
         let mut next_event = Instant::now() + self.gap();
-        let mut next_chaos = Instant::now() + Duration::from_secs(rand::rng().random_range(30..120));
+        // Not at once: a demo or test first sees every site come online.
+        let mut next_chaos = Instant::now() + Duration::from_secs(rand::rng().random_range(60..180));
         while !stop.is_cancelled() {
             if link.reconnected {
                 link.reconnected = false;

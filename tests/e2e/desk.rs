@@ -537,6 +537,14 @@ fn browser_wall_feed_claim_and_screenshots() {
     let fits = b.js("return [document.documentElement.scrollHeight, window.innerHeight, document.documentElement.scrollWidth, window.innerWidth]");
     let f: Vec<u64> = fits.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
     assert!(f[0] <= f[1] && f[2] <= f[3], "the wall scrolls at 1920x1080: {f:?}");
+    // A 1366x768 laptop: more rows, but never sideways.
+    b.resize(1366, 768);
+    std::thread::sleep(Duration::from_millis(300));
+    let laptop = b.js("return [document.documentElement.scrollWidth, window.innerWidth, window.outerWidth]");
+    let l: Vec<u64> = laptop.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert!(l[2] == 1366 && l[0] <= l[1], "the wall scrolls sideways at 1366x768: {l:?}");
+    b.resize(1920, 1080);
+    std::thread::sleep(Duration::from_millis(300));
     let name13 = b.js("return document.querySelector('#site-sim-13 .name').textContent");
     assert_eq!(name13.as_str().unwrap(), format!("十三网格 {HTML}"));
     assert_eq!(b.js("return document.querySelectorAll('#site-sim-13 .name img').length"), 0);
@@ -638,4 +646,178 @@ fn browser_wall_feed_claim_and_screenshots() {
 
 fn docs() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs")
+}
+
+/// Issue 15 in headless Chromium: the site page's buttons publish the contract's
+/// command topics and payloads; the states the device publishes show live; a fresh
+/// picture the device sends back is shown (to logged-in users only); a command error
+/// shows as text; a notice composed in the browser arrives retained on each targeted
+/// site's topic (and one to all on `all/notices`); receipts show live on the notices
+/// page; a withdrawn notice is cleared from its topic; sending is audited.
+#[test]
+fn browser_site_commands_fresh_picture_and_notices() {
+    let mq = broker();
+    let extra = "[[sites]]\nid = \"s-a\"\nname = \"甲网格\"\ngroup = \"东片\"\n\
+                 [[sites]]\nid = \"s-b\"\nname = \"乙网格\"\ngroup = \"东片\"\n\
+                 [[sites]]\nid = \"s-c\"\nname = \"丙网格\"\n";
+    let desk = desk_with_users("desk-talk", mq.port(), extra);
+    let base = format!("http://127.0.0.1:{}", desk.port);
+    let dev = Publisher::connect(mq.port(), "talk-device");
+    let info = json!({"schema": "gridwatch.info/1", "version": "t", "site": "s-a", "started_at": "2026-11-30T00:00:00.000Z",
+        "cameras": [{"id": "cam-1", "name": "东门"}], "model": {"name": "m", "sha256": "0"}});
+    dev.send("gridwatch/s-a/info", info.to_string().into_bytes(), true);
+    let h = json!({"camera": "cam-1", "state": "streaming", "since": "2026-11-30T00:00:00.000Z", "fps_in": 25.0,
+        "fps_analyzed": 5.0, "frames_skipped": 0, "frames_analyzed": 0, "frames_gated": 0, "reconnects_1h": 0,
+        "stalls_1h": 0, "decode_errors": 0, "packets_lost": 0, "snapshots_evicted": 0, "events_evicted": 0});
+    dev.send("gridwatch/s-a/cam-1/health", h.to_string().into_bytes(), true);
+    for site in ["s-a", "s-b", "s-c"] {
+        dev.send(&format!("gridwatch/{site}/status"), b"online".to_vec(), true);
+    }
+    dev.send("gridwatch/s-a/cam-1/detect/state", b"ON".to_vec(), true);
+    dev.send("gridwatch/s-a/cam-1/rules/yard/intrusion/state", b"ON".to_vec(), true);
+    let err = json!({"schema": "gridwatch.command_error/1", "topic": "gridwatch/s-a/cam-9/detect/set",
+        "reason": HTML, "at": "2026-11-30T08:00:00.000Z"});
+    dev.send("gridwatch/s-a/command_errors", err.to_string().into_bytes(), false);
+    let watch = Subscriber::connect(
+        mq.port(),
+        "talk-watch",
+        &["gridwatch/+/+/detect/set", "gridwatch/+/+/rules/+/+/set", "gridwatch/+/+/snapshot/request"],
+    );
+
+    let b = Browser::start(&scratch("desk-talk-chromium"));
+    b.goto(&format!("{base}/login"));
+    b.type_into("input[name=user]", "op");
+    b.type_into("input[name=password]", PASSWORD);
+    b.click("form.login button");
+    wait_for(Duration::from_secs(5), || (b.js("return location.pathname").as_str() == Some("/")).then_some(()))
+        .expect("logged in");
+    b.goto(&format!("{base}/sites/s-a"));
+    let state = |sel: &str| {
+        b.js(&format!("const e = document.querySelector({}); return e ? e.dataset.state : null", json!(sel)))
+    };
+    wait_for(Duration::from_secs(5), || (state("#cam-cam-1 p.detect") == "ON").then_some(()))
+        .expect("the retained detect state shows");
+    assert_eq!(state("tr[data-rule='yard/intrusion']"), "ON", "the rule's retained state shows");
+    assert_eq!(b.js("return document.querySelector('table.command-errors td.reason').textContent"), HTML);
+    assert_eq!(b.js("return document.querySelectorAll('table.command-errors img').length"), 0, "as text");
+
+    // Pause: the contract's topic and payload; the device's answer shows live.
+    b.click("#cam-cam-1 button.detect-off");
+    let (p, _) = watch.next_on("gridwatch/s-a/cam-1/detect/set", Duration::from_secs(5)).expect("detect/set sent");
+    assert_eq!(p, b"OFF");
+    dev.send("gridwatch/s-a/cam-1/detect/state", b"OFF".to_vec(), true);
+    wait_for(Duration::from_secs(5), || (state("#cam-cam-1 p.detect") == "OFF").then_some(()))
+        .expect("paused shows without a reload");
+    b.click("#cam-cam-1 button.detect-on");
+    let (p, _) = watch.next_on("gridwatch/s-a/cam-1/detect/set", Duration::from_secs(5)).expect("detect/set sent");
+    assert_eq!(p, b"ON");
+
+    // Disarm the rule.
+    b.click("tr[data-rule='yard/intrusion'] button.disarm");
+    let (p, _) =
+        watch.next_on("gridwatch/s-a/cam-1/rules/yard/intrusion/set", Duration::from_secs(5)).expect("rule set sent");
+    assert_eq!(p, b"OFF");
+
+    // A fresh picture: the request, the JPEG back on its request id, shown on the page.
+    b.click("#cam-cam-1 button.snapshot");
+    let (p, _) = watch.next_on("gridwatch/s-a/cam-1/snapshot/request", Duration::from_secs(5)).expect("request sent");
+    let req: serde_json::Value = serde_json::from_slice(&p).unwrap();
+    let rid = req["request_id"].as_str().expect("request_id").to_owned();
+    assert!(
+        (1..=64).contains(&rid.len()) && rid.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-'),
+        "{rid}"
+    );
+    let jpeg = std::fs::read(crate::support::fixture("photos/darknet_person.jpg")).unwrap();
+    dev.send("gridwatch/s-a/cam-1/snapshot/not-asked-for", jpeg.clone(), false);
+    dev.send(&format!("gridwatch/s-a/cam-1/snapshot/{rid}"), jpeg.clone(), false);
+    let shown = wait_for(Duration::from_secs(5), || {
+        b.js("const i = document.querySelector('#cam-cam-1 img.fresh'); return i && i.complete && i.naturalWidth > 0")
+            .as_bool()
+            .filter(|x| *x)
+    });
+    assert!(shown.is_some(), "the fresh picture shows");
+    let src = b.js("return document.querySelector('#cam-cam-1 img.fresh').getAttribute('src')");
+    let src = src.as_str().unwrap().to_owned();
+    assert!(src.ends_with(&rid), "{src}");
+    let op = Session::login(desk.port, "op", PASSWORD);
+    assert_eq!(op.get(&src).body, jpeg, "the device's bytes");
+    assert_eq!(op.get("/live/s-a/cam-1/not-asked-for").status, 404, "a picture nobody asked for is not kept");
+
+    // A notice to a group, composed in the browser: retained on each of its sites' topics.
+    let notice_sub = |id: &str| Subscriber::connect(mq.port(), id, &["gridwatch/+/notices"]);
+    b.goto(&format!("{base}/notices"));
+    b.js("document.querySelector('select[name=level]').value = 'urgent';
+          document.querySelector('select[name=target]').value = 'group:东片';
+          document.querySelector('select[name=minutes]').value = '60'; return 0");
+    let text = format!("18:00 前请将车辆移出低洼路段 {HTML}");
+    b.type_into("textarea[name=text]", &text);
+    b.click("form.notice button");
+    let late = notice_sub("talk-notice-1");
+    let got = late.drain(Duration::from_secs(2));
+    let topics: BTreeSet<&str> = got.iter().map(|m| m.0.as_str()).collect();
+    assert_eq!(topics, BTreeSet::from(["gridwatch/s-a/notices", "gridwatch/s-b/notices"]), "the group's two sites");
+    assert!(got.iter().all(|m| m.2), "retained");
+    let n: serde_json::Value = serde_json::from_slice(&got[0].1).unwrap();
+    assert_eq!(
+        (n["schema"].as_str(), n["level"].as_str(), n["text"].as_str()),
+        (Some("gridwatch.notice/1"), Some("urgent"), Some(text.as_str()))
+    );
+    let id = n["notice_id"].as_str().unwrap().to_owned();
+    let expires = humantime::parse_rfc3339(n["expires_at"].as_str().unwrap()).unwrap();
+    let left = expires.duration_since(std::time::SystemTime::now()).unwrap();
+    assert!(left > Duration::from_secs(55 * 60) && left <= Duration::from_secs(3600), "{left:?}");
+
+    // Receipts: shown live, the later one wins, an error as text.
+    let receipt = |site: &str, played: serde_json::Value, error: serde_json::Value| {
+        let r = json!({"schema": "gridwatch.notice_receipt/1", "notice_id": id, "site": site,
+            "received_at": "2026-11-30T08:00:01.000Z", "played_at": played, "error": error});
+        dev.send(&format!("gridwatch/{site}/notices/{id}/receipt"), r.to_string().into_bytes(), true);
+    };
+    let row = |site: &str, cell: &str| {
+        b.js(&format!("const c = document.querySelector('#notice-{id} tr[data-site={site}] td.{cell}'); return c ? c.textContent : null"))
+    };
+    wait_for(Duration::from_secs(5), || (row("s-b", "received") != serde_json::Value::Null).then_some(()))
+        .expect("a row per targeted site");
+    assert!(row("s-c", "received").is_null(), "s-c was not targeted");
+    receipt("s-a", serde_json::Value::Null, serde_json::Value::Null);
+    wait_for(Duration::from_secs(5), || row("s-a", "received").as_str().filter(|t| t.contains(':')).map(|_| ()))
+        .expect("the receipt shows live");
+    assert_eq!(row("s-a", "played"), "", "not played yet");
+    receipt("s-a", json!("2026-11-30T08:00:09.000Z"), serde_json::Value::Null);
+    wait_for(Duration::from_secs(5), || row("s-a", "played").as_str().filter(|t| !t.is_empty()).map(|_| ()))
+        .expect("the later receipt wins");
+    receipt("s-b", serde_json::Value::Null, json!(HTML));
+    wait_for(Duration::from_secs(5), || (row("s-b", "error") == HTML).then_some(())).expect("the error as text");
+    assert_eq!(b.js(&format!("return document.querySelectorAll('#notice-{id} img, #notice-{id} p.text *').length")), 0);
+    assert_eq!(b.js(&format!("return document.querySelector('#notice-{id} .by').textContent")), "op", "who sent it");
+
+    // One to all, by the API: one retained message on all/notices.
+    let all =
+        op.post_json("/api/notices", &json!({"level": "info", "text": "全体通知", "minutes": 30, "target": "all"}));
+    assert_eq!(all.status, 200, "{}", all.text());
+    let all_id = all.json()["notice_id"].as_str().unwrap().to_owned();
+    let sub = Subscriber::connect(mq.port(), "talk-notice-2", &["gridwatch/all/notices"]);
+    let (p, retained) = sub.next_on("gridwatch/all/notices", Duration::from_secs(3)).expect("on all/notices");
+    assert!(retained);
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&p).unwrap()["notice_id"], all_id.as_str());
+    assert_eq!(
+        op.post_json("/api/notices", &json!({"level": "info", "text": "", "minutes": 30, "target": "all"})).status,
+        400
+    );
+    let viewer = Session::login(desk.port, "view", PASSWORD);
+    let refused =
+        viewer.post_json("/api/notices", &json!({"level": "info", "text": "x", "minutes": 30, "target": "all"}));
+    assert_eq!(refused.status, 403, "a viewer sends no notice");
+
+    // Withdrawn: the group's topics no longer carry it.
+    assert_eq!(op.post_json(&format!("/api/notices/{id}/withdraw"), &json!({})).status, 200);
+    std::thread::sleep(Duration::from_millis(500));
+    let after = notice_sub("talk-notice-3").drain(Duration::from_secs(1));
+    assert!(after.iter().all(|m| m.0 == "gridwatch/all/notices"), "only the notice to all is left: {after:?}");
+    let audit = op.get("/api/audit?limit=50").json();
+    let sent = audit.as_array().unwrap().iter().filter(|r| r["action"] == "notice" && r["user"] == "op").count();
+    assert_eq!(sent, 2, "both sends audited");
+    let commands = audit.as_array().unwrap().iter().filter(|r| r["action"] == "command").count();
+    assert_eq!(commands, 4, "every button audited");
+    assert_eq!(http(desk.port, "GET", &src, &[], b"").status, 401, "no fresh picture without a login");
 }

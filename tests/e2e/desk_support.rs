@@ -457,6 +457,11 @@ impl Browser {
         self.call("POST", &format!("/element/{e}/click"), &json!({}));
     }
 
+    /// Sets the browser window's outer size.
+    pub fn resize(&self, width: u32, height: u32) {
+        self.call("POST", "/window/rect", &json!({"width": width, "height": height}));
+    }
+
     /// A PNG of the viewport.
     pub fn screenshot(&self, to: &Path) {
         let b64 = self.call("GET", "/screenshot", &Value::Null);
@@ -507,4 +512,74 @@ pub fn logged(path: &Path) -> Vec<(String, i64)> {
             Some((it.next()?.to_owned(), it.next()?.parse().ok()?))
         })
         .collect()
+}
+
+/// A test client that records what it receives on its topic filters: (topic, payload,
+/// retain flag), in order.
+pub struct Subscriber {
+    client: Client,
+    got: std::sync::mpsc::Receiver<(String, Vec<u8>, bool)>,
+}
+
+impl Subscriber {
+    /// Connects and subscribes (QoS 1); returns once the broker granted the subscriptions.
+    pub fn connect(port: u16, id: &str, filters: &[&str]) -> Subscriber {
+        let opts = MqttOptions::new(id, "127.0.0.1", port);
+        let (client, mut conn) = Client::new(opts, 64);
+        let (tx, got) = std::sync::mpsc::channel();
+        let (subbed_tx, subbed) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for ev in conn.iter() {
+                match ev {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if tx.send((p.topic.clone(), p.payload.to_vec(), p.retain)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = subbed_tx.send(());
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+        for f in filters {
+            client.subscribe(*f, QoS::AtLeastOnce).unwrap();
+            subbed.recv_timeout(Duration::from_secs(10)).expect("SUBACK");
+        }
+        Subscriber { client, got }
+    }
+
+    /// The next message on `topic` within `timeout` (others are skipped): (payload, retain).
+    pub fn next_on(&self, topic: &str, timeout: Duration) -> Option<(Vec<u8>, bool)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            match self.got.recv_timeout(left) {
+                Ok((t, p, r)) if t == topic => return Some((p, r)),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Everything received within `wait`: (topic, payload, retain).
+    pub fn drain(&self, wait: Duration) -> Vec<(String, Vec<u8>, bool)> {
+        let deadline = Instant::now() + wait;
+        let mut out = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.got.recv_timeout(left) {
+                Ok(m) => out.push(m),
+                Err(_) => break,
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let _ = self.client.disconnect();
+    }
 }

@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use sha2::{Digest, Sha256};
 
 use super::{Store, now_ms};
-use crate::contract::{EventMessage, EventType, HealthReport, hex};
+use crate::contract::{EventMessage, EventType, hex};
 
 /// What a stored message changed, for the live view.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +24,8 @@ pub enum Ingested {
         event_id: String,
         incident_opened: bool,
     },
+    /// A notice's receipts changed.
+    Notice(String),
 }
 
 /// A picture or clip reference an event carries.
@@ -183,24 +185,32 @@ impl Store {
     }
 
     /// A camera's retained health; a change of state is kept for the 24-hour history.
-    pub fn put_health(&self, site: &str, h: &HealthReport, body: &str) -> anyhow::Result<Ingested> {
-        let state = serde_json::to_value(h.state)?.as_str().unwrap_or("").to_owned();
+    /// A camera's health: its `state` (any state name the device sends, `paused` too)
+    /// and analysed fps; the whole body is kept.
+    pub fn put_health(
+        &self,
+        site: &str,
+        camera: &str,
+        state: &str,
+        fps_analyzed: f64,
+        body: &str,
+    ) -> anyhow::Result<Ingested> {
         self.with(|c| {
             let tx = c.transaction()?;
             let now = now_ms();
             let before: Option<Option<String>> = tx
-                .query_row("SELECT state FROM cameras WHERE site = ?1 AND camera = ?2", [site, &h.camera], |r| r.get(0))
+                .query_row("SELECT state FROM cameras WHERE site = ?1 AND camera = ?2", [site, camera], |r| r.get(0))
                 .optional()?;
             seen(&tx, site, now)?;
             tx.execute(
                 "INSERT INTO cameras(site, camera, state, fps_analyzed, health, updated_at) VALUES(?1,?2,?3,?4,?5,?6)
                  ON CONFLICT(site, camera) DO UPDATE SET state = ?3, fps_analyzed = ?4, health = ?5, updated_at = ?6",
-                params![site, h.camera, state, h.fps_analyzed as f64, body, now],
+                params![site, camera, state, fps_analyzed, body, now],
             )?;
-            if before.flatten().as_deref() != Some(state.as_str()) {
+            if before.flatten().as_deref() != Some(state) {
                 tx.execute(
                     "INSERT INTO camera_changes(site, camera, at, state) VALUES(?1, ?2, ?3, ?4)",
-                    params![site, h.camera, now, state],
+                    params![site, camera, now, state],
                 )?;
             }
             tx.commit()?;

@@ -40,10 +40,15 @@ pub struct SiteView {
 }
 
 impl SiteView {
-    /// Higher is worse: offline or stopped, a camera not streaming, alerts, holes.
+    /// Higher is worse: offline or stopped, a camera not streaming (nor paused), alerts, holes.
     pub fn trouble(&self) -> i64 {
         let down = matches!(self.status.as_deref(), Some("offline" | "stopped")) as i64 * 8;
-        let dark = self.cameras.iter().filter(|c| c.state.as_deref().is_some_and(|s| s != "streaming")).count() as i64;
+        // A camera paused on purpose (contract 1.1) is not in trouble.
+        let dark = self
+            .cameras
+            .iter()
+            .filter(|c| c.state.as_deref().is_some_and(|s| s != "streaming" && s != "paused"))
+            .count() as i64;
         down + dark * 4 + self.open_alerts.min(3) * 2 + (self.missing_events > 0) as i64
     }
 }
@@ -168,13 +173,28 @@ pub struct EventFilter {
     pub page: Option<usize>,
 }
 
+/// Why an [`EventFilter`] was refused; the text names the field (the API answers it with 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    #[error("{field}: {why}")]
+    Id { field: &'static str, why: String },
+    #[error("label: at most 64 characters")]
+    LabelTooLong,
+    #[error("{field}: give a date (2026-11-30) or an RFC 3339 time")]
+    Time { field: &'static str },
+    #[error("state: use open, claimed, resolved or none")]
+    State,
+    #[error("page: at most {MAX_PAGE}")]
+    Page,
+}
+
 /// Pages beyond this are refused rather than made into a huge OFFSET.
 const MAX_PAGE: usize = 100_000;
 
 impl EventFilter {
     /// Empty fields dropped, every other one checked, the page size set (`default_limit`
-    /// when none was asked for, at most 1000): Err names the field at fault.
-    pub fn validated(mut self, default_limit: usize) -> Result<EventFilter, String> {
+    /// when none was asked for, at most 1000): the error names the field at fault.
+    pub fn validated(mut self, default_limit: usize) -> Result<EventFilter, FilterError> {
         for f in [
             &mut self.site,
             &mut self.camera,
@@ -187,25 +207,25 @@ impl EventFilter {
         ] {
             *f = f.take().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         }
-        for (name, v) in [("site", &self.site), ("camera", &self.camera), ("kind", &self.kind)] {
+        for (field, v) in [("site", &self.site), ("camera", &self.camera), ("kind", &self.kind)] {
             if let Some(v) = v {
-                crate::contract::check_id(v).map_err(|e| format!("{name}: {}", e.0))?;
+                crate::contract::check_id(v).map_err(|e| FilterError::Id { field, why: e.0 })?;
             }
         }
         if self.label.as_ref().is_some_and(|l| l.chars().count() > 64) {
-            return Err("label: at most 64 characters".into());
+            return Err(FilterError::LabelTooLong);
         }
-        for (name, v) in [("from", &mut self.from), ("to", &mut self.to), ("before", &mut self.before)] {
+        for (field, v) in [("from", &mut self.from), ("to", &mut self.to), ("before", &mut self.before)] {
             if let Some(t) = v {
-                *t = time_bound(t).ok_or_else(|| format!("{name}: give a date (2026-11-30) or an RFC 3339 time"))?;
+                *t = time_bound(t).ok_or(FilterError::Time { field })?;
             }
         }
         if !matches!(self.state.as_deref(), None | Some("open" | "claimed" | "resolved" | "none")) {
-            return Err("state: use open, claimed, resolved or none".into());
+            return Err(FilterError::State);
         }
         self.limit = Some(self.limit.unwrap_or(default_limit).clamp(1, 1000));
         if self.page.is_some_and(|p| p > MAX_PAGE) {
-            return Err(format!("page: at most {MAX_PAGE}"));
+            return Err(FilterError::Page);
         }
         Ok(self)
     }

@@ -121,7 +121,7 @@ fn past_keep_days_everything_of_an_event_goes() {
 fn the_event_filter_refuses_what_it_cannot_use() {
     let f = |q: &str| -> Result<EventFilter, String> {
         let v: EventFilter = serde_json::from_str(q).unwrap();
-        v.validated(50)
+        v.validated(50).map_err(|e| e.to_string())
     };
     assert_eq!(f("{}").unwrap().limit, Some(50));
     assert_eq!(f(r#"{"limit": 5000}"#).unwrap().limit, Some(1000));
@@ -133,6 +133,7 @@ fn the_event_filter_refuses_what_it_cannot_use() {
         (r#"{"from": "yesterday"}"#, "from"),
         (r#"{"to": "2026-13-45x"}"#, "to"),
         (r#"{"page": 100001}"#, "page"),
+        (r#"{"label": "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#, "label"),
     ] {
         let e = f(bad).unwrap_err();
         assert!(e.starts_with(field), "{bad}: {e}");

@@ -34,6 +34,7 @@ pub fn routes() -> Router<App> {
         .route("/api/audit", get(audit))
         .route("/api/stream", get(stream))
         .route("/media/{id}", get(media))
+        .route("/live/{site}/{camera}/{request_id}", get(fresh_picture))
 }
 
 async fn session(user: User) -> Response {
@@ -52,7 +53,7 @@ async fn sites(State(app): State<App>, _user: User) -> Response {
 
 /// The filter of an event list, checked; a field at fault is a 400 naming it.
 pub fn filter(q: EventFilter, default_limit: usize) -> Result<EventFilter, Response> {
-    q.validated(default_limit).map_err(|why| bad(&why))
+    q.validated(default_limit).map_err(|why| bad(&why.to_string()))
 }
 
 async fn events(State(app): State<App>, _user: User, Query(q): Query<EventFilter>) -> Response {
@@ -183,6 +184,39 @@ async fn step_json(
     }
 }
 
+/// A device command of contract 1.1, as the site page's buttons send them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// A fresh picture (`…/{camera}/snapshot/request`).
+    Snapshot,
+    /// Detection on or off (`…/{camera}/detect/set`).
+    Detect(bool),
+    /// One configured rule armed or disarmed (`…/{camera}/rules/{zone}/{rule}/set`).
+    Rule { zone: String, rule: String, on: bool },
+}
+
+impl Command {
+    /// The topic (under the root) and payload for `site`/`camera`; Err when an id
+    /// that becomes a topic level breaks the id rule.
+    pub fn message(&self, site: &str, camera: &str, request_id: &str) -> Result<(String, String), String> {
+        let mut ids = vec![site, camera];
+        if let Command::Rule { zone, rule, .. } = self {
+            ids.extend([zone.as_str(), rule.as_str()]);
+        }
+        if ids.iter().any(|id| check_id(id).is_err()) {
+            return Err("site, camera, zone and rule must be valid ids".into());
+        }
+        let on_off = |on: bool| if on { "ON" } else { "OFF" }.to_owned();
+        Ok(match self {
+            Command::Snapshot => {
+                (format!("{site}/{camera}/snapshot/request"), serde_json::json!({"request_id": request_id}).to_string())
+            }
+            Command::Detect(on) => (format!("{site}/{camera}/detect/set"), on_off(*on)),
+            Command::Rule { zone, rule, on } => (format!("{site}/{camera}/rules/{zone}/{rule}/set"), on_off(*on)),
+        })
+    }
+}
+
 /// Sends a device command (contract 1.1) as an operator, audited.
 pub async fn command(
     app: &App,
@@ -190,27 +224,36 @@ pub async fn command(
     peer: &Peer,
     site: &str,
     camera: &str,
-    what: &str,
+    what: Command,
 ) -> Result<(), Response> {
     user.require(Role::Operator)?;
-    if check_id(site).is_err() || check_id(camera).is_err() {
-        return Err(bad("site and camera must be valid ids"));
+    let request_id = ulid::Ulid::new().to_string();
+    let (topic, payload) = what.message(site, camera, &request_id).map_err(|why| bad(&why))?;
+    if what == Command::Snapshot {
+        app.fresh.asked(site, camera, &request_id);
     }
-    let (topic, payload) = match what {
-        "snapshot" => (
-            format!("{site}/{camera}/snapshot/request"),
-            serde_json::json!({"request_id": ulid::Ulid::new().to_string()}).to_string(),
-        ),
-        "detect_on" => (format!("{site}/{camera}/detect/set"), "ON".to_owned()),
-        "detect_off" => (format!("{site}/{camera}/detect/set"), "OFF".to_owned()),
-        _ => return Err(bad("unknown command")),
-    };
     app.mqtt.publish(&topic, payload.clone().into_bytes(), false).await.map_err(|e| {
-        tracing::warn!("command {topic}: {e}");
+        tracing::warn!("site {site} camera {camera}: command {topic}: {e}");
         (StatusCode::SERVICE_UNAVAILABLE, "broker unavailable").into_response()
     })?;
+    tracing::info!("site {site} camera {camera}: {} sent {payload} on {topic}", user.name);
     let (name, addr) = (user.name.clone(), peer.0.ip().to_string());
     app.db(move |s| s.audit(Some(&name), &addr, "command", &topic, &payload)).await
+}
+
+/// `GET /live/{site}/{camera}/{request_id}`: a fresh picture while the desk keeps it.
+async fn fresh_picture(
+    State(app): State<App>,
+    _user: User,
+    Path((site, camera, request_id)): Path<(String, String, String)>,
+) -> Response {
+    match app.fresh.picture(&site, &camera).filter(|p| p.request_id == request_id) {
+        Some(p) => {
+            ([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, no-store")], p.bytes.to_vec())
+                .into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "no such picture (they are kept 10 minutes)").into_response(),
+    }
 }
 
 async fn stream(State(app): State<App>, _user: User) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>>> {

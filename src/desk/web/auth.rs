@@ -122,7 +122,11 @@ impl Auth {
 /// pictures, the login page for pages.
 fn unauthorized(parts: &Parts) -> Response {
     let path = parts.uri.path();
-    if path.starts_with("/api/") || path.starts_with("/media/") || path.starts_with("/fragments/") {
+    if path.starts_with("/api/")
+        || path.starts_with("/media/")
+        || path.starts_with("/live/")
+        || path.starts_with("/fragments/")
+    {
         return (StatusCode::UNAUTHORIZED, Json(serde_json::json!({"error": "login required"}))).into_response();
     }
     let next = parts.uri.path_and_query().map_or("/", |p| p.as_str());

@@ -128,7 +128,137 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("out", "出", "Out"),
     ("peak", "峰值", "Peak"),
     ("not_found", "未找到", "Not found"),
+    ("notices", "通知下发", "Notices"),
+    ("level", "级别", "Level"),
+    ("level.info", "一般", "info"),
+    ("level.warning", "预警", "warning"),
+    ("level.urgent", "紧急", "urgent"),
+    ("all_sites", "全部网格点", "all sites"),
+    ("group", "片区", "group"),
+    ("expires_in", "有效期", "Expires in"),
+    ("expires", "有效至", "expires"),
+    ("days", "天", "days"),
+    ("hours", "小时", "hours"),
+    ("minutes", "分钟", "minutes"),
+    ("notice_text", "通知内容", "Text"),
+    ("send_notice", "发送通知", "Send notice"),
+    ("no_notices", "还没有发送过通知", "No notices sent yet"),
+    ("sent_by", "发送人", "sent by"),
+    ("expired", "已过期", "expired"),
+    ("withdrawn", "已撤回", "withdrawn"),
+    ("withdraw", "撤回", "Withdraw"),
+    ("played", "已播放", "Played"),
+    ("error", "错误", "Error"),
+    ("waiting", "等待回执", "waiting"),
+    ("notice", "发送通知", "notice sent"),
+    ("notice_withdraw", "撤回通知", "notice withdrawn"),
+    ("command_errors", "设备拒绝的指令", "Commands refused by the device"),
+    ("topic", "主题", "Topic"),
+    ("reason", "原因", "Reason"),
+    ("picture_asked", "已请求当前画面，等待设备回传…", "Picture asked for, waiting for the device…"),
+    ("detection", "识别", "Detection"),
+    ("on", "开启", "on"),
+    ("off", "已暂停", "paused"),
+    ("rule", "规则", "Rule"),
+    ("armed", "已布防", "armed"),
+    ("disarmed", "已撤防", "disarmed"),
+    ("arm", "布防", "Arm"),
+    ("disarm", "撤防", "Disarm"),
 ];
+
+/// The detector's object labels (COCO-80, models/coco80.txt) in Chinese; English shows
+/// them as the model names them.
+const LABELS: &[(&str, &str)] = &[
+    ("person", "行人"),
+    ("bicycle", "自行车"),
+    ("car", "汽车"),
+    ("motorcycle", "摩托车"),
+    ("airplane", "飞机"),
+    ("bus", "公交车"),
+    ("train", "火车"),
+    ("truck", "货车"),
+    ("boat", "船"),
+    ("traffic light", "红绿灯"),
+    ("fire hydrant", "消防栓"),
+    ("stop sign", "停车标志"),
+    ("parking meter", "停车计时器"),
+    ("bench", "长椅"),
+    ("bird", "鸟"),
+    ("cat", "猫"),
+    ("dog", "狗"),
+    ("horse", "马"),
+    ("sheep", "羊"),
+    ("cow", "牛"),
+    ("elephant", "大象"),
+    ("bear", "熊"),
+    ("zebra", "斑马"),
+    ("giraffe", "长颈鹿"),
+    ("backpack", "背包"),
+    ("umbrella", "雨伞"),
+    ("handbag", "手提包"),
+    ("tie", "领带"),
+    ("suitcase", "行李箱"),
+    ("frisbee", "飞盘"),
+    ("skis", "滑雪板"),
+    ("snowboard", "单板滑雪板"),
+    ("sports ball", "球"),
+    ("kite", "风筝"),
+    ("baseball bat", "棒球棒"),
+    ("baseball glove", "棒球手套"),
+    ("skateboard", "滑板"),
+    ("surfboard", "冲浪板"),
+    ("tennis racket", "网球拍"),
+    ("bottle", "瓶子"),
+    ("wine glass", "酒杯"),
+    ("cup", "杯子"),
+    ("fork", "叉子"),
+    ("knife", "刀"),
+    ("spoon", "勺子"),
+    ("bowl", "碗"),
+    ("banana", "香蕉"),
+    ("apple", "苹果"),
+    ("sandwich", "三明治"),
+    ("orange", "橙子"),
+    ("broccoli", "西兰花"),
+    ("carrot", "胡萝卜"),
+    ("hot dog", "热狗"),
+    ("pizza", "披萨"),
+    ("donut", "甜甜圈"),
+    ("cake", "蛋糕"),
+    ("chair", "椅子"),
+    ("couch", "沙发"),
+    ("potted plant", "盆栽"),
+    ("bed", "床"),
+    ("dining table", "餐桌"),
+    ("toilet", "马桶"),
+    ("tv", "电视"),
+    ("laptop", "笔记本电脑"),
+    ("mouse", "鼠标"),
+    ("remote", "遥控器"),
+    ("keyboard", "键盘"),
+    ("cell phone", "手机"),
+    ("microwave", "微波炉"),
+    ("oven", "烤箱"),
+    ("toaster", "烤面包机"),
+    ("sink", "水槽"),
+    ("refrigerator", "冰箱"),
+    ("book", "书"),
+    ("clock", "钟"),
+    ("vase", "花瓶"),
+    ("scissors", "剪刀"),
+    ("teddy bear", "玩具熊"),
+    ("hair drier", "吹风机"),
+    ("toothbrush", "牙刷"),
+];
+
+/// An object label in the console's language; a label the table does not know (another
+/// model's) shows as the device sent it.
+pub fn label(lang: Language, label: &str) -> String {
+    match lang {
+        Language::ZhCn => LABELS.iter().find(|l| l.0 == label).map_or(label, |l| l.1).to_owned(),
+        Language::En => label.to_owned(),
+    }
+}
 
 pub fn t(lang: Language, key: &str) -> String {
     match WORDS.iter().find(|w| w.0 == key) {
@@ -171,6 +301,20 @@ mod tests {
         }
         assert_eq!(t(Language::ZhCn, "wall"), "总览");
         assert_eq!(t(Language::En, "wall"), "Wall");
+    }
+
+    #[test]
+    fn labels_are_translated_and_unknown_ones_kept() {
+        assert_eq!(label(Language::ZhCn, "person"), "行人");
+        assert_eq!(label(Language::ZhCn, "car"), "汽车");
+        assert_eq!(label(Language::En, "car"), "car");
+        assert_eq!(label(Language::ZhCn, "forklift"), "forklift");
+        let coco = include_str!("../../../models/coco80.txt");
+        for l in coco.lines().filter(|l| !l.is_empty()) {
+            assert_ne!(label(Language::ZhCn, l), l, "{l} has no Chinese name");
+        }
+        let mut seen = std::collections::HashSet::new();
+        assert!(LABELS.iter().all(|l| seen.insert(l.0)), "a label twice");
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod api;
 mod assets;
 mod auth;
 mod i18n;
+mod notices;
 mod pages;
 mod render;
 
@@ -27,6 +28,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use super::config::DeskConfig;
+use super::fresh::Fresh;
 use super::ingest::Mqtt;
 use super::live::Live;
 use super::store::Store;
@@ -42,6 +44,8 @@ pub struct App {
     pub store: Arc<Store>,
     pub live: Live,
     pub mqtt: Arc<Mqtt>,
+    /// Fresh pictures asked for from the site page (memory only).
+    pub fresh: Arc<Fresh>,
     pub auth: Arc<auth::Auth>,
     pub tls: bool,
     /// Cancelled at shutdown: open streams end, so the server can stop.
@@ -71,6 +75,7 @@ fn router(app: App) -> Router {
         .route("/assets/{name}", get(assets::serve))
         .merge(pages::routes())
         .merge(api::routes())
+        .merge(notices::routes())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(app.clone(), headers))
         .with_state(app)
@@ -126,11 +131,12 @@ pub async fn serve(
     store: Arc<Store>,
     live: Live,
     mqtt: Arc<Mqtt>,
+    fresh: Arc<Fresh>,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let Bound { tcp, tls, .. } = bound;
-    let app =
-        App { cfg, store, live, mqtt, auth: Arc::new(auth::Auth::default()), tls: tls.is_some(), stop: stop.clone() };
+    let auth = Arc::new(auth::Auth::default());
+    let app = App { cfg, store, live, mqtt, fresh, auth, tls: tls.is_some(), stop: stop.clone() };
     let service = router(app).into_make_service_with_connect_info::<Peer>();
     let shutdown = async move { stop.cancelled().await };
     match tls {

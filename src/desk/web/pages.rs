@@ -13,11 +13,13 @@ use axum::routing::{get, post};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::api::{self, Step};
+use super::api::{self, Command, Step};
 use super::auth::User;
 use super::render::{self, Ctx};
 use super::{App, Peer};
-use crate::desk::store::{EventFilter, EventView, Role, end_of, now_ms, rfc3339, time_bound};
+use crate::desk::store::{
+    CommandErrorRow, DeviceState, EventFilter, EventView, Role, SiteView, end_of, now_ms, rfc3339, time_bound,
+};
 
 pub fn routes() -> Router<App> {
     Router::new()
@@ -34,7 +36,9 @@ pub fn routes() -> Router<App> {
         .route("/report", get(report))
         .route("/report.csv", get(report_csv))
         .route("/sites/{site}", get(site))
+        .route("/fragments/sites/{site}", get(site_fragment))
         .route("/sites/{site}/{camera}/{command}", post(command_form))
+        .route("/sites/{site}/{camera}/rules/{zone}/{rule}/{on}", post(rule_form))
         .route("/audit", get(audit))
 }
 
@@ -352,6 +356,15 @@ fn range(q: &ReportQuery) -> Result<(String, String), Response> {
     Ok((pick("from", &q.from, day(6))?, pick("to", &q.to, day(0))?))
 }
 
+/// Every day from `from` to `to` (at most 92), so the chart shows empty days too.
+fn days(from: &str, to: &str) -> Vec<String> {
+    let Ok(start) = humantime::parse_rfc3339(&format!("{from}T00:00:00Z")) else { return Vec::new() };
+    (0..92u64)
+        .map(|n| crate::contract::timestamp(start + std::time::Duration::from_secs(n * 86_400))[..10].to_owned())
+        .take_while(|d| d.as_str() <= to)
+        .collect()
+}
+
 async fn report(State(app): State<App>, user: User, Query(q): Query<ReportQuery>) -> Response {
     let (from, to) = match range(&q) {
         Ok(r) => r,
@@ -367,7 +380,7 @@ async fn report(State(app): State<App>, user: User, Query(q): Query<ReportQuery>
                     button type="submit" { (cx.t("search")) }
                     " " a href=(format!("/report.csv?from={from}&to={to}")) { (cx.t("csv")) }
                 }
-                (render::report(cx, &rows))
+                (render::report(cx, &rows, &days(&from, &to)))
             }
         }),
         Err(r) => r,
@@ -396,45 +409,126 @@ async fn report_csv(State(app): State<App>, _user: User, Query(q): Query<ReportQ
     csv_response("report.csv", out)
 }
 
-async fn site(State(app): State<App>, user: User, Path(site): Path<String>) -> Response {
+/// What the site page shows: the site, each camera's 24 h of health changes, the
+/// states its device published, and its latest command errors.
+struct SitePage {
+    view: SiteView,
+    changes: Vec<Vec<(String, String)>>,
+    states: Vec<DeviceState>,
+    errors: Vec<CommandErrorRow>,
+}
+
+async fn load_site(app: &App, site: String) -> Result<SitePage, Response> {
     let names = app.site_names();
-    let s2 = site.clone();
     let found = app
         .db(move |s| {
-            let Some(view) = s.sites(&names)?.into_iter().find(|v| v.site == s2) else { return Ok(None) };
+            let Some(view) = s.sites(&names)?.into_iter().find(|v| v.site == site) else { return Ok(None) };
             let changes =
-                view.cameras.iter().map(|c| s.camera_changes(&s2, &c.id)).collect::<anyhow::Result<Vec<_>>>()?;
-            Ok(Some((view, changes)))
+                view.cameras.iter().map(|c| s.camera_changes(&site, &c.id)).collect::<anyhow::Result<Vec<_>>>()?;
+            let (states, errors) = (s.device_states(&site)?, s.command_errors(&site)?);
+            Ok(Some(SitePage { view, changes, states, errors }))
         })
-        .await;
-    let (view, changes) = match found {
-        Ok(Some(v)) => v,
-        Ok(None) => return (StatusCode::NOT_FOUND, tr(&app, "not_found")).into_response(),
+        .await?;
+    found.ok_or_else(|| (StatusCode::NOT_FOUND, tr(app, "not_found")).into_response())
+}
+
+async fn site(State(app): State<App>, user: User, Path(site): Path<String>) -> Response {
+    let page = match load_site(&app, site).await {
+        Ok(p) => p,
         Err(r) => return r,
     };
-    let can_act = user.role >= Role::Operator;
-    html_page(&app, &user, "site", &view.name.clone(), |cx| {
+    html_page(&app, &user, "site", &page.view.name.clone(), |cx| {
         html! {
-            h1 { (view.name) " (" (view.site) ")" }
-            div #wall.wall.single { (render::tiles(cx, std::slice::from_ref(&view))) }
-            @for (cam, changes) in view.cameras.iter().zip(&changes) {
-                section.camera {
-                    h2 { (cam.name) " · " (cam.id) }
-                    @if let Some(url) = &cam.latest_picture { img.latest src=(url) alt=(cx.t("latest")); }
-                    @if can_act {
-                        @for (cmd, key) in [("snapshot", "fresh_picture"), ("detect_off", "pause_detect"), ("detect_on", "resume_detect")] {
-                            form.inline method="post" action=(format!("/sites/{}/{}/{cmd}", view.site, cam.id)) {
-                                input type="hidden" name="csrf" value=(user.csrf);
-                                button type="submit" { (cx.t(key)) }
-                            }
-                        }
-                    }
-                    h3 { (cx.t("health_24h")) }
-                    ul.changes { @for (at, state) in changes { li { (render::time(at)) " " (cx.t(state)) } } }
+            h1 { (page.view.name) " (" (page.view.site) ")" }
+            div #site-live data-site=(page.view.site) { (site_body(&app, cx, &user, &page)) }
+        }
+    })
+}
+
+async fn site_fragment(State(app): State<App>, user: User, Path(site): Path<String>) -> Response {
+    match load_site(&app, site).await {
+        Ok(page) => fragment(&app, &user, |cx| site_body(&app, cx, &user, &page)),
+        Err(r) => r,
+    }
+}
+
+/// A small form that posts one command.
+fn command_button(user: &User, action: &str, class: &str, label: &str) -> Markup {
+    html! {
+        form.inline method="post" action=(action) {
+            input type="hidden" name="csrf" value=(user.csrf);
+            button.(class) type="submit" { (label) }
+        }
+    }
+}
+
+fn site_body(app: &App, cx: &Ctx, user: &User, page: &SitePage) -> Markup {
+    let (view, site) = (&page.view, &page.view.site);
+    let can_act = user.role >= Role::Operator;
+    html! {
+        div.wall.single { (render::tiles(cx, std::slice::from_ref(view))) }
+        @if !page.errors.is_empty() {
+            section.command-errors {
+                h2 { (cx.t("command_errors")) }
+                table.command-errors {
+                    thead { tr { th { (cx.t("when")) } th { (cx.t("topic")) } th { (cx.t("reason")) } } }
+                    tbody { @for e in &page.errors { tr {
+                        td { (render::time(&e.at)) } td.topic { (e.topic) } td.reason { (e.reason) }
+                    } } }
                 }
             }
         }
-    })
+        div.cameras { @for (cam, changes) in view.cameras.iter().zip(&page.changes) {
+            @let base = format!("/sites/{site}/{}", cam.id);
+            @let states: Vec<&DeviceState> = page.states.iter().filter(|s| s.camera == cam.id).collect();
+            @let detect = states.iter().find(|s| s.what == "detect").map(|s| s.value.as_str());
+            section.camera id=(format!("cam-{}", cam.id)) {
+                h2 { (cam.name) " · " (cam.id) }
+                @if let Some(url) = &cam.latest_picture { img.latest src=(url) alt=(cx.t("latest")); }
+                @if let Some(p) = app.fresh.picture(site, &cam.id) {
+                    figure.fresh {
+                        img.fresh src=(format!("/live/{site}/{}/{}", cam.id, p.request_id)) alt=(cx.t("fresh_picture"));
+                        figcaption { (cx.t("fresh_picture")) " " (render::time(&p.received_at)) }
+                    }
+                }
+                @if app.fresh.waiting(site, &cam.id) { p.waiting { (cx.t("picture_asked")) } }
+                p.detect data-state=(detect.unwrap_or("")) {
+                    (cx.t("detection")) ": "
+                    @match detect { Some("ON") => (cx.t("on")), Some("OFF") => (cx.t("off")), _ => (cx.t("unknown")) }
+                }
+                @if can_act {
+                    (command_button(user, &format!("{base}/snapshot"), "snapshot", &cx.t("fresh_picture")))
+                    @if detect == Some("OFF") {
+                        (command_button(user, &format!("{base}/detect_on"), "detect-on", &cx.t("resume_detect")))
+                    } @else {
+                        (command_button(user, &format!("{base}/detect_off"), "detect-off", &cx.t("pause_detect")))
+                        @if detect.is_none() {
+                            (command_button(user, &format!("{base}/detect_on"), "detect-on", &cx.t("resume_detect")))
+                        }
+                    }
+                }
+                @let rules: Vec<&&DeviceState> = states.iter().filter(|s| s.what.starts_with("rules/")).collect();
+                @if !rules.is_empty() {
+                    table.rules {
+                        thead { tr { th { (cx.t("zone")) } th { (cx.t("rule")) } th { (cx.t("state")) } @if can_act { th {} } } }
+                        tbody { @for r in rules {
+                            @let (zone, rule) = r.what["rules/".len()..].split_once('/').unwrap_or(("", ""));
+                            tr data-rule=(format!("{zone}/{rule}")) data-state=(r.value) {
+                                td { (zone) } td { (cx.t(rule)) }
+                                td { @if r.value == "ON" { (cx.t("armed")) } @else { (cx.t("disarmed")) } }
+                                @if can_act { td {
+                                    @let (cmd, class, key) = if r.value == "ON" { ("off", "disarm", "disarm") } else { ("on", "arm", "arm") };
+                                    (command_button(user, &format!("{base}/rules/{zone}/{rule}/{cmd}"), class, &cx.t(key)))
+                                } }
+                            }
+                        } }
+                    }
+                }
+                h3 { (cx.t("health_24h")) }
+                ul.changes { @for (at, state) in changes { li { (render::time(at)) " " (cx.t(state)) } } }
+            }
+        } }
+    }
 }
 
 async fn command_form(
@@ -448,7 +542,45 @@ async fn command_form(
     if let Err(r) = user.check(&headers, Some(&f.csrf)) {
         return r;
     }
-    match api::command(&app, &user, &peer, &site, &camera, &command).await {
+    let what = match command.as_str() {
+        "snapshot" => Some(Command::Snapshot),
+        "detect_on" => Some(Command::Detect(true)),
+        "detect_off" => Some(Command::Detect(false)),
+        _ => None,
+    };
+    command_then_back(&app, &user, &peer, site, camera, what).await
+}
+
+async fn rule_form(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    user: User,
+    headers: HeaderMap,
+    Path((site, camera, zone, rule, on)): Path<(String, String, String, String, String)>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = user.check(&headers, Some(&f.csrf)) {
+        return r;
+    }
+    let on = match on.as_str() {
+        "on" => Some(true),
+        "off" => Some(false),
+        _ => None,
+    };
+    command_then_back(&app, &user, &peer, site, camera, on.map(|on| Command::Rule { zone, rule, on })).await
+}
+
+/// Sends a site page's command (None: no such command, 404), then back to the page.
+async fn command_then_back(
+    app: &App,
+    user: &User,
+    peer: &Peer,
+    site: String,
+    camera: String,
+    what: Option<Command>,
+) -> Response {
+    let Some(what) = what else { return (StatusCode::NOT_FOUND, "no such command").into_response() };
+    match api::command(app, user, peer, &site, &camera, what).await {
         Ok(()) => Redirect::to(&format!("/sites/{site}")).into_response(),
         Err(r) => r,
     }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use maud::{DOCTYPE, Markup, html};
 
 use super::auth::User;
-use super::i18n::{code, detail_field, t};
+use super::i18n::{code, detail_field, label, t};
 use crate::desk::config::Language;
 use crate::desk::store::{AuditRow, EventDetail, EventView, ReportRow, Role, SiteView};
 
@@ -49,7 +49,8 @@ pub fn page(cx: &Ctx, name: &str, title: &str, body: Markup) -> Markup {
                     header.top {
                         nav {
                             @for (href, key) in [("/", "wall"), ("/incidents", "incidents"), ("/feed", "feed"),
-                                                ("/history", "history"), ("/report", "report"), ("/audit", "audit")] {
+                                                ("/history", "history"), ("/report", "report"), ("/notices", "notices"),
+                                                ("/audit", "audit")] {
                                 a.current[key == name] href=(href) { (cx.t(key)) }
                             }
                         }
@@ -141,7 +142,7 @@ pub fn event_row(cx: &Ctx, e: &EventView, actions: bool) -> Markup {
         tr id=(format!("ev-{}-{}", e.site, e.event_id)) data-type=(e.last_type) {
             td.thumb { @if let Some(url) = e.snapshots.last() { a href=(event_url(e)) { img src=(url) alt="" loading="lazy"; } } }
             td.kind { a href=(event_url(e)) { (cx.t(&e.kind)) } }
-            td.label { (e.label) }
+            td.label { (label(cx.lang, &e.label)) }
             td.score { (format!("{:.2}", e.score)) }
             td.zones { (e.zones.join(", ")) }
             td.site { ((cx.names)(&e.site)) }
@@ -195,7 +196,7 @@ pub fn incident_forms(cx: &Ctx, e: &EventView) -> Markup {
 pub fn event_detail(cx: &Ctx, d: &EventDetail) -> Markup {
     let e = &d.event;
     html! {
-        h1 { (cx.t(&e.kind)) " · " (e.label) " · " ((cx.names)(&e.site)) " / " (e.camera) }
+        h1 { (cx.t(&e.kind)) " · " (label(cx.lang, &e.label)) " · " ((cx.names)(&e.site)) " / " (e.camera) }
         p { (cx.t("started")) " " (time(&e.started_at)) " · " (cx.t("duration")) " "
             (duration(e).unwrap_or_else(|| cx.t("ongoing"))) " · " (cx.t("score")) " " (format!("{:.2}", e.score))
             " · " (cx.t("zones")) " " (e.zones.join(", ")) " · " (incident_badge(cx, e)) }
@@ -253,15 +254,16 @@ pub fn audit_table(cx: &Ctx, rows: &[AuditRow]) -> Markup {
     }
 }
 
-/// Per day and site, counts by kind, as a table and a stacked bar chart (SVG).
-pub fn report(cx: &Ctx, rows: &[ReportRow]) -> Markup {
+/// Per day and site, counts by kind, as a table and a stacked bar chart (SVG) with a
+/// bar for each of `days`; then line counts and zone peaks when stats arrived.
+pub fn report(cx: &Ctx, rows: &[ReportRow], days: &[String]) -> Markup {
     let kinds: Vec<String> = rows
         .iter()
         .flat_map(|r| r.counts.keys().cloned())
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let mut per_day: BTreeMap<&str, BTreeMap<&str, i64>> = BTreeMap::new();
+    let mut per_day: BTreeMap<&str, BTreeMap<&str, i64>> = days.iter().map(|d| (d.as_str(), BTreeMap::new())).collect();
     for r in rows {
         for (k, n) in &r.counts {
             *per_day.entry(&r.day).or_default().entry(k).or_default() += n;

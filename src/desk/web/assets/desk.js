@@ -20,11 +20,14 @@
   if (page === 'login') return;
 
   // What each page refreshes from the server when something changes: [fragment URL, element id].
+  const siteLive = document.getElementById('site-live');
   const targets = {
     wall: ['/fragments/wall', 'wall'],
     incidents: ['/fragments/incidents', 'incidents'],
     feed: ['/fragments/feed' + location.search, 'feed-rows'],
+    notices: ['/fragments/notices', 'notices'],
   };
+  if (siteLive) targets.site = ['/fragments/sites/' + encodeURIComponent(siteLive.dataset.site), 'site-live'];
   let pending = false;
   let again = false;
   async function refresh() {
@@ -92,7 +95,10 @@
   stream.onmessage = function (m) {
     let c = {};
     try { c = JSON.parse(m.data); } catch (e) { return; }
-    if (c.type !== 'event') checkAlarm();
+    if (c.type !== 'event' && c.type !== 'notice') checkAlarm();
+    // The site page follows its own site; the notices page its notices.
+    if (page === 'site' && c.site !== siteLive.dataset.site && c.type !== 'lagged') return;
+    if (page === 'notices' && c.type !== 'notice' && c.type !== 'lagged') return;
     refresh();
   };
 })();
