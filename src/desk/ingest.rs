@@ -21,7 +21,7 @@ use super::config::DeskConfig;
 use super::fresh::{Fresh, FreshRefusal};
 use super::live::{Change, Live};
 use super::store::{Ingested, Receipt, Store};
-use crate::contract::{EventMessage, Info, Invalid, check_id};
+use crate::contract::{self, EventMessage, Info, Invalid, check_id};
 
 /// Why a message was refused (not stored; logged and noted on its site).
 #[derive(Debug, thiserror::Error)]
@@ -61,32 +61,6 @@ struct Health {
     state: String,
     #[serde(default)]
     fps_analyzed: f64,
-}
-
-/// `{root}/{site}/command_errors` (contract 1.1). Defined here until the shared
-/// contract module has it.
-#[derive(Deserialize)]
-struct CommandError {
-    schema: String,
-    topic: String,
-    reason: String,
-    at: String,
-}
-
-pub const COMMAND_ERROR_SCHEMA: &str = "gridwatch.command_error/1";
-pub const NOTICE_SCHEMA: &str = "gridwatch.notice/1";
-pub const RECEIPT_SCHEMA: &str = "gridwatch.notice_receipt/1";
-
-/// `{root}/{site}/notices/{notice_id}/receipt`. Defined here until the shared contract
-/// module has it.
-#[derive(Deserialize)]
-struct NoticeReceipt {
-    schema: String,
-    notice_id: String,
-    site: String,
-    received_at: Option<String>,
-    played_at: Option<String>,
-    error: Option<String>,
 }
 
 /// Longest string of a command error or receipt that is kept (characters).
@@ -367,8 +341,8 @@ fn dispatch(
             store.put_state(site, camera, &format!("rules/{zone}/{rule}"), on_off(payload)?)
         }
         ["command_errors"] => {
-            let e: CommandError = serde_json::from_slice(payload)?;
-            if e.schema != COMMAND_ERROR_SCHEMA {
+            let e: contract::CommandError = serde_json::from_slice(payload)?;
+            if e.schema != contract::COMMAND_ERROR_SCHEMA {
                 return Err(Refusal::CommandError("unknown schema"));
             }
             tracing::info!("site {site}: command error on {}: {}", clip(&e.topic), clip(&e.reason));
@@ -378,15 +352,15 @@ fn dispatch(
             if payload.is_empty() {
                 return Ok(store.put_receipt(site, notice_id, None));
             }
-            let r: NoticeReceipt = serde_json::from_slice(payload)?;
-            if r.schema != RECEIPT_SCHEMA {
+            let r: contract::NoticeReceipt = serde_json::from_slice(payload)?;
+            if r.schema != contract::NOTICE_RECEIPT_SCHEMA {
                 return Err(Refusal::Receipt("unknown schema"));
             }
             if r.notice_id != *notice_id || r.site != site {
                 return Err(Refusal::Receipt("notice_id or site is not the topic's"));
             }
             let receipt = Receipt {
-                received_at: r.received_at.as_deref().map(clip),
+                received_at: Some(clip(&r.received_at)),
                 played_at: r.played_at.as_deref().map(clip),
                 error: r.error.as_deref().map(clip),
             };

@@ -12,12 +12,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::ingest::{Mqtt, NOTICE_SCHEMA};
+use super::ingest::Mqtt;
 use super::live::{Change, Live};
 use super::store::{Store, now_ms, rfc3339};
+use crate::contract::NOTICE_SCHEMA;
 
 pub const MAX_TEXT: usize = 500;
 /// The longest expiry a notice may have.
@@ -72,16 +72,6 @@ pub struct Notice {
     pub target: Target,
 }
 
-/// The JSON published on the notice topics (gridwatch.notice/1).
-#[derive(Serialize)]
-struct Payload<'a> {
-    schema: &'a str,
-    notice_id: &'a str,
-    level: &'a str,
-    text: &'a str,
-    expires_at: &'a str,
-}
-
 impl Notice {
     /// Checks a composed notice; the expiry is `minutes` from now or `expires_at`.
     pub fn new(
@@ -94,7 +84,9 @@ impl Notice {
         if !matches!(level, "info" | "warning" | "urgent") {
             return Err(NoticeError::Level);
         }
-        let text = text.trim();
+        // A browser sends a textarea's line breaks as CRLF; the notice keeps plain ones.
+        let text = text.trim().replace("\r\n", "\n");
+        let text = text.as_str();
         if text.is_empty() || text.chars().count() > MAX_TEXT {
             return Err(NoticeError::Text);
         }
@@ -117,13 +109,13 @@ impl Notice {
 
     /// The JSON for the notice topics.
     pub fn payload(&self, notice_id: &str) -> Vec<u8> {
-        let p = Payload {
-            schema: NOTICE_SCHEMA,
-            notice_id,
-            level: &self.level,
-            text: &self.text,
-            expires_at: &self.expires_at,
-        };
+        let p = serde_json::json!({
+            "schema": NOTICE_SCHEMA,
+            "notice_id": notice_id,
+            "level": self.level,
+            "text": self.text,
+            "expires_at": self.expires_at,
+        });
         serde_json::to_vec(&p).unwrap_or_default()
     }
 }

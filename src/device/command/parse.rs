@@ -180,7 +180,7 @@ fn notice(text: &str) -> Result<Notice, Refused> {
     if m.text.trim().is_empty() || chars > MAX_NOTICE_CHARS {
         return Err(refused(format!("the text has {chars} characters; a notice has 1 to {MAX_NOTICE_CHARS}")));
     }
-    if m.text.chars().any(|c| c.is_control() && c != '\n') {
+    if m.text.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
         return Err(refused("the text holds control characters"));
     }
     let expires_at = rfc3339(&m.expires_at)
