@@ -28,6 +28,13 @@ pub struct EventsArgs {
     /// One JSON object per event and line (the MQTT payload).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Where a stopped or running daemon keeps its files, for the commands that read them.
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
     /// The daemon's configuration, to find its storage folder.
     #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
     pub config: PathBuf,
@@ -36,19 +43,27 @@ pub struct EventsArgs {
     pub dir: Option<PathBuf>,
 }
 
+impl StoreArgs {
+    /// `--dir`, or the configuration's `storage.dir`; a configuration that does not
+    /// load is reported, with the exit code to end on.
+    pub fn dir(&self) -> Result<PathBuf, ExitCode> {
+        match &self.dir {
+            Some(d) => Ok(d.clone()),
+            None => Config::load(&self.config).map(|c| c.storage.dir).map_err(|e| {
+                eprintln!("error: {e}\n  hint: give the storage folder with --dir");
+                ExitCode::from(exit::CONFIG)
+            }),
+        }
+    }
+}
+
 /// How often `--follow` looks for new events.
 const FOLLOW_POLL: Duration = Duration::from_millis(500);
 
 pub fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
-    let dir = match &args.dir {
-        Some(d) => d.clone(),
-        None => match Config::load(&args.config) {
-            Ok(c) => c.storage.dir,
-            Err(e) => {
-                eprintln!("error: {e}\n  hint: give the storage folder with --dir");
-                return Ok(ExitCode::from(exit::CONFIG));
-            }
-        },
+    let dir = match args.store.dir() {
+        Ok(d) => d,
+        Err(code) => return Ok(code),
     };
     if !dir.join(Outbox::FILE_NAME).exists() {
         eprintln!(

@@ -1,37 +1,26 @@
 //! `gridwatch notices`: the street office's notices this grid point received, with
 //! when each was played, read from the storage folder (the daemon need not run).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
+use super::events::StoreArgs;
 use super::output::{exit, table};
 use crate::device::command::notices;
-use crate::device::config::Config;
 
 #[derive(Debug, clap::Args)]
 pub struct NoticesArgs {
     /// One JSON object per notice and line.
     #[arg(long)]
     pub json: bool,
-    /// The daemon's configuration, to find its storage folder.
-    #[arg(long, short, default_value = "/etc/gridwatch/gridwatch.toml")]
-    pub config: PathBuf,
-    /// The storage folder itself (instead of reading it from the configuration).
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 pub fn run(args: NoticesArgs) -> anyhow::Result<ExitCode> {
-    let dir = match &args.dir {
-        Some(d) => d.clone(),
-        None => match Config::load(&args.config) {
-            Ok(c) => c.storage.dir,
-            Err(e) => {
-                eprintln!("error: {e}\n  hint: give the storage folder with --dir");
-                return Ok(ExitCode::from(exit::CONFIG));
-            }
-        },
+    let dir = match args.store.dir() {
+        Ok(d) => d,
+        Err(code) => return Ok(code),
     };
     let list = match notices::read(&dir) {
         Ok(l) => l,
