@@ -17,16 +17,19 @@ const WALKWAY: &str = "[[0.0, 0.30], [0.55, 0.30], [1.0, 0.38], [1.0, 0.9], [0.4
 /// Privacy mask over the lawn, bottom left: x < 0.35, y > 0.7.
 const MASK: &str = "[[0.0, 0.7], [0.35, 0.7], [0.35, 1.0], [0.0, 1.0]]";
 
-/// Publishes with the broker's own client, QoS 1 (`retain` for notices).
+/// Publishes with the broker's own client, QoS 1 (`retain` for notices); the payload
+/// goes through stdin, so tests running at once cannot swap payloads.
 fn publish(port: u16, topic: &str, payload: &[u8], retain: bool) {
-    let file = std::env::temp_dir().join(format!("gridwatch-e2e-payload-{}", std::process::id()));
-    std::fs::write(&file, payload).unwrap();
+    use std::io::Write;
     let mut cmd = Command::new("mosquitto_pub");
-    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", topic, "-f"]).arg(&file);
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", topic, "-s"]);
     if retain {
         cmd.arg("-r");
     }
-    let out = cmd.output().expect("mosquitto_pub");
+    let mut child =
+        cmd.stdin(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("mosquitto_pub");
+    child.stdin.take().unwrap().write_all(payload).unwrap();
+    let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "mosquitto_pub: {}", String::from_utf8_lossy(&out.stderr));
 }
 

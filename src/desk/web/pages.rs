@@ -484,6 +484,41 @@ fn site_body(app: &App, cx: &Ctx, user: &User, page: &SitePage) -> Markup {
             @let detect = states.iter().find(|s| s.what == "detect").map(|s| s.value.as_str());
             section.camera id=(format!("cam-{}", cam.id)) {
                 h2 { (cam.name) " · " (cam.id) }
+                // The switches first: on a laptop screen they stay above the fold.
+                div.controls {
+                    p.detect data-state=(detect.unwrap_or("")) {
+                        (cx.t("detection")) ": "
+                        @match detect { Some("ON") => (cx.t("on")), Some("OFF") => (cx.t("off")), _ => (cx.t("unknown")) }
+                    }
+                    @if can_act {
+                        (command_button(user, &format!("{base}/snapshot"), "snapshot", &cx.t("fresh_picture")))
+                        @if detect == Some("OFF") {
+                            (command_button(user, &format!("{base}/detect_on"), "detect-on", &cx.t("resume_detect")))
+                        } @else {
+                            (command_button(user, &format!("{base}/detect_off"), "detect-off", &cx.t("pause_detect")))
+                            @if detect.is_none() {
+                                (command_button(user, &format!("{base}/detect_on"), "detect-on", &cx.t("resume_detect")))
+                            }
+                        }
+                    }
+                    @let rules: Vec<&&DeviceState> = states.iter().filter(|s| s.what.starts_with("rules/")).collect();
+                    @if !rules.is_empty() {
+                        table.rules {
+                            thead { tr { th { (cx.t("zone")) } th { (cx.t("rule")) } th { (cx.t("state")) } @if can_act { th {} } } }
+                            tbody { @for r in rules {
+                                @let (zone, rule) = r.what["rules/".len()..].split_once('/').unwrap_or(("", ""));
+                                tr data-rule=(format!("{zone}/{rule}")) data-state=(r.value) {
+                                    td { (zone) } td { (cx.t(rule)) }
+                                    td { @if r.value == "ON" { (cx.t("armed")) } @else { (cx.t("disarmed")) } }
+                                    @if can_act { td {
+                                        @let (cmd, class, key) = if r.value == "ON" { ("off", "disarm", "disarm") } else { ("on", "arm", "arm") };
+                                        (command_button(user, &format!("{base}/rules/{zone}/{rule}/{cmd}"), class, &cx.t(key)))
+                                    } }
+                                }
+                            } }
+                        }
+                    }
+                }
                 @if let Some(url) = &cam.latest_picture { img.latest src=(url) alt=(cx.t("latest")); }
                 @if let Some(p) = app.fresh.picture(site, &cam.id) {
                     figure.fresh {
@@ -492,38 +527,6 @@ fn site_body(app: &App, cx: &Ctx, user: &User, page: &SitePage) -> Markup {
                     }
                 }
                 @if app.fresh.waiting(site, &cam.id) { p.waiting { (cx.t("picture_asked")) } }
-                p.detect data-state=(detect.unwrap_or("")) {
-                    (cx.t("detection")) ": "
-                    @match detect { Some("ON") => (cx.t("on")), Some("OFF") => (cx.t("off")), _ => (cx.t("unknown")) }
-                }
-                @if can_act {
-                    (command_button(user, &format!("{base}/snapshot"), "snapshot", &cx.t("fresh_picture")))
-                    @if detect == Some("OFF") {
-                        (command_button(user, &format!("{base}/detect_on"), "detect-on", &cx.t("resume_detect")))
-                    } @else {
-                        (command_button(user, &format!("{base}/detect_off"), "detect-off", &cx.t("pause_detect")))
-                        @if detect.is_none() {
-                            (command_button(user, &format!("{base}/detect_on"), "detect-on", &cx.t("resume_detect")))
-                        }
-                    }
-                }
-                @let rules: Vec<&&DeviceState> = states.iter().filter(|s| s.what.starts_with("rules/")).collect();
-                @if !rules.is_empty() {
-                    table.rules {
-                        thead { tr { th { (cx.t("zone")) } th { (cx.t("rule")) } th { (cx.t("state")) } @if can_act { th {} } } }
-                        tbody { @for r in rules {
-                            @let (zone, rule) = r.what["rules/".len()..].split_once('/').unwrap_or(("", ""));
-                            tr data-rule=(format!("{zone}/{rule}")) data-state=(r.value) {
-                                td { (zone) } td { (cx.t(rule)) }
-                                td { @if r.value == "ON" { (cx.t("armed")) } @else { (cx.t("disarmed")) } }
-                                @if can_act { td {
-                                    @let (cmd, class, key) = if r.value == "ON" { ("off", "disarm", "disarm") } else { ("on", "arm", "arm") };
-                                    (command_button(user, &format!("{base}/rules/{zone}/{rule}/{cmd}"), class, &cx.t(key)))
-                                } }
-                            }
-                        } }
-                    }
-                }
                 h3 { (cx.t("health_24h")) }
                 ul.changes { @for (at, state) in changes { li { (render::time(at)) " " (cx.t(state)) } } }
             }

@@ -17,3 +17,20 @@ mod switches;
 pub use parse::{Command, Notice, Refused, Targets, parse, zone_rule_kinds};
 pub use service::{NoticeDesk, Switchboard, serve};
 pub use switches::{Applied, RuleRef, Switch, Switches};
+
+use std::io::Write;
+use std::path::Path;
+
+/// Writes `bytes` to `file` so that a power cut leaves the old file or the new one:
+/// written aside, synced, renamed over, the folder synced.
+fn write_atomically(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let staged = file.with_extension("json.new");
+    let mut f = std::fs::File::create(&staged)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&staged, file)?;
+    if let Some(dir) = file.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}

@@ -7,7 +7,6 @@
 //! as interrupted instead); an expired notice is never handed out to play; the file
 //! holds at most [`KEEP`] notices, and forgets one a week after it expired.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -146,7 +145,8 @@ impl NoticeBook {
     }
 
     fn save(&self) {
-        if let Err(e) = write(&self.file, &self.notices) {
+        let json = serde_json::to_vec_pretty(&self.notices).map_err(std::io::Error::other);
+        if let Err(e) = json.and_then(|j| super::write_atomically(&self.file, &j)) {
             warn!(file = %self.file.display(), "notices: cannot store the notices: {e}; a restart may take them as new");
         }
     }
@@ -159,15 +159,6 @@ pub fn read(dir: &Path) -> std::io::Result<Vec<StoredNotice>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(e),
     }
-}
-
-/// Written aside, synced and renamed over, so a power cut leaves the old or the new book.
-fn write(file: &Path, notices: &[StoredNotice]) -> std::io::Result<()> {
-    let staged = file.with_extension("json.new");
-    let mut f = std::fs::File::create(&staged)?;
-    f.write_all(&serde_json::to_vec_pretty(notices).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(&staged, file)
 }
 
 #[cfg(test)]

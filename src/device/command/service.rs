@@ -295,7 +295,6 @@ async fn play_notices(board: Arc<Switchboard>, notices: Arc<NoticeDesk>, stop: C
         }
         let now = SystemTime::now();
         let current: HashSet<String> = notices.with(|b| b.current(now)).into_iter().map(|n| n.notice_id).collect();
-        receipts.extend(current.iter().cloned());
         for gone in receipts.iter().filter(|id| !current.contains(*id)) {
             debug!(notice = %gone, "notice expired: its receipt is taken down");
             board.send(Message::retained(board.topics.notice_receipt(gone), Vec::new()));

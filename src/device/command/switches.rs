@@ -8,7 +8,6 @@
 //! the switches once per frame without waiting on the disk.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -128,22 +127,10 @@ impl Switches {
             self.generation.fetch_add(1, Ordering::AcqRel);
             a.clone()
         };
-        store(&self.file, &snapshot)?;
+        let json = serde_json::to_vec_pretty(&snapshot).map_err(std::io::Error::other)?;
+        super::write_atomically(&self.file, &json)?;
         Ok(true)
     }
-}
-
-/// Writes `applied` so that a power cut leaves either the old file or the new one.
-fn store(file: &Path, applied: &Applied) -> std::io::Result<()> {
-    let staged = file.with_extension("json.new");
-    let mut f = std::fs::File::create(&staged)?;
-    f.write_all(&serde_json::to_vec_pretty(applied).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(&staged, file)?;
-    if let Some(dir) = file.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

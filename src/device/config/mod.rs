@@ -60,7 +60,7 @@ pub struct Config {
     pub control: ControlConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
-    #[serde(default = "NoticesConfig::with_defaults")]
+    #[serde(default)]
     pub notices: NoticesConfig,
 }
 

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// `[notices]`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NoticesConfig {
     /// `"tts"` (espeak-ng, Mandarin for Chinese text) or a command line run for each
@@ -41,8 +41,8 @@ pub enum Player {
     Command(Vec<String>),
 }
 
-impl NoticesConfig {
-    pub fn with_defaults() -> NoticesConfig {
+impl Default for NoticesConfig {
+    fn default() -> NoticesConfig {
         NoticesConfig {
             player: None,
             alsa_device: default_alsa_device(),
@@ -50,7 +50,9 @@ impl NoticesConfig {
             timeout_s: default_timeout_s(),
         }
     }
+}
 
+impl NoticesConfig {
     /// The player, if one is configured. A command line is split at white space (no
     /// shell, so a notice's text can never become a command).
     pub fn player(&self) -> Option<Player> {
@@ -85,7 +87,7 @@ mod tests {
 
     #[test]
     fn player_is_tts_or_a_split_command_line() {
-        let mut c = NoticesConfig::with_defaults();
+        let mut c = NoticesConfig::default();
         assert_eq!(c.player(), None);
         c.player = Some("tts".into());
         assert_eq!(c.player(), Some(Player::Tts { alsa_device: "default".into() }));
