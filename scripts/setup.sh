@@ -21,6 +21,8 @@ PACKAGES=(
   mosquitto mosquitto-clients
   # the tests make their own TLS certificates
   openssl
+  # GNU time: the hostile tests read a probe's peak memory from it
+  time
   libturbojpeg0-dev
   python3-pip
   # Package tests: systemd-analyze checks the unit offline; python3-seccomp lets

@@ -458,14 +458,17 @@ fn history_report_site_page_and_audit_show_what_was_stored() {
 fn demo_prints_a_desk_and_a_login_that_show_22_sites() {
     use std::io::BufRead;
     let dir = scratch("desk-demo");
-    let mut demo = std::process::Command::new(crate::support::BIN)
+    let log = dir.join("demo.log");
+    let child = std::process::Command::new(crate::support::BIN)
         .args(["demo", "--seconds", "120", "--out"])
         .arg(dir.join("snapshots"))
+        .env("GRIDWATCH_LOG", "info")
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let mut out = std::io::BufReader::new(demo.stdout.take().unwrap());
+    let mut demo = Demo { child, log };
+    let mut out = std::io::BufReader::new(demo.child.stdout.take().unwrap());
     let (mut port, mut password) = (None, None);
     let mut line = String::new();
     while password.is_none() && out.read_line(&mut line).unwrap() > 0 {
@@ -487,15 +490,34 @@ fn demo_prints_a_desk_and_a_login_that_show_22_sites() {
         (n == 22).then_some(v)
     });
     // SAFETY: kill only sends SIGTERM to our own child, whose pid we hold.
-    unsafe { libc::kill(demo.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(demo.child.id() as i32, libc::SIGTERM) };
     let all_online = online.is_some();
     let v = online.unwrap_or_else(|| s.get("/api/sites").json());
     let ids: Vec<String> = v.as_array().unwrap().iter().map(|x| format!("{} {}", x["site"], x["status"])).collect();
     assert!(all_online, "22 sites online: {ids:?}");
     assert!(ids.iter().any(|i| i.starts_with("\"demo\"")), "the real pipeline's site: {ids:?}");
     assert!(s.get("/").text().matches("class=\"tile").count() == 22, "22 tiles on the wall");
-    let done = wait_for(Duration::from_secs(20), || demo.try_wait().unwrap());
+    let done = wait_for(Duration::from_secs(20), || demo.child.try_wait().unwrap());
     assert!(done.is_some_and(|s| s.success()), "the demo stops cleanly on SIGTERM: {done:?}");
+}
+
+/// The demo as a child process: killed when the test ends, its log shown if it failed.
+struct Demo {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- the demo's log, last lines ---");
+            tail.iter().rev().for_each(|l| eprintln!("{l}"));
+        }
+    }
 }
 
 /// The console in headless Chromium: 22 tiles fit a 1920x1080 wall; a site whose

@@ -419,6 +419,11 @@ impl Browser {
     }
 
     fn call(&self, method: &str, path: &str, body: &Value) -> Value {
+        self.try_call(method, path, body).unwrap_or_else(|e| panic!("WebDriver {method} {path}: {e}"))
+    }
+
+    /// A WebDriver command: its value, or the driver's error text.
+    fn try_call(&self, method: &str, path: &str, body: &Value) -> Result<Value, String> {
         // A GET carries no body: chromedriver reads even "null" as missing parameters.
         let b = if method == "GET" { String::new() } else { body.to_string() };
         let r = http(
@@ -428,9 +433,10 @@ impl Browser {
             &[("Content-Type", "application/json")],
             b.as_bytes(),
         );
-        let v = r.json();
-        assert!(r.status == 200, "WebDriver {method} {path}: {}", r.text());
-        v["value"].clone()
+        if r.status != 200 {
+            return Err(r.text());
+        }
+        Ok(r.json()["value"].clone())
     }
 
     pub fn goto(&self, url: &str) {
@@ -452,9 +458,18 @@ impl Browser {
         self.call("POST", &format!("/element/{e}/value"), &json!({"text": text}));
     }
 
+    /// Clicks the element `css` selects. The live views replace their HTML when the desk
+    /// announces a change, so an element found a moment before may be gone: find it again.
     pub fn click(&self, css: &str) {
-        let e = self.find(css);
-        self.call("POST", &format!("/element/{e}/click"), &json!({}));
+        for _ in 0..5 {
+            let e = self.find(css);
+            match self.try_call("POST", &format!("/element/{e}/click"), &json!({})) {
+                Ok(_) => return,
+                Err(e) if e.contains("stale element") => std::thread::sleep(Duration::from_millis(100)),
+                Err(e) => panic!("click {css}: {e}"),
+            }
+        }
+        panic!("click {css}: the element was replaced five times in a row");
     }
 
     /// Sets the browser window's outer size.

@@ -44,45 +44,25 @@ const LIES: [Lie; 4] =
     [Lie::HugeContentLength, Lie::EndlessHeaders, Lie::EndlessAccessUnit, Lie::Picture { width: 16000, height: 9000 }];
 
 /// Runs `gridwatch ARGS...` to its end: exit code, stdout, stderr and peak RSS.
+///
+/// The peak comes from GNU time, not from our own `wait4`: Linux carries the peak of the
+/// address space a process was spawned from across `exec`, so a child of this test
+/// process would report the test process's own peak (240 MB with the suite running).
+/// `time` is small, so its child's figure is the probe's.
 fn run_measured(args: &[&str]) -> (i32, String, String, u64) {
-    let child =
-        Command::new(bin()).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run gridwatch");
-    let pid = child.id() as libc::pid_t;
-    let out = std::thread::spawn(move || child.wait_with_output_ignoring_status());
-    let (code, max_rss) = wait_with_rusage(pid);
-    let (stdout, stderr) = out.join().unwrap();
-    (code, stdout, stderr, max_rss)
-}
-
-trait OutputOnly {
-    fn wait_with_output_ignoring_status(self) -> (String, String);
-}
-
-impl OutputOnly for std::process::Child {
-    /// Reads stdout and stderr to their ends; the exit status is reaped by `wait4`.
-    fn wait_with_output_ignoring_status(mut self) -> (String, String) {
-        use std::io::Read;
-        let (mut out, mut err) = (String::new(), String::new());
-        let mut stderr = self.stderr.take().unwrap();
-        let errs = std::thread::spawn(move || {
-            let _ = stderr.read_to_string(&mut err);
-            err
-        });
-        let _ = self.stdout.take().unwrap().read_to_string(&mut out);
-        (out, errs.join().unwrap())
-    }
-}
-
-/// Waits for `pid` with wait4: its exit code and its peak RSS in bytes.
-fn wait_with_rusage(pid: libc::pid_t) -> (i32, u64) {
-    let mut status = 0;
-    // SAFETY: rusage is plain data the kernel fills; pid is our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointers to locals for the duration of the call.
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(r, pid, "wait4: {}", std::io::Error::last_os_error());
-    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -libc::WTERMSIG(status) };
-    (code, usage.ru_maxrss as u64 * 1024)
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let out = Command::new("/usr/bin/time")
+        .args(["--format", "%M", "--output"])
+        .arg(report.path())
+        .arg(bin())
+        .args(args)
+        .output()
+        .expect("run gridwatch under /usr/bin/time (Debian package `time`; scripts/setup.sh installs it)");
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    let report = std::fs::read_to_string(report.path()).unwrap();
+    // With a non-zero exit, time writes "Command exited with non-zero status N" first.
+    let kb: u64 = report.lines().last().and_then(|l| l.trim().parse().ok()).unwrap_or_else(|| panic!("{report}"));
+    (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr), kb * 1024)
 }
 
 /// Peak and current RSS of a running process, from /proc.

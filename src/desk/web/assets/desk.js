@@ -89,9 +89,11 @@
     } catch (e) { /* the stream reconnects by itself */ }
   }
   setInterval(function () { if (open > 0) beep(); }, 5000);
-  checkAlarm();
 
   const stream = new EventSource('/api/stream');
+  // A change stored between the page's render and the stream's (re)connection is never
+  // sent on it (after a button's post-and-redirect, the device often answers then): catch up.
+  stream.onopen = function () { checkAlarm(); refresh(); };
   stream.onmessage = function (m) {
     let c = {};
     try { c = JSON.parse(m.data); } catch (e) { return; }
