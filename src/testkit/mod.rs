@@ -5,5 +5,6 @@ pub mod access_units;
 pub mod bench;
 pub mod clip;
 pub mod hostile_rtsp;
+pub mod media;
 pub mod mosquitto;
 pub mod rtsp_server;

@@ -71,26 +71,13 @@ mod tests {
     use super::*;
     use crate::device::analysis::Polygon;
     use crate::device::ingest::{Codec, EncodedFrame};
+    use crate::testkit::media::{grey_frames, probe};
 
     fn units(file: &str, codec: Codec) -> Vec<Arc<EncodedFrame>> {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/video").join(file);
         let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let all = crate::testkit::access_units::read(&path, codec, 10.0, start).unwrap();
         all.into_iter().take(120).map(Arc::new).collect()
-    }
-
-    /// What ffprobe reads of an MP4: codec, frames decoded, duration, first frame's type.
-    fn probe(mp4: &[u8]) -> serde_json::Value {
-        let f = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(f.path(), mp4).unwrap();
-        let out = std::process::Command::new("ffprobe")
-            .args(["-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries"])
-            .args(["stream=codec_name,nb_read_frames,duration,width,height:frame=pict_type", "-of", "json"])
-            .arg(f.path())
-            .output()
-            .expect("ffprobe (Debian package ffmpeg; scripts/setup.sh installs it)");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap()
     }
 
     #[test]
@@ -103,19 +90,13 @@ mod tests {
             let moov = clip.bytes.windows(4).position(|w| w == b"moov").unwrap();
             let mdat = clip.bytes.windows(4).position(|w| w == b"mdat").unwrap();
             assert!(moov < mdat, "{file}: moov at {moov}, mdat at {mdat}");
-            let p = probe(&clip.bytes);
-            let s = &p["streams"][0];
-            assert_eq!(s["codec_name"], name);
+            let p = probe(&clip.bytes).unwrap();
+            assert_eq!(p.codec, name);
             let n = frames.len() - start;
-            assert_eq!(
-                s["nb_read_frames"].as_str().unwrap().parse::<usize>().unwrap(),
-                n,
-                "{file}: every frame decodes"
-            );
-            let duration: f64 = s["duration"].as_str().unwrap().parse().unwrap();
-            assert!((duration - n as f64 / 10.0).abs() < 0.2, "{file}: {duration} s for {n} frames at 10 fps");
-            assert!((clip.duration_s - duration).abs() < 0.2, "{} vs {duration}", clip.duration_s);
-            assert_eq!(p["frames"][0]["pict_type"], "I", "{file}: the first frame is a keyframe");
+            assert_eq!(p.frames, n, "{file}: every frame decodes");
+            assert!((p.duration_s - n as f64 / 10.0).abs() < 0.2, "{file}: {} s for {n} frames", p.duration_s);
+            assert!((clip.duration_s - p.duration_s).abs() < 0.2, "{} vs {}", clip.duration_s, p.duration_s);
+            assert_eq!(p.first_picture, "I", "{file}: the first frame is a keyframe");
         }
     }
 
@@ -126,10 +107,13 @@ mod tests {
         let recipe = Recipe::Masked { masks: vec![mask], width: 384, height: 288, fps: 5.0 };
         let clip = mp4(&frames, Codec::H264, &recipe).unwrap();
         assert_eq!(clip.codec, Codec::H264);
-        let p = probe(&clip.bytes);
-        let s = &p["streams"][0];
-        assert_eq!((s["width"].as_u64(), s["height"].as_u64()), (Some(384), Some(288)));
-        let n: usize = s["nb_read_frames"].as_str().unwrap().parse().unwrap();
-        assert!((55..=65).contains(&n), "{n} frames for 12 s at 5 fps");
+        let p = probe(&clip.bytes).unwrap();
+        assert_eq!((p.codec.as_str(), p.width, p.height), ("h264", 384, 288));
+        assert!((55..=65).contains(&p.frames), "{} frames for 12 s at 5 fps", p.frames);
+        // Luma inside the mask (lower left quarter, 4 px in from its edges) is black.
+        for (i, f) in grey_frames(&clip.bytes, 384, 288).unwrap().iter().enumerate() {
+            let worst = (148..284).flat_map(|y| (4..188).map(move |x| f[y * 384 + x])).max().unwrap();
+            assert!(worst <= 24, "frame {i}: luma {worst} inside the mask");
+        }
     }
 }
