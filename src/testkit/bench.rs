@@ -100,6 +100,8 @@ pub struct BenchReport {
     pub rss_rest_mb: f64,
     /// Events the run stored (and the broker acknowledged, or was about to).
     pub events: u64,
+    /// The clip stage (issue 16), on the recorded stream.
+    pub clips: super::bench_clips::ClipCosts,
 }
 
 /// Runs the whole bench; `progress` gets one line per phase.
@@ -141,6 +143,8 @@ pub async fn run(opts: BenchOptions, progress: impl Fn(&str)) -> anyhow::Result<
 
     progress("measuring the floors again");
     passes.push(floors(&info, &sample, &opts)?);
+    progress("measuring the clip stage: the ring, a clip as sent, a masked clip");
+    let clips = super::bench_clips::measure(&info, &sample, opts.analysis_width)?;
     let mean = |f: fn(&(f64, f64)) -> f64| passes.iter().map(f).sum::<f64>() / passes.len() as f64;
     let (decode_floor, inference_floor) = (mean(|p| p.0), mean(|p| p.1));
 
@@ -186,6 +190,7 @@ pub async fn run(opts: BenchOptions, progress: impl Fn(&str)) -> anyhow::Result<
         rss_runtime_and_model_mb: rss_shared as f64 / 1024.0,
         rss_rest_mb: rss.saturating_sub(rss_shared) as f64 / 1024.0,
         events: outbox_events,
+        clips,
     })
 }
 
@@ -347,7 +352,7 @@ fn inference_floor(info: &StreamInfo, sample: &[EncodedFrame], opts: &BenchOptio
 }
 
 /// This process's CPU time (user and system) so far.
-fn process_cpu() -> Duration {
+pub(super) fn process_cpu() -> Duration {
     // SAFETY: rusage is plain integers, for which all-zero bytes are a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: a valid out-pointer.

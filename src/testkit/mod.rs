@@ -3,6 +3,7 @@
 
 pub mod access_units;
 pub mod bench;
+pub mod bench_clips;
 pub mod clip;
 pub mod hostile_rtsp;
 pub mod media;

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 pub use mux::{Mp4, MuxError, Recipe, mp4};
 pub use recorder::{CameraClips, Job, RingState};
+pub use ring::Ring;
 pub use timing::{Timing, retime};
 
 use crate::contract::{ClipRef, Topics, hex, timestamp};

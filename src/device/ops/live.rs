@@ -230,6 +230,11 @@ impl Live {
     pub async fn status(&self) -> anyhow::Result<Status> {
         let link = self.link.state();
         let rates = self.rates();
+        // The outbox's counts as of now, not of the last health publish (up to 30 s ago).
+        let outbox = self.outbox.health();
+        for c in &self.cameras {
+            c.health.set_outbox(&outbox);
+        }
         let cameras = self
             .cameras
             .iter()
