@@ -217,23 +217,20 @@ fn mangle_rtp(pad: &gst::Pad, faults: Arc<Faults>) {
             }
             true
         };
-        match &mut info.data {
-            Some(gst::PadProbeData::Buffer(b)) => {
-                if !keep(b.make_mut()) {
-                    return gst::PadProbeReturn::Drop;
+        if let Some(gst::PadProbeData::Buffer(b)) = &mut info.data
+            && !keep(b.make_mut())
+        {
+            return gst::PadProbeReturn::Drop;
+        }
+        if let Some(gst::PadProbeData::BufferList(list)) = &mut info.data {
+            let mut kept = gst::BufferList::new();
+            for b in list.iter() {
+                let mut b = b.copy();
+                if keep(b.make_mut()) {
+                    kept.get_mut().expect("a new list is writable").add(b);
                 }
             }
-            Some(gst::PadProbeData::BufferList(list)) => {
-                let mut kept = gst::BufferList::new();
-                for b in list.iter() {
-                    let mut b = b.copy();
-                    if keep(b.make_mut()) {
-                        kept.get_mut().expect("a new list is writable").add(b);
-                    }
-                }
-                *list = kept;
-            }
-            _ => {}
+            *list = kept;
         }
         gst::PadProbeReturn::Ok
     });

@@ -106,7 +106,7 @@ mod tests {
             data: vec![0; bytes],
             pts: t,
             received_at: UNIX_EPOCH + Duration::from_secs(1_000_000) + t,
-            keyframe: i % gop == 0,
+            keyframe: i.is_multiple_of(gop),
             lost_packets: 0,
         })
     }

@@ -98,11 +98,15 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     /// A 10 fps stream: arrival `jitter`-shaped, camera clock given by `pts(i)`.
-    fn frames(n: usize, pts: impl Fn(usize) -> f64, jitter: impl Fn(usize) -> f64) -> Vec<Box<EncodedFrame>> {
+    fn frames(
+        n: usize,
+        pts: impl Fn(usize) -> f64,
+        jitter: impl Fn(usize) -> f64,
+    ) -> Vec<std::sync::Arc<EncodedFrame>> {
         (0..n)
             .map(|i| {
                 let wall = i as f64 * 0.1 + jitter(i);
-                Box::new(EncodedFrame {
+                std::sync::Arc::new(EncodedFrame {
                     data: Vec::new(),
                     pts: Duration::from_secs_f64(pts(i).max(0.0)),
                     received_at: UNIX_EPOCH + Duration::from_secs(1_000) + Duration::from_secs_f64(wall),

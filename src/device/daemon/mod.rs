@@ -246,16 +246,7 @@ impl Cameras {
                 info!(camera = %cam.id, "camera disabled in the configuration");
                 continue;
             }
-            match CameraPipeline::start(
-                cam,
-                shared,
-                &l.health,
-                &l.frames,
-                &l.clips,
-                &health_changed,
-                l.renderer.clone(),
-                shutdown,
-            ) {
+            match CameraPipeline::start(cam, shared, l, &health_changed, shutdown) {
                 Ok(p) => running.push((cam.id.clone(), p)),
                 Err(e) => error!(camera = %cam.id, "cannot start the camera's pipeline: {e:#}"),
             }

@@ -28,7 +28,7 @@ use crate::device::command::Switches;
 use crate::device::config::CameraConfig;
 use crate::device::ingest::{self, DecodeOptions, Decoder, Frame, Ingest, IngestOptions, StreamInfo, Yuv420};
 use crate::device::ops::stages::{self, Stage};
-use crate::device::ops::{CameraHealth, FrameSlot};
+use crate::device::ops::{CameraHealth, FrameSlot, LiveCamera};
 use crate::device::publish::{EventSettings, OutboxError, Outgoing, Renderer, SharedOutbox};
 
 /// How often an idle analysis thread looks up (stop asked, pictures gone).
@@ -72,16 +72,16 @@ pub struct CameraPipeline {
 }
 
 impl CameraPipeline {
+    /// Starts the stages of `cam`, sharing with the local tools what `live` holds
+    /// (health, latest picture, clips, renderer).
     pub fn start(
         cam: &CameraConfig,
         shared: &Arc<Shared>,
-        health: &Arc<CameraHealth>,
-        frames: &FrameSlot,
-        clips: &Arc<Mutex<CameraClips>>,
+        live: &LiveCamera,
         health_changed: &Arc<Notify>,
-        renderer: Renderer,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<CameraPipeline> {
+        let (health, frames, clips, renderer) = (&live.health, &live.frames, &live.clips, live.renderer.clone());
         let (ingest_tx, ingest_rx) = mpsc::channel::<Ingest>(16);
         // One decoded frame may wait for analysis; a newer one meanwhile is skipped.
         let (frame_tx, frame_rx) = sync_channel::<Frame>(1);
