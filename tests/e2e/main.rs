@@ -14,4 +14,5 @@ mod hostile;
 mod package;
 mod rules;
 mod slice;
+mod stats;
 mod support;
