@@ -1,6 +1,7 @@
 //! Not the product: the real parts `demo`, `bench` and the tests run against (a private
 //! mosquitto, GStreamer's RTSP server on a clip) and the bench harness.
 
+pub mod access_units;
 pub mod bench;
 pub mod clip;
 pub mod hostile_rtsp;

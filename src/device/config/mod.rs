@@ -10,6 +10,7 @@
 //! network or the cameras.
 
 mod camera;
+mod clips;
 mod detector;
 mod lines;
 mod local;
@@ -28,6 +29,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use camera::{CameraConfig, CameraUrl, FilterConfig, MaskConfig, MotionConfig, Points, RegionsMode};
+pub use clips::ClipsConfig;
 pub use detector::DetectorConfig;
 pub use lines::{AlertDirection, LineAlert, LineConfig, Side, StatsConfig};
 pub use local::{CONTROL_SOCKET_NAME, ControlConfig, MetricsConfig};
