@@ -5,7 +5,9 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use gridwatch::commands::{bench, demo, desk, detect, events, notices, probe, run, serve, snapshot, status, switch};
+use gridwatch::commands::{
+    bench, demo, desk, detect, events, notices, probe, run, serve, snapshot, stats, status, switch,
+};
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +35,8 @@ enum Command {
     Snapshot(snapshot::SnapshotArgs),
     /// Show the latest events from the local store; --follow for new ones as they come.
     Events(events::EventsArgs),
+    /// Show the stored stats: line counts and zone occupancy per camera and period.
+    Stats(stats::StatsArgs),
     /// Switch a camera's detection off in the running daemon (as the desk's detect/set OFF).
     Pause(switch::CameraSwitchArgs),
     /// Switch a camera's detection on again in the running daemon.
@@ -133,7 +137,12 @@ fn main() -> ExitCode {
     // long-running ones keep ignoring SIGPIPE: a closed pipe must not stop a daemon.
     if matches!(
         cli.command,
-        Command::Check(_) | Command::Status(_) | Command::Events(_) | Command::Detect(_) | Command::Notices(_)
+        Command::Check(_)
+            | Command::Status(_)
+            | Command::Events(_)
+            | Command::Stats(_)
+            | Command::Detect(_)
+            | Command::Notices(_)
     ) {
         // SAFETY: restores the default action for one signal before any thread starts.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
@@ -145,6 +154,7 @@ fn main() -> ExitCode {
         Command::Status(a) => status::run(a),
         Command::Snapshot(a) => snapshot::run(a),
         Command::Events(a) => events::run(a),
+        Command::Stats(a) => stats::run(a),
         Command::Pause(a) => switch::pause(a),
         Command::Resume(a) => switch::resume(a),
         Command::Rule(a) => switch::rule(a),

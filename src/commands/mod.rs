@@ -11,6 +11,7 @@ pub mod probe;
 pub mod run;
 pub mod serve;
 pub mod snapshot;
+pub mod stats;
 pub mod status;
 pub mod switch;
 

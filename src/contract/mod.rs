@@ -7,6 +7,7 @@ mod event;
 mod health;
 mod info;
 mod names;
+mod stats;
 mod topics;
 
 pub use command::{
@@ -17,4 +18,5 @@ pub use event::{ClipRef, EVENT_SCHEMA, EventMessage, EventType, RULE_KINDS, Snap
 pub use health::{CameraState, HealthReport};
 pub use info::{INFO_SCHEMA, Info, InfoCamera, InfoModel};
 pub use names::{Invalid, check_id, hex, timestamp};
+pub use stats::{LineCount, STATS_SCHEMA, StatsMessage, ZoneCount};
 pub use topics::Topics;

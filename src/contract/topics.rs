@@ -17,6 +17,10 @@ impl Topics {
     pub fn events(&self) -> String {
         format!("{}/{}/events", self.root, self.site)
     }
+    /// Each camera's counts per period (contract 1.1, "Statistics").
+    pub fn stats(&self) -> String {
+        format!("{}/{}/stats", self.root, self.site)
+    }
     pub fn health(&self, camera: &str) -> String {
         format!("{}/{}/{camera}/health", self.root, self.site)
     }

@@ -15,4 +15,5 @@ mod hostile;
 mod package;
 mod rules;
 mod slice;
+mod stats;
 mod support;

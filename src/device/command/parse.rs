@@ -39,6 +39,8 @@ pub fn zone_rule_kinds(z: &ZoneConfig) -> Vec<&'static str> {
         ("crowd", z.crowd.is_some()),
         ("occupation", z.occupation.is_some()),
         ("abandoned", z.abandoned.is_some()),
+        ("person_down", z.person_down.is_some()),
+        ("inactivity", z.inactivity.is_some()),
     ];
     has.into_iter().filter(|(_, on)| *on).map(|(k, _)| k).collect()
 }

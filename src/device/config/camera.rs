@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use super::clips::ClipsConfig;
+use super::lines::LineConfig;
 use super::rules::{OfflineRule, TamperRule, ZoneConfig};
 use super::{Parsed, SnapshotConfig, default_true};
 use crate::contract::{Invalid, check_id};
@@ -55,6 +56,9 @@ pub struct CameraConfig {
     pub filters: BTreeMap<String, FilterConfig>,
     #[serde(default)]
     pub zones: Vec<ZoneConfig>,
+    /// Counting lines (`[[cameras.lines]]`): crossings go into the stats messages.
+    #[serde(default)]
+    pub lines: Vec<LineConfig>,
     /// Areas blacked out in every picture that leaves the device.
     #[serde(default)]
     pub privacy_masks: Vec<MaskConfig>,
@@ -66,6 +70,9 @@ pub struct CameraConfig {
     /// The `[snapshot]` section, copied here at load so a camera's pipeline has all it needs.
     #[serde(skip)]
     pub snapshot: SnapshotConfig,
+    /// The `[stats]` section, copied here at load likewise.
+    #[serde(skip)]
+    pub stats: super::StatsConfig,
 }
 
 /// Whether far zones get region crops of their own (`cameras.regions`).
@@ -162,6 +169,7 @@ impl CameraConfig {
                 out.push("person".into());
             }
         }
+        out.extend(self.lines.iter().flat_map(|l| l.labels.iter().cloned()));
         let mut seen = HashSet::new();
         out.retain(|l| seen.insert(l.clone()));
         out
@@ -337,6 +345,13 @@ fn rule_problems(cam: &CameraConfig, labels: Option<&Labels>) -> Vec<(String, St
     for (i, z) in cam.zones.iter().enumerate() {
         if check_id(&z.name).is_ok() && !names.insert(z.name.as_str()) {
             bad(format!("zones[{i}].name"), format!("\"{}\" is used by an earlier zone of this camera", z.name));
+        }
+    }
+    let mut line_names = HashSet::new();
+    for (i, l) in cam.lines.iter().enumerate() {
+        l.problems(&format!("lines[{i}]"), labels, &mut bad);
+        if check_id(&l.name).is_ok() && !line_names.insert(l.name.as_str()) {
+            bad(format!("lines[{i}].name"), format!("\"{}\" is used by an earlier line of this camera", l.name));
         }
     }
     if let Some(t) = &cam.tamper {

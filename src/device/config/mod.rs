@@ -12,6 +12,7 @@
 mod camera;
 mod clips;
 mod detector;
+mod lines;
 mod local;
 mod mqtt;
 mod notices;
@@ -30,12 +31,14 @@ use serde::{Deserialize, Serialize};
 pub use camera::{CameraConfig, CameraUrl, FilterConfig, MaskConfig, MotionConfig, Points, RegionsMode};
 pub use clips::ClipsConfig;
 pub use detector::DetectorConfig;
+pub use lines::{AlertDirection, LineAlert, LineConfig, Side, StatsConfig};
 pub use local::{CONTROL_SOCKET_NAME, ControlConfig, MetricsConfig};
 pub use mqtt::{MqttConfig, TlsConfig};
 pub use notices::{NoticesConfig, Player};
 pub use parsed::Parsed;
 pub use rules::{
-    AbandonedRule, CrowdRule, IntrusionRule, LoiteringRule, OccupationRule, OfflineRule, TamperRule, ZoneConfig,
+    AbandonedRule, CrowdRule, InactivityRule, IntrusionRule, LoiteringRule, OccupationRule, OfflineRule,
+    PersonDownRule, TamperRule, ZoneConfig,
 };
 pub use schedule::{Schedule, local_minute};
 pub use storage::{SnapshotConfig, StorageConfig};
@@ -64,6 +67,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub notices: NoticesConfig,
+    /// How often each camera's counts go out (`[stats]`, contract 1.1).
+    #[serde(default)]
+    pub stats: StatsConfig,
 }
 
 fn default_true() -> bool {
@@ -141,6 +147,7 @@ impl Config {
         cfg.resolve_paths(base);
         for cam in &mut cfg.cameras {
             cam.snapshot = cfg.snapshot.clone();
+            cam.stats = cfg.stats.clone();
         }
         let problems = cfg.problems();
         if problems.is_empty() { Ok(cfg) } else { Err(ConfigError::Invalid { file: file.to_owned(), problems }) }
@@ -223,6 +230,7 @@ impl Config {
         self.control.problems(&self.storage.dir, &mut bad);
         self.metrics.problems(&mut bad);
         self.notices.problems(&mut bad);
+        self.stats.problems(&mut bad);
         out
     }
 }

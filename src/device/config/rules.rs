@@ -23,6 +23,8 @@ pub struct ZoneConfig {
     pub crowd: Option<CrowdRule>,
     pub occupation: Option<OccupationRule>,
     pub abandoned: Option<AbandonedRule>,
+    pub person_down: Option<PersonDownRule>,
+    pub inactivity: Option<InactivityRule>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -68,6 +70,27 @@ pub struct AbandonedRule {
     pub labels: Vec<String>,
 }
 
+/// A person lying (box width / height at least `ratio`) where they fell for `seconds`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonDownRule {
+    #[serde(default = "default_down_s")]
+    pub seconds: f64,
+    #[serde(default = "default_down_ratio")]
+    pub ratio: f32,
+}
+
+/// Nobody seen in the zone for `seconds` within the daily `window`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InactivityRule {
+    /// Local time window, "HH:MM-HH:MM" (may span midnight), parsed at load.
+    pub window: Parsed<Schedule>,
+    pub seconds: f64,
+    #[serde(default = "default_person")]
+    pub labels: Vec<String>,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TamperRule {
@@ -90,10 +113,21 @@ impl ZoneConfig {
         let c = self.crowd.iter().flat_map(|r| &r.labels);
         let o = self.occupation.iter().flat_map(|r| &r.labels);
         let a = self.abandoned.iter().flat_map(|r| &r.labels);
-        i.chain(l).chain(c).chain(o).chain(a)
+        let n = self.inactivity.iter().flat_map(|r| &r.labels);
+        // person_down is about persons only.
+        let d = self.person_down.iter().flat_map(|_| PERSON.iter());
+        i.chain(l).chain(c).chain(o).chain(a).chain(n).chain(d)
     }
 }
 
+static PERSON: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(default_person);
+
+fn default_down_s() -> f64 {
+    10.0
+}
+fn default_down_ratio() -> f32 {
+    1.3
+}
 fn default_inertia() -> u32 {
     3
 }
@@ -158,6 +192,22 @@ impl ZoneConfig {
         if let Some(r) = &self.abandoned {
             check_labels(&k("abandoned.labels"), &r.labels, bad);
             secs(&k("abandoned.seconds"), r.seconds, bad);
+        }
+        if let Some(r) = &self.person_down {
+            secs(&k("person_down.seconds"), r.seconds, bad);
+            if !(r.ratio.is_finite() && (1.0..=5.0).contains(&r.ratio)) {
+                bad(k("person_down.ratio"), format!("{} is outside 1..=5 (box width / height); 1.3 is usual", r.ratio));
+            }
+        }
+        if let Some(r) = &self.inactivity {
+            check_labels(&k("inactivity.labels"), &r.labels, bad);
+            if r.seconds < 1.0 {
+                bad(k("inactivity.seconds"), format!("{} is below 1 second", r.seconds));
+            }
+            secs(&k("inactivity.seconds"), r.seconds, bad);
+            if let Some(why) = r.window.problem() {
+                bad(k("inactivity.window"), why.to_owned());
+            }
         }
     }
 }

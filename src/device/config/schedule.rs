@@ -37,6 +37,11 @@ impl Schedule {
         Ok(Schedule { start, end })
     }
 
+    /// Minutes since the window opened, when `minute` (after local midnight) lies in it.
+    pub fn minutes_into(&self, minute: u32) -> Option<u32> {
+        self.contains(minute).then(|| (minute + 1440 - self.start) % 1440)
+    }
+
     /// Whether `minute` (after local midnight) lies in the window.
     pub fn contains(&self, minute: u32) -> bool {
         if self.start < self.end {

@@ -3,6 +3,9 @@
 //! Data flows one way: frame -> motion -> gate -> detector -> filters -> tracker ->
 //! zones -> rules -> event messages, which the caller stores.
 //!
+//! Counting lines see the same tracks; their crossings and each zone's occupancy go
+//! into the period's stats (`take_stats`), from the first picture on.
+//!
 //! Promises: no threads, no I/O but the detector the caller hands in, so a test can
 //! drive it with recorded detections. Pictures that stop coming end the open events as
 //! the tracker would have after that many frames without the object (`on_silence`);
@@ -12,14 +15,15 @@ use std::time::{Duration, SystemTime};
 
 use tracing::info;
 
+use crate::contract::StatsMessage;
 use crate::device::analysis::detect::{DetectError, Detection, Labels, yolox};
 use crate::device::analysis::gate::{self, CropState, GateInput};
 use crate::device::analysis::regions::{self, Crop};
 use crate::device::analysis::{
-    CameraRules, Filters, Grey, Incident, Motion, MotionDetector, RuleEngine, STOPPED_AFTER, TamperDetector,
-    TamperSign, Track, TrackView, Tracker, TrackerConfig,
+    CameraRules, Crossing, Filters, Grey, Incident, Line, LineCounter, Motion, MotionDetector, RuleEngine,
+    STOPPED_AFTER, StatsCollector, StatsLayout, TamperDetector, TamperSign, Track, TrackView, Tracker, TrackerConfig,
 };
-use crate::device::config::{CameraConfig, RegionsMode};
+use crate::device::config::{AlertDirection, CameraConfig, RegionsMode, local_minute};
 use crate::device::ingest::{Frame, Yuv420};
 use crate::device::ops::stages::{Span, Stage};
 use crate::device::publish::{EventSettings, ObjectEvents, Outgoing, Renderer, RuleEvents};
@@ -69,6 +73,17 @@ pub struct CameraAnalysis {
     last_detect: Option<SystemTime>,
     /// (zone, rule) pairs the desk disarmed: their incidents are not acted on.
     disarmed: Vec<(String, String)>,
+    lines: LineCounter,
+    /// Crossings of the current frame, counted and alerted in `on_frame`.
+    crossed: Vec<Crossing>,
+    /// Crossings alerted so far: part of each `line_crossing` incident's key.
+    alerts: u64,
+    /// Labels whose zone occupancy the stats count (the camera's tracked labels).
+    zone_classes: Vec<usize>,
+    stats_layout: StatsLayout,
+    stats_period: Duration,
+    /// Started at the first picture.
+    stats: Option<StatsCollector>,
 }
 
 impl CameraAnalysis {
@@ -82,6 +97,7 @@ impl CameraAnalysis {
         let camera_rules = CameraRules::new(cam);
         let objects = ObjectEvents::new(events.clone(), &cam.id).with_snapshots(renderer.clone(), engine.zones());
         let rule_events = RuleEvents::new(events.clone(), &cam.id, renderer, engine.zones());
+        let (lines, stats_layout) = lines_and_layout(cam, labels, &events.site);
         CameraAnalysis {
             camera: cam.id.clone(),
             object_labels: cam.track.iter().filter_map(|l| labels.id(l)).collect(),
@@ -101,6 +117,13 @@ impl CameraAnalysis {
             last: None,
             last_detect: None,
             disarmed: Vec::new(),
+            lines,
+            crossed: Vec::new(),
+            alerts: 0,
+            zone_classes: stats_layout.zone_labels.iter().map(|(c, _)| *c).collect(),
+            stats_layout,
+            stats_period: Duration::from_secs(cam.stats.period_s),
+            stats: None,
         }
     }
 
@@ -137,6 +160,7 @@ impl CameraAnalysis {
         changes.retain(|(_, t)| self.object_labels.contains(&t.class_id));
         let mut incidents = self.engine.evaluate(now, &views);
         incidents.retain(|i| self.armed(i));
+        incidents.extend(self.count(now, &views));
         incidents.extend(self.camera_rules.tamper(now, sign));
         drop(track_span);
         let mut events = Vec::new();
@@ -147,6 +171,55 @@ impl CameraAnalysis {
         events.extend(self.rule_events.on_frame(incidents, now, Some(&frame)));
         self.last = Some(frame);
         Analysed { detector, events }
+    }
+
+    /// Counts this frame into the stats (its crossings and each zone's occupancy) and
+    /// returns the `line_crossing` incidents its crossings make.
+    fn count(&mut self, now: SystemTime, views: &[TrackView]) -> Vec<Incident> {
+        let stats =
+            self.stats.get_or_insert_with(|| StatsCollector::new(self.stats_layout.clone(), self.stats_period, now));
+        stats.frame(&self.engine.occupancy(views, &self.zone_classes));
+        let mut out = Vec::new();
+        for c in std::mem::take(&mut self.crossed) {
+            stats.crossed(&c);
+            let line = &self.lines.lines()[c.line];
+            let direction = if c.inward { "in" } else { "out" };
+            info!(camera = %self.camera, line = %line.name, track = c.track, "crossed {direction}");
+            let Some((want, schedule)) = &line.alert else { continue };
+            let wanted = match want {
+                AlertDirection::Any => true,
+                AlertDirection::In => c.inward,
+                AlertDirection::Out => !c.inward,
+            };
+            if wanted && schedule.is_none_or(|s| s.contains(local_minute(now))) {
+                self.alerts += 1;
+                out.push(Incident {
+                    key: format!("line_crossing/{}/{}/{}", line.name, c.track, self.alerts),
+                    kind: "line_crossing",
+                    zone: None,
+                    label: self.stats_layout.lines[c.line]
+                        .1
+                        .iter()
+                        .find(|l| l.0 == c.class_id)
+                        .map_or_else(String::new, |l| l.1.clone()),
+                    score: c.score,
+                    boxes: vec![c.bbox],
+                    detail: serde_json::json!({ "line": line.name, "direction": direction }),
+                    milestone: 0,
+                });
+            }
+        }
+        out
+    }
+
+    /// The stats of the period that ended by `now`, if one did (see `StatsCollector`).
+    pub fn take_stats(&mut self, now: SystemTime) -> Option<StatsMessage> {
+        self.stats.as_mut()?.due(now)
+    }
+
+    /// The stats of the period so far, closed at `now` (the camera stops).
+    pub fn final_stats(&mut self, now: SystemTime) -> Option<StatsMessage> {
+        self.stats.as_mut()?.finish(now)
     }
 
     /// No picture for `silent`: past the tracker's loss window the open object events end
@@ -258,9 +331,28 @@ impl CameraAnalysis {
             self.filters.fuse_kinds(detections).into_iter().filter(|d| self.filters.keep(d, size)).collect();
         let in_motion: Vec<bool> = detections.iter().map(|d| moved.is_none_or(|m| m.moving_in(&d.bbox))).collect();
         let changes = self.tracker.update_with_motion(&detections, &in_motion);
-        self.engine.observe(now, &track_views(&self.tracker), size);
+        let views = track_views(&self.tracker);
+        self.engine.observe(now, &views, size);
+        self.crossed = self.lines.observe(&views, size);
         changes
     }
+}
+
+/// The camera's counting lines, and what its stats list: every line with its labels,
+/// every zone with every label the camera tracks.
+fn lines_and_layout(cam: &CameraConfig, labels: &Labels, site: &str) -> (LineCounter, StatsLayout) {
+    let named = |names: &[String]| -> Vec<(usize, String)> {
+        names.iter().filter_map(|n| labels.id(n).map(|id| (id, n.clone()))).collect()
+    };
+    let lines = cam.lines.iter().map(|l| Line::new(l, named(&l.labels).into_iter().map(|(id, _)| id).collect()));
+    let layout = StatsLayout {
+        site: site.to_owned(),
+        camera: cam.id.clone(),
+        lines: cam.lines.iter().map(|l| (l.name.clone(), named(&l.labels))).collect(),
+        zones: cam.zones.iter().map(|z| z.name.clone()).collect(),
+        zone_labels: named(&cam.tracked_labels()),
+    };
+    (LineCounter::new(lines.collect()), layout)
 }
 
 fn tracker_config(cam: &CameraConfig, labels: &Labels, filters: &Filters) -> TrackerConfig {

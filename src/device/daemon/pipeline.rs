@@ -240,7 +240,9 @@ fn analyse(
     let mut failing = DetectorFailures::default();
     let mut last_frame = Instant::now();
     let mut switches = SwitchView::default();
+    let mut stats = StatsWaiting::default();
     while !shutdown.is_cancelled() {
+        stats.store(&cam.id, shared, analysis.take_stats(SystemTime::now()));
         if let Some(out) = switches.follow(&cam.id, &shared.switches, &mut analysis) {
             keep(out, &mut analysis);
         }
@@ -285,12 +287,14 @@ fn analyse(
         }
         keep(done.events, &mut analysis);
     }
+    let last = analysis.final_stats(SystemTime::now());
     let out = analysis.finish();
     store(&cam.id, shared, lock(clips).route(out), |_| {});
     let jobs = lock(clips).flush();
     for job in jobs {
         deliver_clip(job, shared);
     }
+    stats.store(&cam.id, shared, last);
 }
 
 /// Makes the job's clip and stores it with the message that names it.
@@ -302,6 +306,43 @@ pub(super) fn deliver_clip(job: Job, shared: &Shared) {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Stats messages that the outbox could not take yet, oldest first: kept and offered
+/// again each time round, so a failed write costs a delay, never a hole in stats' `seq`.
+#[derive(Default)]
+struct StatsWaiting {
+    waiting: std::collections::VecDeque<crate::contract::StatsMessage>,
+    failing: bool,
+}
+
+impl StatsWaiting {
+    /// A day of 5-minute periods: beyond this a broken disk costs the oldest.
+    const MAX: usize = 288;
+
+    fn store(&mut self, camera: &str, shared: &Shared, new: Option<crate::contract::StatsMessage>) {
+        self.waiting.extend(new);
+        if self.waiting.len() > Self::MAX {
+            self.waiting.pop_front();
+            warn!(camera, "stats: the outbox has failed for too long; the oldest waiting period is dropped");
+        }
+        while let Some(m) = self.waiting.front() {
+            match shared.outbox.with(|o| o.push_stats(m)) {
+                Ok(seq) => {
+                    info!(camera, stats_seq = seq, period_end = %m.period_end, frames = m.frames, "stats stored");
+                    self.waiting.pop_front();
+                    self.failing = false;
+                    shared.wake.notify_one();
+                }
+                Err(e) => {
+                    if !std::mem::replace(&mut self.failing, true) {
+                        warn!(camera, "stats cannot be stored now: {e}; kept and tried again");
+                    }
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// The desk's switches as one analysis thread last saw them.

@@ -12,6 +12,10 @@
 //! what the broker does not have; the publisher retries the writes with a growing
 //! pause (1 s to 30 s) and goes on delivering meanwhile.
 //!
+//! Stats messages (contract 1.1) go the same way beside the events: stored first, one
+//! at a time in their own `seq` order, removed from the pending ones after their PUBACK;
+//! a stop waits for them as for events.
+//!
 //! Each connection gets a fresh rumqttc client and event loop, polled by a task of its
 //! own: rumqttc's `poll` must not be cancelled mid-connect (the broker would see a
 //! dropped connection and publish the last will), and nothing from a dead connection
@@ -108,6 +112,8 @@ enum Tag {
     /// The `n`th thing the event `seq` carries (snapshot, clip), sent before it.
     Attachment(u64, usize),
     Event(u64),
+    /// A stats message, by its own `seq`.
+    Stats(u64),
     Stopped,
     Other,
 }
@@ -301,6 +307,10 @@ struct Connection {
     /// that (a push, an ack, a stop), so that pings and health acks do not each cost
     /// a query.
     look: bool,
+    /// The stats message in flight (its own `seq`), and whether the outbox may hold
+    /// one to send: stats go one at a time beside the events, in their own order.
+    stats: Option<u64>,
+    look_stats: bool,
 }
 
 impl Default for Connection {
@@ -313,6 +323,8 @@ impl Default for Connection {
             current_sent: std::time::Instant::now(),
             stopped_sent: false,
             look: true,
+            stats: None,
+            look_stats: true,
         }
     }
 }
@@ -340,6 +352,9 @@ impl Publisher {
             // A stop drains at full speed: the time left is short.
             let paced = self.drain_deadline.is_none() && Instant::now() < self.next_send;
             let retry_at = self.retry.unwrap_or_else(Instant::now);
+            if conn.connected && conn.look_stats && conn.stats.is_none() && !conn.stopped_sent {
+                self.send_stats(&mut conn, client).await;
+            }
             let waiting = self.clip_wait.is_some();
             if conn.connected && conn.look && conn.current.is_none() && !conn.stopped_sent && !paced && !waiting {
                 self.send_next(&mut conn, client).await;
@@ -364,7 +379,7 @@ impl Publisher {
                     Some(Ok(_)) => {}
                 },
                 Some(m) = self.messages.recv() => self.on_message(&mut conn, client, m).await,
-                _ = self.wake.notified(), if conn.current.is_none() => conn.look = true,
+                _ = self.wake.notified(), if conn.current.is_none() => (conn.look, conn.look_stats) = (true, true),
                 _ = tokio::time::sleep_until(retry_at), if self.retry.is_some() => {
                     self.retry = None;
                     if self.outbox.with_async(|o| o.retry()).await {
@@ -372,7 +387,7 @@ impl Publisher {
                     } else {
                         self.retry_later();
                     }
-                    conn.look = true;
+                    (conn.look, conn.look_stats) = (true, true);
                 }
                 _ = tokio::time::sleep_until(self.next_send), if paced && conn.look && conn.current.is_none() => {}
                 _ = tokio::time::sleep_until(self.clip_wait.unwrap_or_else(Instant::now)), if waiting => {
@@ -382,6 +397,7 @@ impl Publisher {
                 _ = self.stop.cancelled(), if self.drain_deadline.is_none() => {
                     self.drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
                     conn.look = true; // an empty outbox now means: say "stopped"
+                    conn.look_stats = true;
                 }
                 _ = tokio::time::sleep_until(deadline), if self.drain_deadline.is_some() => {
                     if let Some(done) = self.on_drain_deadline(&mut conn, client).await {
@@ -412,6 +428,8 @@ impl Publisher {
                 conn.current = Some(p);
                 self.next_send = Instant::now() + self.min_gap;
             }
+            // Stats still to go: "stopped" waits for them (their PUBACK looks again).
+            Ok(None) if self.drain_deadline.is_some() && (conn.stats.is_some() || conn.look_stats) => conn.look = false,
             Ok(None) if self.drain_deadline.is_some() => {
                 // Last chance to write what the broker has, so that the next
                 // start does not send it again.
@@ -423,6 +441,24 @@ impl Publisher {
             Err(_) => {
                 self.retry_later();
                 conn.look = false;
+            }
+        }
+    }
+
+    /// Publishes the oldest stats message the broker does not have yet, if any.
+    async fn send_stats(&mut self, conn: &mut Connection, client: &AsyncClient) {
+        match self.outbox.with_async(|o| o.oldest_stats()).await {
+            Ok(Some((seq, payload))) => {
+                if client.publish(self.topics.stats(), QoS::AtLeastOnce, false, payload).await.is_ok() {
+                    conn.asked.push_back(Tag::Stats(seq));
+                    conn.stats = Some(seq);
+                }
+            }
+            Ok(None) => conn.look_stats = false,
+            Err(e) => {
+                debug!("outbox: cannot read the next stats message: {e}; retrying");
+                conn.look_stats = false;
+                self.retry_later();
             }
         }
     }
@@ -504,6 +540,13 @@ impl Publisher {
                 }
                 conn.current = None;
                 conn.look = true;
+            }
+            Some(Tag::Stats(seq)) => {
+                if let Err(e) = self.outbox.with_async(move |o| o.ack_stats(seq)).await {
+                    debug!(seq, "stats delivered; the outbox cannot record it, so it may go again: {e}");
+                }
+                conn.stats = None;
+                (conn.look, conn.look_stats) = (true, true);
             }
             Some(Tag::Stopped) => {
                 goodbye(client, events).await;

@@ -43,7 +43,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction,
 use sha2::{Digest, Sha256};
 use tracing::{error, info, warn};
 
-use crate::contract::{EventMessage, EventType, hex};
+use crate::contract::{EventMessage, EventType, StatsMessage, hex};
 use crate::device::ops::stages::{Span, Stage};
 use crate::device::publish::event::Outgoing;
 
@@ -772,6 +772,119 @@ impl Outbox {
             .filter(|(id, _)| !salvage.open.iter().any(|(o, _)| o == id))
             .map(|(_, m)| m)
             .collect())
+    }
+}
+
+/// Stats messages (contract 1.1, "Statistics"): stored like events, in a table of their
+/// own with a `seq` of their own, consecutive, handed out oldest first and kept as local
+/// history once delivered. The table is made on first use, so an outbox from before
+/// stats simply gains it. A stats message is small and rare (one per camera and
+/// period): it is not evicted for room. After a damaged outbox was replaced the stats
+/// `seq` goes on from the clock (a jump the desk sees, never a step back that its
+/// dedupe would swallow).
+impl Outbox {
+    /// Delivered stats kept as history at most.
+    const STATS_HISTORY: u64 = 20_000;
+
+    fn stats_table(tx: &Transaction) -> rusqlite::Result<()> {
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS stats (
+                 seq INTEGER PRIMARY KEY,
+                 created_ms INTEGER NOT NULL,
+                 camera TEXT NOT NULL,
+                 period_end TEXT NOT NULL,
+                 payload TEXT NOT NULL,
+                 delivered INTEGER NOT NULL DEFAULT 0
+             );",
+        )
+    }
+
+    /// Numbers `msg` with the next stats `seq` and stores it, synced; returns the `seq`.
+    /// Nothing is numbered when the write fails: the caller keeps the message and
+    /// tries again, so the sequence stays without holes.
+    pub fn push_stats(&mut self, msg: &StatsMessage) -> Result<u64, OutboxError> {
+        let mut msg = msg.clone();
+        let replaced = self.health().damaged_file.is_some();
+        self.write(|tx| {
+            Self::stats_table(tx)?;
+            let last: Option<u64> =
+                tx.query_row("SELECT value FROM meta WHERE key = 'stats_seq'", [], |r| r.get(0)).optional()?;
+            let seq = match last {
+                Some(n) => n + 1,
+                None if replaced => unix_ms(SystemTime::now()) as u64 / 1000,
+                None => 1,
+            };
+            msg.seq = seq;
+            let payload = serde_json::to_string(&msg).map_err(to_sql_error)?;
+            tx.execute(
+                "INSERT INTO stats (seq, created_ms, camera, period_end, payload) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![seq, unix_ms(SystemTime::now()), msg.camera, msg.period_end, payload],
+            )?;
+            tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('stats_seq', ?1)", [seq])?;
+            Ok(seq)
+        })
+    }
+
+    /// The undelivered stats message with the lowest `seq`: (seq, JSON).
+    pub fn oldest_stats(&self) -> Result<Option<(u64, String)>, OutboxError> {
+        if !self.has_stats()? {
+            return Ok(None);
+        }
+        self.conn
+            .query_row("SELECT seq, payload FROM stats WHERE delivered = 0 ORDER BY seq LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .map_err(|e| self.read_failed(e))
+    }
+
+    /// The broker has stats `seq`: it becomes history. A failed write only means it
+    /// may be sent again (the desk dedupes on site and `seq`).
+    pub fn ack_stats(&mut self, seq: u64) -> Result<(), OutboxError> {
+        self.write(|tx| {
+            tx.execute("UPDATE stats SET delivered = 1 WHERE seq <= ?1 AND delivered = 0", [seq])?;
+            tx.execute(
+                "DELETE FROM stats WHERE delivered = 1 AND seq <= ?1",
+                [seq.saturating_sub(Self::STATS_HISTORY)],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Stored stats (delivered or not) of one camera or all whose period ended at or
+    /// after `since` (RFC 3339, as the messages write it), oldest first, at most `limit`
+    /// (the latest ones).
+    pub fn recent_stats(
+        &self,
+        camera: Option<&str>,
+        since: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StatsMessage>, OutboxError> {
+        if !self.has_stats()? {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT payload FROM stats WHERE (?1 IS NULL OR camera = ?1) AND (?2 IS NULL OR period_end >= ?2)
+                 ORDER BY seq DESC LIMIT ?3",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows =
+            stmt.query_map(params![camera, since, limit as i64], |r| r.get::<_, String>(0)).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for payload in rows {
+            out.push(serde_json::from_str(&payload.map_err(|e| self.err(e))?)?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// Whether the stats table exists yet (a read-only outbox cannot make it).
+    fn has_stats(&self) -> Result<bool, OutboxError> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'stats'", [], |r| r.get(0))
+            .map_err(|e| self.read_failed(e))
     }
 }
 
@@ -1584,5 +1697,43 @@ mod tests {
         assert!(hint(&full).contains("disk is full") && !hint(&full).contains("aside"));
         assert!(hint(&denied).contains("may write") && !hint(&denied).contains("aside"));
         assert!(hint(&damaged).contains("aside"));
+    }
+
+    fn stats(camera: &str, end: &str) -> StatsMessage {
+        StatsMessage {
+            schema: crate::contract::STATS_SCHEMA.into(),
+            seq: 0,
+            site: "s".into(),
+            camera: camera.into(),
+            period_start: "2026-11-28T08:00:00.000Z".into(),
+            period_end: end.into(),
+            frames: 10,
+            lines: Default::default(),
+            zones: Default::default(),
+        }
+    }
+
+    #[test]
+    fn stats_have_their_own_consecutive_seq_delivered_in_order_across_a_reopen() {
+        let dir = tempdir("stats");
+        let mut ob = Outbox::open(&dir).unwrap();
+        assert_eq!(ob.oldest_stats().unwrap(), None);
+        ob.push(outgoing(false)).unwrap(); // events number apart
+        assert_eq!(ob.push_stats(&stats("a", "2026-11-28T08:05:00.000Z")).unwrap(), 1);
+        assert_eq!(ob.push_stats(&stats("b", "2026-11-28T08:05:00.000Z")).unwrap(), 2);
+        let (seq, payload) = ob.oldest_stats().unwrap().unwrap();
+        assert_eq!(seq, 1);
+        assert_eq!(serde_json::from_str::<StatsMessage>(&payload).unwrap().seq, 1, "seq is in the payload");
+        ob.ack_stats(1).unwrap();
+        drop(ob);
+        let mut ob = Outbox::open(&dir).unwrap();
+        assert_eq!(ob.oldest_stats().unwrap().map(|p| p.0), Some(2), "what the broker lacks survives a restart");
+        assert_eq!(ob.push_stats(&stats("a", "2026-11-28T08:10:00.000Z")).unwrap(), 3, "never reused");
+        let ro = Outbox::open_read_only(&dir).unwrap();
+        let a: Vec<u64> = ro.recent_stats(Some("a"), None, 10).unwrap().iter().map(|m| m.seq).collect();
+        assert_eq!(a, [1, 3], "history too, per camera");
+        let late = ro.recent_stats(None, Some("2026-11-28T08:06:00.000Z"), 10).unwrap();
+        assert_eq!(late.iter().map(|m| m.seq).collect::<Vec<_>>(), [3]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

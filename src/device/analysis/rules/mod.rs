@@ -9,6 +9,7 @@
 //! Zone rules (`zone.rs` for membership) are here; per-camera rules in `camera.rs`.
 
 mod camera;
+mod person;
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
@@ -69,6 +70,8 @@ struct ZoneRules {
     crowd: Option<(LabelRule, u32)>,
     occupation: Option<LabelRule>,
     abandoned: Option<LabelRule>,
+    person_down: Option<person::DownRule>,
+    inactivity: Option<person::InactivityRule>,
 }
 
 /// What is remembered about one object between frames.
@@ -101,6 +104,12 @@ pub struct RuleEngine {
     /// zone on every analysed frame.
     standing: HashMap<(u64, usize), SystemTime>,
     person: Option<usize>,
+    /// Persons' recent box shapes, by track id (person_down).
+    shapes: HashMap<u64, person::Shape>,
+    /// Per zone: when someone was last in it (inactivity).
+    quiet: Vec<person::Quiet>,
+    /// The first analysed frame's time: inactivity counts from it at the earliest.
+    first_frame: Option<SystemTime>,
 }
 
 fn secs(s: f64) -> Duration {
@@ -137,6 +146,15 @@ impl RuleEngine {
                     .as_ref()
                     .map(|r| LabelRule { classes: ids(&r.labels), after: secs(r.seconds) }),
                 abandoned: z.abandoned.as_ref().map(|r| LabelRule { classes: ids(&r.labels), after: secs(r.seconds) }),
+                person_down: z
+                    .person_down
+                    .as_ref()
+                    .map(|r| person::DownRule { after: secs(r.seconds), ratio: r.ratio }),
+                inactivity: z.inactivity.as_ref().map(|r| person::InactivityRule {
+                    classes: ids(&r.labels),
+                    window: *r.window.get(),
+                    after: secs(r.seconds),
+                }),
             })
             .collect();
         RuleEngine {
@@ -149,6 +167,9 @@ impl RuleEngine {
             alone: HashMap::new(),
             standing: HashMap::new(),
             person: labels.id("person"),
+            shapes: HashMap::new(),
+            quiet: cam.zones.iter().map(|_| person::Quiet::default()).collect(),
+            first_frame: None,
         }
     }
 
@@ -190,6 +211,25 @@ impl RuleEngine {
                 st.entered.entry(z).or_insert_with(|| self.standing.get(&(t.id, z)).copied().unwrap_or(now));
             }
         }
+        self.first_frame.get_or_insert(now);
+        self.observe_persons(now, tracks);
+    }
+
+    /// How many objects of each of `classes` stand in each zone now (with the zones'
+    /// inertia; objects seen surely enough, moving or not): `[zone]` lists (class, n).
+    pub fn occupancy(&self, tracks: &[TrackView], classes: &[usize]) -> Vec<Vec<(usize, u64)>> {
+        (0..self.zones.len())
+            .map(|zi| {
+                classes
+                    .iter()
+                    .map(|c| {
+                        let n =
+                            tracks.iter().filter(|t| t.class_id == *c && t.established && self.in_zone(zi, t)).count();
+                        (*c, n as u64)
+                    })
+                    .collect()
+            })
+            .collect()
     }
 
     /// Names of the zones object `id` is in.
@@ -216,6 +256,8 @@ impl RuleEngine {
             self.crowd(zi, now, tracks, &mut out);
             self.occupation(zi, now, tracks, &mut out);
             self.abandoned(zi, now, tracks, &persons, &mut out);
+            self.person_down(zi, now, tracks, &mut out);
+            self.inactivity(zi, now, &mut out);
         }
         out
     }
@@ -373,7 +415,7 @@ mod tests {
     const BASE: &str =
         "site = \"s\"\n[mqtt]\nhost = \"h\"\n[storage]\ndir = \"d\"\n[[cameras]]\nid = \"c\"\nurl = \"rtsp://h/x\"\n";
 
-    fn engine(zone_toml: &str) -> RuleEngine {
+    pub(super) fn engine(zone_toml: &str) -> RuleEngine {
         let text = format!(
             "{BASE}[[cameras.zones]]\nname = \"lane\"\npoints = [[0.0, 0.5], [1.0, 0.5], [1.0, 1.0], [0.0, 1.0]]\ninertia = 2\n{zone_toml}"
         );
@@ -387,7 +429,11 @@ mod tests {
     }
 
     /// Runs `frames` at 5 fps; returns the incidents' (frame, kind, detail) per frame.
-    fn run(e: &mut RuleEngine, frames: usize, at: impl Fn(usize) -> Vec<TrackView>) -> Vec<(usize, String, String)> {
+    pub(super) fn run(
+        e: &mut RuleEngine,
+        frames: usize,
+        at: impl Fn(usize) -> Vec<TrackView>,
+    ) -> Vec<(usize, String, String)> {
         let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000);
         let mut out = Vec::new();
         for f in 0..frames {
