@@ -69,11 +69,13 @@ GLIBC=$(readelf -V --wide "$BIN" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_/
 # Depends: the libraries the binary links (a test checks this list against its NEEDED
 # entries) and the GStreamer plugins the decoder uses at run time: appsrc, videorate,
 # videoconvert, videoscale, appsink (base), h264parse, h265parse (bad), avdec_h26x
-# (libav). -good is only for `gridwatch serve` (rtph264pay), hence Recommends.
+# (libav), and mp4mux (good) for event clips. -ugly's x264enc encodes the clips of
+# cameras with privacy masks; without it those cameras' events go without clips.
 DEPENDS="libc6 (>= $GLIBC), libgcc-s1, libglib2.0-0, libgstreamer1.0-0 (>= 1.22), \
 libgstreamer-plugins-base1.0-0 (>= 1.22), libgstrtspserver-1.0-0 (>= 1.22), libturbojpeg0, \
-gstreamer1.0-plugins-base (>= 1.22), gstreamer1.0-plugins-bad (>= 1.22), gstreamer1.0-libav (>= 1.22)"
-RECOMMENDS="gstreamer1.0-plugins-good"
+gstreamer1.0-plugins-base (>= 1.22), gstreamer1.0-plugins-good (>= 1.22), gstreamer1.0-plugins-bad (>= 1.22), \
+gstreamer1.0-libav (>= 1.22)"
+RECOMMENDS="gstreamer1.0-plugins-ugly"
 # Only for notices played out loud ([notices] player = "tts").
 SUGGESTS="espeak-ng, alsa-utils"
 

@@ -18,6 +18,10 @@ PACKAGES=(
   build-essential pkg-config
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstrtspserver-1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav
+  # x264enc: clips of cameras with privacy masks are encoded again
+  gstreamer1.0-plugins-ugly
+  # ffprobe and ffmpeg: the clip tests read what gridwatch muxed with FFmpeg's own tools
+  ffmpeg
   mosquitto mosquitto-clients
   # the tests make their own TLS certificates
   openssl

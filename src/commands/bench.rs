@@ -164,5 +164,26 @@ fn table(r: &BenchReport) -> String {
         mem.sessions,
         if mem.sessions == 1 { "" } else { "s" }
     );
+    out += &clips(r);
     out
+}
+
+/// The clip stage's lines: the ring's share of the pipeline's CPU and its memory, and
+/// what a clip costs to make.
+fn clips(r: &BenchReport) -> String {
+    let c = &r.clips;
+    // The ring's CPU per camera over the pipeline's CPU per camera.
+    let per_camera_ms_per_s = r.pipeline_cpu_ms_per_analysed * r.analysed_per_s / r.cameras.max(1) as f64;
+    let ring_ms_per_s = c.ring_us_per_frame / 1000.0 * r.frames_in_per_s / r.cameras.max(1) as f64;
+    format!(
+        "clip ring        {:.2} us/frame ({:.3} % of a camera's pipeline CPU); 8 MiB holds {:.0} s of this stream ({:.0} kB/s)
+         clip making      {:.1} ms CPU per second of clip as sent; {} masked (decode, mask, x264)
+",
+        c.ring_us_per_frame,
+        100.0 * ring_ms_per_s / per_camera_ms_per_s.max(f64::MIN_POSITIVE),
+        c.ring_seconds,
+        c.stream_bytes_per_s / 1000.0,
+        c.mux_ms_per_clip_s,
+        c.masked_ms_per_clip_s.map_or("no x264enc:".to_owned(), |m| format!("{m:.1} ms")),
+    )
 }

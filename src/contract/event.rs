@@ -5,6 +5,11 @@ use serde::{Deserialize, Serialize};
 
 pub const EVENT_SCHEMA: &str = "gridwatch.event/1";
 
+/// The rule kinds a device makes events of (besides `object`): the desk's default
+/// alert kinds, and the kinds that get clips unless a camera says otherwise.
+pub const RULE_KINDS: [&str; 7] =
+    ["intrusion", "loitering", "crowd", "occupation", "abandoned", "tamper", "camera_offline"];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EventType {
@@ -48,6 +53,23 @@ pub struct EventMessage {
     /// Rule kinds only: the rule's figures (docs/rules.md); absent on object events.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<serde_json::Value>,
+    /// The event's video clip, published before this message (contract 1.1); absent
+    /// until the clip is made, usually on the `end`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<ClipRef>,
+}
+
+/// Where an event's clip was published and what it holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClipRef {
+    pub topic: String,
+    pub sha256: String,
+    pub bytes: usize,
+    pub duration_s: f64,
+    /// The time of the clip's first frame (RFC 3339 UTC).
+    pub starts_at: String,
+    /// `h264` or `h265`.
+    pub codec: String,
 }
 
 /// Where the event's picture was published and how to verify it.

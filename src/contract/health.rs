@@ -70,4 +70,18 @@ pub struct HealthReport {
     /// Where a damaged outbox was moved for recovery, while that file is there.
     #[serde(default)]
     pub outbox_damaged: Option<String>,
+    /// This camera's clips dropped to keep the outbox within storage.max_bytes, over
+    /// the outbox's life; and those the uplink's hourly budget held back past
+    /// mqtt.clip_keep_s, since start. Their events went without them.
+    #[serde(default)]
+    pub clips_evicted: u64,
+    #[serde(default)]
+    pub clips_dropped: u64,
+    /// Seconds of video the camera's clip ring holds now (the pre-roll and what a
+    /// clip request can still get), and how often its byte bound cut it below the
+    /// pre-roll since start (raise cameras.clips.ring_bytes if it grows).
+    #[serde(default)]
+    pub clip_ring_s: f64,
+    #[serde(default)]
+    pub clip_ring_cuts: u64,
 }

@@ -13,7 +13,7 @@ pub use command::{
     COMMAND_ERROR_SCHEMA, CommandError, MAX_COMMAND_BYTES, MAX_NOTICE_CHARS, NOTICE_RECEIPT_SCHEMA, NOTICE_SCHEMA,
     NoticeLevel, NoticeMessage, NoticeReceipt, is_token,
 };
-pub use event::{EVENT_SCHEMA, EventMessage, EventType, SnapshotRef};
+pub use event::{ClipRef, EVENT_SCHEMA, EventMessage, EventType, RULE_KINDS, SnapshotRef};
 pub use health::{CameraState, HealthReport};
 pub use info::{INFO_SCHEMA, Info, InfoCamera, InfoModel};
 pub use names::{Invalid, check_id, hex, timestamp};

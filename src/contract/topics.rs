@@ -47,6 +47,10 @@ impl Topics {
     pub fn snapshot_reply(&self, camera: &str, request_id: &str) -> String {
         format!("{}/{}/{camera}/snapshot/{request_id}", self.root, self.site)
     }
+    /// Where an event's clip goes.
+    pub fn clip(&self, event_id: &str) -> String {
+        format!("{}/{}/clips/{event_id}", self.root, self.site)
+    }
     pub fn command_errors(&self) -> String {
         format!("{}/{}/command_errors", self.root, self.site)
     }

@@ -310,6 +310,7 @@ impl Publisher {
             ended_at: None,
             snapshot: Some(SnapshotRef { topic, sha256: sha, bytes: jpeg.len(), width: 768, height: 576 }),
             detail: None,
+            clip: None,
         };
         self.sent.lock().unwrap_or_else(|p| p.into_inner()).insert(format!("{}/{id}", self.site), Instant::now());
         client
@@ -413,6 +414,7 @@ fn fill(dir: &Path, from: usize, n: usize, sites: usize, cameras: usize) -> anyh
             ended_at: None,
             snapshot: None,
             detail: None,
+            clip: None,
         };
         store.put_event(&e, "{}", i.is_multiple_of(20), None)?;
         if i.is_multiple_of(100_000) && i > 0 {

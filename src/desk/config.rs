@@ -13,8 +13,7 @@ use serde::Deserialize;
 use crate::device::config::MqttConfig;
 
 /// Rule kinds that make an incident unless `[alerts] kinds` says otherwise.
-pub const RULE_KINDS: [&str; 7] =
-    ["intrusion", "loitering", "crowd", "occupation", "abandoned", "tamper", "camera_offline"];
+pub use crate::contract::RULE_KINDS;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

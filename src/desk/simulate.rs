@@ -285,6 +285,10 @@ impl Site {
                 packets_lost: 0,
                 snapshots_evicted: 0,
                 events_evicted: 0,
+                clips_evicted: 0,
+                clips_dropped: 0,
+                clip_ring_s: 0.0,
+                clip_ring_cuts: 0,
                 events_dropped: 0,
                 snapshots_damaged: 0,
                 outbox_error: None,
@@ -367,6 +371,7 @@ impl Site {
             ended_at: (kind == EventType::End).then(|| timestamp(now)),
             snapshot,
             detail: rule.then(|| serde_json::json!({"count": 3, "dwell_s": 42})),
+            clip: None,
         };
         link.send(self.topics.events(), serde_json::to_vec(&msg).unwrap_or_default(), false).await;
         self.record(&msg);

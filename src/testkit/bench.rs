@@ -161,6 +161,8 @@ pub struct BenchReport {
     pub memory: MemorySplit,
     /// Events the run stored (and the broker acknowledged, or was about to).
     pub events: u64,
+    /// The clip stage (issue 16), on the recorded stream.
+    pub clips: super::bench_clips::ClipCosts,
 }
 
 /// Runs the whole bench; `progress` gets one line per phase.
@@ -206,6 +208,8 @@ pub async fn run(opts: BenchOptions, progress: impl Fn(&str)) -> anyhow::Result<
 
     progress("measuring the floors again");
     passes.push(floors(&info, &sample, &opts, &models)?);
+    progress("measuring the clip stage: the ring, a clip as sent, a masked clip");
+    let clips = super::bench_clips::measure(&info, &sample, opts.analysis_width)?;
     let floors = Floors::from_passes(&models, &passes);
     let (decode_floor, inference_floor) = (floors.decode_ms_per_frame, floors.inference_ms);
 
@@ -247,6 +251,7 @@ pub async fn run(opts: BenchOptions, progress: impl Fn(&str)) -> anyhow::Result<
         rss_rest_mb: rss.saturating_sub(rss_shared) as f64 / 1024.0,
         memory,
         events: outbox_events,
+        clips,
     })
 }
 
@@ -485,7 +490,7 @@ fn inference_floor(
 }
 
 /// This process's CPU time (user and system) so far.
-fn process_cpu() -> Duration {
+pub(super) fn process_cpu() -> Duration {
     // SAFETY: rusage is plain integers, for which all-zero bytes are a valid value.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: a valid out-pointer.

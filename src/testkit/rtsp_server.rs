@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
 use anyhow::{Context as _, anyhow, bail};
@@ -30,7 +30,17 @@ pub struct RtspServer {
     port: u16,
     main_loop: glib::MainLoop,
     thread: Option<JoinHandle<()>>,
-    frozen: Arc<AtomicBool>,
+    faults: Arc<Faults>,
+}
+
+/// What a test can make the camera do wrong.
+#[derive(Default)]
+struct Faults {
+    frozen: AtomicBool,
+    /// RTP timestamps leap 2 s forward every 3 s of video.
+    jumps: AtomicBool,
+    /// Every this many RTP packets one is never sent (0: none).
+    drop_every: AtomicU32,
 }
 
 struct Mount {
@@ -65,7 +75,19 @@ impl RtspServer {
     /// Fault hook: while frozen, connections stay open but no video is sent, like a
     /// camera whose encoder hung. Lets tests exercise stall detection.
     pub fn set_frozen(&self, frozen: bool) {
-        self.frozen.store(frozen, Ordering::Relaxed);
+        self.faults.frozen.store(frozen, Ordering::Relaxed);
+    }
+
+    /// Fault hook: a camera whose clock misbehaves, as many do: while on, the RTP
+    /// timestamps it sends leap 2 s forward every 3 s of video (the video itself keeps
+    /// its pace).
+    pub fn set_timestamp_jumps(&self, on: bool) {
+        self.faults.jumps.store(on, Ordering::Relaxed);
+    }
+
+    /// Fault hook: a lossy network: every `n`th RTP packet is never sent (0: none).
+    pub fn set_packet_loss(&self, n: u32) {
+        self.faults.drop_every.store(n, Ordering::Relaxed);
     }
 
     /// Stops serving: closes the listening socket and all client connections.
@@ -87,15 +109,15 @@ impl RtspServer {
     fn launch(port: u16, mounts: &[(&str, &Path)], auth: Option<(String, String)>) -> anyhow::Result<RtspServer> {
         gst::init().context("initialising GStreamer")?;
         let mounts = mounts.iter().map(|(path, file)| Mount::new(path, file)).collect::<anyhow::Result<Vec<_>>>()?;
-        let frozen = Arc::new(AtomicBool::new(false));
+        let faults = Arc::new(Faults::default());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let thread_frozen = frozen.clone();
+        let thread_faults = faults.clone();
         let thread = std::thread::Builder::new()
             .name("rtsp-server".into())
-            .spawn(move || serve(port, &mounts, auth, thread_frozen, &ready_tx))
+            .spawn(move || serve(port, &mounts, auth, thread_faults, &ready_tx))
             .context("spawning the RTSP server thread")?;
         match ready_rx.recv() {
-            Ok(Ok((port, main_loop))) => Ok(RtspServer { port, main_loop, thread: Some(thread), frozen }),
+            Ok(Ok((port, main_loop))) => Ok(RtspServer { port, main_loop, thread: Some(thread), faults }),
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(e)
@@ -128,7 +150,7 @@ impl Mount {
         Ok(Mount { path: path.to_owned(), file: file.to_owned(), codec })
     }
 
-    fn factory(&self, frozen: Arc<AtomicBool>) -> anyhow::Result<rtsp::RTSPMediaFactory> {
+    fn factory(&self, faults: Arc<Faults>) -> anyhow::Result<rtsp::RTSPMediaFactory> {
         let codec = self.codec.as_str();
         let location =
             self.file.to_str().ok_or_else(|| anyhow!("{}: path is not valid UTF-8", self.file.display()))?.to_owned();
@@ -148,12 +170,15 @@ impl Mount {
             if let Some(src) = bin.by_name("src") {
                 src.set_property("location", &location);
             }
+            if let Some(pad) = bin.by_name("pay0").and_then(|p| p.static_pad("src")) {
+                mangle_rtp(&pad, faults.clone());
+            }
             let Some(pad) = bin.by_name("parse").and_then(|p| p.static_pad("src")) else {
                 return;
             };
-            let frozen = frozen.clone();
+            let faults = faults.clone();
             pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-                if frozen.load(Ordering::Relaxed) {
+                if faults.frozen.load(Ordering::Relaxed) {
                     return gst::PadProbeReturn::Drop;
                 }
                 // On a bare byte-stream the parser sets only DTS; without PTS every RTP
@@ -171,6 +196,46 @@ impl Mount {
     }
 }
 
+/// Applies the network and clock faults to the RTP packets the payloader sends.
+fn mangle_rtp(pad: &gst::Pad, faults: Arc<Faults>) {
+    let sent = AtomicU64::new(0);
+    pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, info| {
+        let keep = |buffer: &mut gst::BufferRef| {
+            let n = faults.drop_every.load(Ordering::Relaxed);
+            if n > 0 && sent.fetch_add(1, Ordering::Relaxed) % u64::from(n) == u64::from(n) - 1 {
+                return false;
+            }
+            if faults.jumps.load(Ordering::Relaxed) {
+                // 90 kHz: 2 s more for every 3 s of video so far.
+                let leap = buffer.pts().map_or(0, |t| t.seconds() / 3 * 2 * 90_000) as u32;
+                if let Ok(mut map) = buffer.map_writable()
+                    && map.len() >= 8
+                {
+                    let ts = u32::from_be_bytes([map[4], map[5], map[6], map[7]]).wrapping_add(leap);
+                    map[4..8].copy_from_slice(&ts.to_be_bytes());
+                }
+            }
+            true
+        };
+        if let Some(gst::PadProbeData::Buffer(b)) = &mut info.data
+            && !keep(b.make_mut())
+        {
+            return gst::PadProbeReturn::Drop;
+        }
+        if let Some(gst::PadProbeData::BufferList(list)) = &mut info.data {
+            let mut kept = gst::BufferList::new();
+            for b in list.iter() {
+                let mut b = b.copy();
+                if keep(b.make_mut()) {
+                    kept.get_mut().expect("a new list is writable").add(b);
+                }
+            }
+            *list = kept;
+        }
+        gst::PadProbeReturn::Ok
+    });
+}
+
 type Ready = anyhow::Result<(u16, glib::MainLoop)>;
 
 /// The server thread: builds the server on its own GLib main context, reports the bound
@@ -179,12 +244,12 @@ fn serve(
     port: u16,
     mounts: &[Mount],
     auth: Option<(String, String)>,
-    frozen: Arc<AtomicBool>,
+    faults: Arc<Faults>,
     ready: &std::sync::mpsc::Sender<Ready>,
 ) {
     let ctx = glib::MainContext::new();
     let result = ctx.with_thread_default(|| {
-        let (server, source) = match build(&ctx, port, mounts, auth, frozen) {
+        let (server, source) = match build(&ctx, port, mounts, auth, faults) {
             Ok(built) => built,
             Err(e) => {
                 let _ = ready.send(Err(e));
@@ -227,7 +292,7 @@ fn build(
     port: u16,
     mounts: &[Mount],
     auth: Option<(String, String)>,
-    frozen: Arc<AtomicBool>,
+    faults: Arc<Faults>,
 ) -> anyhow::Result<(rtsp::RTSPServer, glib::SourceId)> {
     let server = rtsp::RTSPServer::new();
     server.set_address("127.0.0.1");
@@ -244,7 +309,7 @@ fn build(
             .build()
     });
     for mount in mounts {
-        let factory = mount.factory(frozen.clone())?;
+        let factory = mount.factory(faults.clone())?;
         if let Some(role) = &user_role {
             factory.add_role_from_structure(role);
         }

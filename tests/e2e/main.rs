@@ -5,6 +5,7 @@
 
 mod acl;
 mod cli;
+mod clips;
 mod commands;
 mod desk;
 mod desk_support;

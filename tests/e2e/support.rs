@@ -343,3 +343,33 @@ pub fn gridwatch(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Publishes with the broker's own client, QoS 1 (`retain` for notices); the payload
+/// goes through stdin, so tests running at once cannot swap payloads.
+pub fn publish(port: u16, topic: &str, payload: &[u8], retain: bool) {
+    use std::io::Write;
+    let mut cmd = Command::new("mosquitto_pub");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", topic, "-s"]);
+    if retain {
+        cmd.arg("-r");
+    }
+    let mut child =
+        cmd.stdin(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("mosquitto_pub");
+    child.stdin.take().unwrap().write_all(payload).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "mosquitto_pub: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Command errors received after `since`, as (topic, reason).
+pub fn errors_since(desk: &Desk, since: Instant) -> Vec<(String, String)> {
+    desk.on("gridwatch/e2e/command_errors")
+        .iter()
+        .filter(|m| m.at >= since)
+        .map(|m| {
+            let v: serde_json::Value = serde_json::from_slice(&m.payload).expect("command error JSON");
+            assert_eq!(v["schema"], "gridwatch.command_error/1");
+            assert!(v["at"].as_str().is_some_and(|t| humantime::parse_rfc3339(t).is_ok()), "{v}");
+            (v["topic"].as_str().unwrap().to_owned(), v["reason"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}

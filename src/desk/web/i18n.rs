@@ -76,6 +76,12 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("incident_history", "警情记录", "Incident history"),
     ("snapshots", "抓拍", "Snapshots"),
     ("clip", "视频片段", "Clip"),
+    (
+        "clip_note",
+        "画面无法播放时（部分摄像头为 H.265 编码，本机浏览器可能不支持），请下载后用播放器打开。",
+        "If the clip does not play (some cameras send H.265, which this browser may not decode), download it and open it in a video player.",
+    ),
+    ("download_clip", "下载视频", "Download the clip"),
     ("mismatch", "校验不符", "checksum mismatch"),
     ("pending", "待核对", "unverified"),
     ("from", "起", "From"),

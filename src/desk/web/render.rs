@@ -208,7 +208,12 @@ pub fn event_detail(cx: &Ctx, d: &EventDetail) -> Markup {
                     @if status != "ok" { figcaption { (cx.t(status)) } }
                 }
             }
-            @if let Some(clip) = &e.clip { h2 { (cx.t("clip")) } video controls src=(clip) {} }
+            @if let Some(clip) = &e.clip {
+                h2 { (cx.t("clip")) }
+                video.clip controls preload="metadata" src=(clip) {}
+                // Chromium plays H.265 only where the PC's graphics decode it.
+                p.clip-note { (cx.t("clip_note")) " " a.download href=(clip) download { (cx.t("download_clip")) } }
+            }
         }
         @if let Some(serde_json::Value::Object(d)) = &e.detail {
             h2 { (cx.t("detail")) }

@@ -23,6 +23,7 @@ use super::parse::{Command, Notice, Refused, Targets, parse};
 use super::player;
 use super::switches::{RuleRef, Switch, Switches};
 use crate::contract::{COMMAND_ERROR_SCHEMA, CameraState, CommandError, Topics, timestamp};
+use crate::device::clip::mp4;
 use crate::device::config::{NoticesConfig, Player};
 use crate::device::ops::{CameraHealth, Live};
 use crate::device::publish::mqtt::{Incoming, Message};
@@ -205,12 +206,7 @@ async fn handle(board: &Switchboard, live: &Live, notices: &NoticeDesk, topic: &
             board.apply(&Switch::Rule(RuleRef { camera, zone, rule: rule.into() }, on), "the desk").map(drop)
         }
         Command::Snapshot { camera, request_id } => snapshot(board, live, &camera, &request_id).await,
-        Command::Clip { event_id } => {
-            let version = env!("CARGO_PKG_VERSION");
-            Err(Refused(format!(
-                "no clip for event {event_id}: clips are not made by this device yet (gridwatch {version})"
-            )))
-        }
+        Command::Clip { event_id } => clip(board, live, &event_id).await,
         Command::Notice(n) => {
             receive_notice(board, notices, &n);
             Ok(())
@@ -253,6 +249,29 @@ async fn snapshot(board: &Switchboard, live: &Live, camera: &str, request_id: &s
     .map_err(|e| Refused(format!("the picture could not be made: {e}")))?;
     info!(camera, request = request_id, bytes = jpeg.len(), "picture sent on request");
     board.send(Message::passing(board.topics.snapshot_reply(camera, request_id), jpeg));
+    Ok(())
+}
+
+/// A recent event's clip, cut from its camera's ring (whatever the event's kind),
+/// published on the event's clip topic.
+async fn clip(board: &Switchboard, live: &Live, event_id: &str) -> Result<(), Refused> {
+    let no = |why: String| Refused(format!("no clip for event {event_id}: {why}"));
+    let id = event_id.to_owned();
+    let event = live
+        .outbox
+        .with_async(move |o| o.latest_of(&id))
+        .await
+        .map_err(|e| no(format!("the outbox cannot be read ({e})")))?
+        .ok_or_else(|| no("this device has no such event (it keeps its last 10000)".into()))?;
+    let cam = live.camera(&event.camera).ok_or_else(|| no(format!("its camera {} is gone", event.camera)))?;
+    let job = cam.clips.lock().unwrap_or_else(|p| p.into_inner()).on_request(&event).map_err(no)?;
+    let codec = job.stream.as_ref().map(|s| s.codec).ok_or_else(|| no("the camera is not streaming".into()))?;
+    let made = tokio::task::spawn_blocking(move || mp4(&job.frames, codec, &job.recipe))
+        .await
+        .map_err(|e| no(e.to_string()))?
+        .map_err(|e| no(e.to_string()))?;
+    info!(camera = %event.camera, event = event_id, bytes = made.bytes.len(), "clip sent on request: {:.1} s", made.duration_s);
+    board.send(Message::passing(board.topics.clip(event_id), made.bytes));
     Ok(())
 }
 

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::clips::ClipsConfig;
 use super::rules::{OfflineRule, TamperRule, ZoneConfig};
 use super::{Parsed, SnapshotConfig, default_true};
 use crate::contract::{Invalid, check_id};
@@ -63,6 +64,9 @@ pub struct CameraConfig {
     pub privacy_masks: Vec<MaskConfig>,
     pub tamper: Option<TamperRule>,
     pub camera_offline: Option<OfflineRule>,
+    /// `[cameras.clips]`: video around each alert.
+    #[serde(default)]
+    pub clips: ClipsConfig,
     /// The `[snapshot]` section, copied here at load so a camera's pipeline has all it needs.
     #[serde(skip)]
     pub snapshot: SnapshotConfig,
@@ -278,6 +282,7 @@ impl CameraConfig {
         for (sub, reason) in rule_problems(self, labels) {
             bad(k(&sub), reason);
         }
+        self.clips.problems(&mut |sub, reason| bad(k(&sub), reason));
     }
 }
 

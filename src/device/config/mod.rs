@@ -10,6 +10,7 @@
 //! network or the cameras.
 
 mod camera;
+mod clips;
 mod detector;
 mod local;
 mod mqtt;
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use camera::{CameraConfig, CameraUrl, FilterConfig, MaskConfig, MotionConfig, Points, RegionsMode};
+pub use clips::ClipsConfig;
 pub use detector::DetectorConfig;
 pub use local::{CONTROL_SOCKET_NAME, ControlConfig, MetricsConfig};
 pub use mqtt::{MqttConfig, TlsConfig};

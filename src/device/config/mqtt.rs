@@ -29,6 +29,15 @@ pub struct MqttConfig {
     /// steadily instead of flooding a thin uplink; 0 means no bound.
     #[serde(default = "default_max_events_per_s")]
     pub max_events_per_s: u32,
+    /// Bytes of event clips sent per hour at most, so a metered uplink is not eaten:
+    /// past it a clip waits, and the events behind it with it (up to `clip_keep_s`);
+    /// 0 means no bound.
+    #[serde(default = "default_max_clip_bytes_per_hour")]
+    pub max_clip_bytes_per_hour: u64,
+    /// A clip the hourly budget holds back longer than this (after it was stored) is
+    /// dropped and its event goes without it, so alerts behind it are not held long.
+    #[serde(default = "default_clip_keep_s")]
+    pub clip_keep_s: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -56,6 +65,12 @@ fn default_keep_alive_s() -> u64 {
 }
 fn default_max_events_per_s() -> u32 {
     20
+}
+fn default_max_clip_bytes_per_hour() -> u64 {
+    200 << 20
+}
+fn default_clip_keep_s() -> u64 {
+    300
 }
 
 /// MQTT 3.1.1 servers must accept client ids of up to 23 bytes; longer ones work on
@@ -119,6 +134,9 @@ impl MqttConfig {
         }
         if !(1..=600).contains(&self.keep_alive_s) {
             bad("mqtt.keep_alive_s".into(), format!("{} is outside 1..=600 seconds", self.keep_alive_s));
+        }
+        if !(1..=86_400).contains(&self.clip_keep_s) {
+            bad("mqtt.clip_keep_s".into(), format!("{} is outside 1..=86400 seconds", self.clip_keep_s));
         }
         if self.max_events_per_s > 10_000 {
             bad("mqtt.max_events_per_s".into(), format!("{} is above 10000; 0 means no bound", self.max_events_per_s));

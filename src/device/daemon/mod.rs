@@ -14,6 +14,7 @@
 //! that failed or panicked is logged at shutdown, never dropped silently.
 
 mod camera_analysis;
+mod clip_maker;
 mod pipeline;
 
 use std::sync::{Arc, Mutex};
@@ -26,10 +27,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 pub use camera_analysis::{Analysed, CameraAnalysis, Detected, DetectorUse};
+use clip_maker::ClipMaker;
 use pipeline::{CameraPipeline, Shared};
 
 use crate::contract::{INFO_SCHEMA, Info, InfoCamera, InfoModel, Topics, timestamp};
 use crate::device::analysis::detect::Detector;
+use crate::device::clip::CameraClips;
 use crate::device::command;
 use crate::device::config::Config;
 use crate::device::ops::{CameraHealth, FrameSlot, Live, LiveCamera, control, metrics, notify, watchdog};
@@ -64,8 +67,11 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         outbox,
         wake: publisher.wake.clone(),
         switches: switches.clone(),
+        topics: topics.clone(),
     });
     let cameras = Cameras::start(&cfg, &shared, &shutdown);
+    let clip_cameras = cameras.live.iter().map(|c| (c.clips.clone(), c.health.clone())).collect();
+    let clip_maker = ClipMaker::start(clip_cameras, shared.clone()).context("starting the clip maker thread")?;
     let healths: Vec<_> = cameras.live.iter().map(|c| c.health.clone()).collect();
     let switchboard = Arc::new(command::Switchboard::new(
         targets,
@@ -112,6 +118,7 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     for (camera, p) in cameras.running {
         p.join(&camera).await;
     }
+    clip_maker.stop().await;
     health_stop.cancel();
     joined("health", health).await;
     publisher.stop().await;
@@ -196,6 +203,8 @@ impl Publisher {
             max_events_per_s: cfg.mqtt.max_events_per_s,
             subscriptions: topics.command_filters(),
             link: link.clone(),
+            clip_bytes_per_hour: cfg.mqtt.max_clip_bytes_per_hour,
+            clip_keep: Duration::from_secs(cfg.mqtt.clip_keep_s),
         };
         let (wake, stop) = (Arc::new(Notify::new()), CancellationToken::new());
         let (messages, messages_rx) = mpsc::channel::<Message>(64);
@@ -235,6 +244,7 @@ impl Cameras {
                 health: Arc::new(CameraHealth::new(&c.id, c.enabled)),
                 frames: FrameSlot::default(),
                 renderer: Renderer::new(c),
+                clips: Arc::new(Mutex::new(CameraClips::new(c))),
             })
             .collect();
         let health_changed = Arc::new(Notify::new());
@@ -244,15 +254,7 @@ impl Cameras {
                 info!(camera = %cam.id, "camera disabled in the configuration");
                 continue;
             }
-            match CameraPipeline::start(
-                cam,
-                shared,
-                &l.health,
-                &l.frames,
-                &health_changed,
-                l.renderer.clone(),
-                shutdown,
-            ) {
+            match CameraPipeline::start(cam, shared, l, &health_changed, shutdown) {
                 Ok(p) => running.push((cam.id.clone(), p)),
                 Err(e) => error!(camera = %cam.id, "cannot start the camera's pipeline: {e:#}"),
             }

@@ -1,6 +1,8 @@
 //! One camera's running stages: the RTSP session (async), a decode thread (GStreamer,
-//! at detect_fps), a queue of one picture, and an analysis thread that runs the
-//! camera's [`CameraAnalysis`] on a free model session and stores what it makes.
+//! at detect_fps) that also hands every access unit to the camera's clips, a queue of
+//! one picture, and an analysis thread that runs the camera's [`CameraAnalysis`] on a
+//! free model session and stores what it makes (through the clips, which hold an
+//! event's `end` until its clip is complete).
 //!
 //! Promises: a slow stage makes the one before it drop pictures (counted as
 //! frames_skipped), never queue them; a decoder that fails is rebuilt at the next
@@ -21,11 +23,12 @@ use super::camera_analysis::{CameraAnalysis, DetectorUse};
 use crate::contract::EventType;
 use crate::device::analysis::detect::{DetectError, Detection, Detector, yolox};
 use crate::device::analysis::regions;
+use crate::device::clip::{CameraClips, Job};
 use crate::device::command::Switches;
 use crate::device::config::CameraConfig;
 use crate::device::ingest::{self, DecodeOptions, Decoder, Frame, Ingest, IngestOptions, StreamInfo, Yuv420};
 use crate::device::ops::stages::{self, Stage};
-use crate::device::ops::{CameraHealth, FrameSlot};
+use crate::device::ops::{CameraHealth, FrameSlot, LiveCamera};
 use crate::device::publish::{EventSettings, OutboxError, Outgoing, Renderer, SharedOutbox};
 
 /// How often an idle analysis thread looks up (stop asked, pictures gone).
@@ -45,6 +48,8 @@ pub struct Shared {
     pub events: EventSettings,
     /// The desk's switches: detection off, rules disarmed.
     pub switches: Arc<Switches>,
+    /// Where clips are published (their topics go in the events).
+    pub topics: crate::contract::Topics,
 }
 
 impl Shared {
@@ -67,29 +72,32 @@ pub struct CameraPipeline {
 }
 
 impl CameraPipeline {
+    /// Starts the stages of `cam`, sharing with the local tools what `live` holds
+    /// (health, latest picture, clips, renderer).
     pub fn start(
         cam: &CameraConfig,
         shared: &Arc<Shared>,
-        health: &Arc<CameraHealth>,
-        frames: &FrameSlot,
+        live: &LiveCamera,
         health_changed: &Arc<Notify>,
-        renderer: Renderer,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<CameraPipeline> {
+        let (health, frames, clips, renderer) = (&live.health, &live.frames, &live.clips, live.renderer.clone());
         let (ingest_tx, ingest_rx) = mpsc::channel::<Ingest>(16);
         // One decoded frame may wait for analysis; a newer one meanwhile is skipped.
         let (frame_tx, frame_rx) = sync_channel::<Frame>(1);
         let decode = {
             let (cam, health, changed, slot) = (cam.clone(), health.clone(), health_changed.clone(), frames.clone());
+            let clips = clips.clone();
             std::thread::Builder::new()
                 .name(format!("decode-{}", cam.id))
-                .spawn(move || decode_loop(&cam, ingest_rx, frame_tx, &health, &slot, &changed))?
+                .spawn(move || decode_loop(&cam, ingest_rx, frame_tx, &health, (&slot, &clips), &changed))?
         };
         let analysis = {
             let (cam, shared, health, shutdown) = (cam.clone(), shared.clone(), health.clone(), shutdown.clone());
+            let clips = clips.clone();
             std::thread::Builder::new()
                 .name(format!("analyse-{}", cam.id))
-                .spawn(move || analyse(&cam, &shared, &health, renderer, frame_rx, &shutdown))?
+                .spawn(move || analyse(&cam, &shared, &health, renderer, (frame_rx, &clips), &shutdown))?
         };
         let opts = IngestOptions {
             stall_timeout: Duration::from_secs(cam.stall_timeout_s),
@@ -120,15 +128,16 @@ impl CameraPipeline {
     }
 }
 
-/// Feeds the session's frames to a decoder made for the session's stream; ends when
-/// ingest does. A decoder that fails is rebuilt for the same stream and picks up at
-/// the next keyframe: damaged data costs pictures, never the camera.
+/// Feeds the session's frames to a decoder made for the session's stream, and then to
+/// the camera's clips; ends when ingest does. A decoder that fails is rebuilt for the
+/// same stream and picks up at the next keyframe: damaged data costs pictures, never
+/// the camera.
 fn decode_loop(
     cam: &CameraConfig,
     mut ingest: mpsc::Receiver<Ingest>,
     frames: SyncSender<Frame>,
     health: &Arc<CameraHealth>,
-    slot: &FrameSlot,
+    (slot, clips): (&FrameSlot, &Mutex<CameraClips>),
     health_changed: &Notify,
 ) {
     let mut session: Option<(StreamInfo, Decoder)> = None;
@@ -143,6 +152,7 @@ fn decode_loop(
                     health_changed.notify_one();
                 }
                 drop(session.take()); // the old pipeline stops before the new one starts
+                lock(clips).connected(info.clone());
                 session = start_decoder(cam, &info, &frames, health, slot).map(|d| (info, d));
                 (counted, decode_failed) = (0, false);
             }
@@ -152,6 +162,7 @@ fn decode_loop(
                 let pushed = decoder.push(&f);
                 let fell_back = decoder.take_fallback();
                 health.decoder(decoder.element(), fell_back);
+                lock(clips).frame(f);
                 let errors = decoder.stats().decode_errors;
                 health.decode_errors(errors.saturating_sub(counted));
                 counted = errors;
@@ -167,6 +178,7 @@ fn decode_loop(
             }
             Ingest::Disconnected { reason, stalled } => {
                 session = None;
+                lock(clips).disconnected();
                 if health.disconnected(&reason.to_string(), stalled) {
                     health_changed.notify_one();
                 }
@@ -210,15 +222,23 @@ fn start_decoder(
 }
 
 /// Runs one camera's analysis on its decoded frames until the decode thread ends or
-/// `shutdown`, storing every event it makes.
+/// `shutdown`, storing every event it makes; at the end, the clips still recording
+/// are finished with what they have and stored too.
 fn analyse(
     cam: &CameraConfig,
     shared: &Shared,
     health: &CameraHealth,
     renderer: Renderer,
-    frames: Receiver<Frame>,
+    (frames, clips): (Receiver<Frame>, &Mutex<CameraClips>),
     shutdown: &CancellationToken,
 ) {
+    let keep = |out: Vec<Outgoing>, analysis: &mut CameraAnalysis| {
+        let routed = lock(clips).route(out);
+        store(&cam.id, shared, routed, |id| {
+            analysis.discard(id);
+            lock(clips).discard(id);
+        });
+    };
     let slot = shared.next_slot.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut analysis = CameraAnalysis::new(cam, &shared.events, shared.min_score, renderer);
     let mut failing = DetectorFailures::default();
@@ -226,7 +246,7 @@ fn analyse(
     let mut switches = SwitchView::default();
     while !shutdown.is_cancelled() {
         if let Some(out) = switches.follow(&cam.id, &shared.switches, &mut analysis) {
-            store(&cam.id, shared, out, |id| analysis.discard(id));
+            keep(out, &mut analysis);
         }
         let frame = match frames.recv_timeout(IDLE_TICK) {
             // Paused: the picture is dropped unseen, and silence means nothing.
@@ -234,7 +254,7 @@ fn analyse(
             Ok(f) => f,
             Err(RecvTimeoutError::Timeout) => {
                 let out = analysis.on_silence(last_frame.elapsed());
-                store(&cam.id, shared, out, |id| analysis.discard(id));
+                keep(out, &mut analysis);
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -267,10 +287,25 @@ fn analyse(
                 failing.failed(&cam.id, &e);
             }
         }
-        store(&cam.id, shared, done.events, |id| analysis.discard(id));
+        keep(done.events, &mut analysis);
     }
     let out = analysis.finish();
-    store(&cam.id, shared, out, |_| {});
+    store(&cam.id, shared, lock(clips).route(out), |_| {});
+    let jobs = lock(clips).flush();
+    for job in jobs {
+        deliver_clip(job, shared);
+    }
+}
+
+/// Makes the job's clip and stores it with the message that names it.
+pub(super) fn deliver_clip(job: Job, shared: &Shared) {
+    let camera = job.camera.clone();
+    let out = crate::device::clip::make(job, &shared.topics);
+    store(&camera, shared, vec![out], |_| {});
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The desk's switches as one analysis thread last saw them.

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::contract::timestamp;
 use crate::contract::{CameraState, HealthReport};
+use crate::device::clip::RingState;
 use crate::device::ingest::StreamInfo;
 use crate::device::publish::OutboxHealth;
 
@@ -41,6 +42,7 @@ struct Inner {
     packets_lost: u64,
     evicted: (u64, u64),
     outbox: OutboxShare,
+    clip_ring: RingState,
     /// Counters at the previous report, for the rates.
     prev: (SystemTime, u64, u64),
 }
@@ -82,6 +84,7 @@ impl CameraHealth {
                 packets_lost: 0,
                 evicted: (0, 0),
                 outbox: OutboxShare::default(),
+                clip_ring: RingState::default(),
                 prev: (now, 0, 0),
             }),
         }
@@ -187,12 +190,19 @@ impl CameraHealth {
         self.with(|i| i.evicted = (snapshots, events))
     }
 
+    /// What the camera's clip ring holds now.
+    pub fn set_clip_ring(&self, ring: RingState) {
+        self.with(|i| i.clip_ring = ring)
+    }
+
     /// What the outbox says about this camera's events, and about itself.
     pub fn set_outbox(&self, o: &OutboxHealth) {
         let e = o.evictions.get(&self.camera).copied().unwrap_or_default();
         self.set_evictions(e.snapshots, e.events);
         self.with(|i| {
             i.outbox = OutboxShare {
+                clips_evicted: e.clips,
+                clips_dropped: o.clips_dropped.get(&self.camera).copied().unwrap_or(0),
                 events_dropped: o.events_dropped.get(&self.camera).copied().unwrap_or(0),
                 snapshots_damaged: o.snapshots_damaged.get(&self.camera).copied().unwrap_or(0),
                 error: o.write_error.clone(),
@@ -277,11 +287,14 @@ pub struct HealthCounters {
     /// Outbox evictions of this camera's snapshots and events.
     pub evicted: (u64, u64),
     pub outbox: OutboxShare,
+    pub clip_ring: RingState,
 }
 
 /// The outbox's part of a camera's health.
 #[derive(Debug, Clone, Default)]
 pub struct OutboxShare {
+    pub clips_evicted: u64,
+    pub clips_dropped: u64,
     pub events_dropped: u64,
     pub snapshots_damaged: u64,
     /// Why the outbox cannot write, while it cannot.
@@ -322,6 +335,10 @@ impl HealthCounters {
             snapshots_damaged: self.outbox.snapshots_damaged,
             outbox_error: self.outbox.error.clone(),
             outbox_damaged: self.outbox.damaged_file.clone(),
+            clips_evicted: self.outbox.clips_evicted,
+            clips_dropped: self.outbox.clips_dropped,
+            clip_ring_s: (self.clip_ring.seconds * 10.0).round() / 10.0,
+            clip_ring_cuts: self.clip_ring.cuts,
         }
     }
 }
@@ -358,6 +375,7 @@ impl CameraHealth {
                 crops_analyzed: i.crops_analyzed,
                 evicted: i.evicted,
                 outbox: i.outbox.clone(),
+                clip_ring: i.clip_ring,
             }
         })
     }
@@ -440,7 +458,7 @@ mod tests {
         o.events_dropped.insert("cam".into(), 4);
         o.events_dropped.insert("other".into(), 9);
         o.snapshots_damaged.insert("cam".into(), 1);
-        o.evictions.insert("cam".into(), Evictions { snapshots: 2, events: 3 });
+        o.evictions.insert("cam".into(), Evictions { snapshots: 2, events: 3, clips: 0 });
         o.damaged_file = Some("/var/lib/gridwatch/outbox.sqlite3.damaged-1".into());
         h.set_outbox(&o);
         let r = h.report();

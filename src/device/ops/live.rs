@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::contract::HealthReport;
 use crate::contract::timestamp;
+use crate::device::clip::CameraClips;
 use crate::device::command::{Applied, Switchboard};
 use crate::device::ingest::Frame;
 use crate::device::ops::health::{CameraHealth, HealthCounters};
@@ -79,6 +80,8 @@ pub struct LiveCamera {
     pub frames: FrameSlot,
     /// Makes `snapshot`'s picture the way event snapshots are made (privacy masks).
     pub renderer: Renderer,
+    /// The camera's video ring and clips in the making (clips asked for by the desk).
+    pub clips: Arc<std::sync::Mutex<CameraClips>>,
 }
 
 /// The running daemon, as the tools see it.
@@ -227,6 +230,11 @@ impl Live {
     pub async fn status(&self) -> anyhow::Result<Status> {
         let link = self.link.state();
         let rates = self.rates();
+        // The outbox's counts as of now, not of the last health publish (up to 30 s ago).
+        let outbox = self.outbox.health();
+        for c in &self.cameras {
+            c.health.set_outbox(&outbox);
+        }
         let cameras = self
             .cameras
             .iter()

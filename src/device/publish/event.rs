@@ -24,11 +24,13 @@ use crate::device::geometry::BBox;
 use crate::device::ingest::Frame;
 use crate::device::publish::snapshot::{Rendered, Renderer};
 
-/// An event ready for the outbox: the message and the JPEG its `snapshot` names.
+/// An event ready for the outbox: the message, the JPEG its `snapshot` names and the
+/// MP4 its `clip` names.
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub message: EventMessage,
     pub snapshot_jpeg: Option<Vec<u8>>,
+    pub clip_mp4: Option<Vec<u8>>,
 }
 
 /// Settings shared by every camera's event builder.
@@ -137,7 +139,7 @@ impl ObjectEvents {
         let jpeg = self.render_snapshot(&mut ev, &track.bbox, frame);
         let msg = self.message(&ev, EventType::New, &track.bbox, frame_size(frame), frame.captured_at);
         self.open.insert(track.id, ev);
-        Outgoing { message: msg, snapshot_jpeg: Some(jpeg) }
+        Outgoing { message: msg, snapshot_jpeg: Some(jpeg), clip_mp4: None }
     }
 
     fn maybe_update(&mut self, track: &Track, frame: &Frame, zones: Vec<String>) -> Option<Outgoing> {
@@ -160,7 +162,7 @@ impl ObjectEvents {
                 self.render_snapshot(&mut ev, &track.bbox, frame)
             });
             let msg = self.message(&ev, EventType::Update, &track.bbox, size, frame.captured_at);
-            Some(Outgoing { message: msg, snapshot_jpeg: jpeg })
+            Some(Outgoing { message: msg, snapshot_jpeg: jpeg, clip_mp4: None })
         } else {
             None
         };
@@ -174,7 +176,7 @@ impl ObjectEvents {
         let at = at.unwrap_or(ev.last_seen);
         let mut msg = self.message(&ev, EventType::End, bbox, size, at);
         msg.ended_at = Some(timestamp(at));
-        Some(Outgoing { message: msg, snapshot_jpeg: None })
+        Some(Outgoing { message: msg, snapshot_jpeg: None, clip_mp4: None })
     }
 
     /// Draws the box on a copy of the frame, encodes it, and records it as the
@@ -205,6 +207,7 @@ impl ObjectEvents {
             ended_at: None,
             snapshot: ev.snapshot.clone(),
             detail: None,
+            clip: None,
         }
     }
 }
@@ -293,6 +296,7 @@ impl RuleEvents {
                     ended_at: None,
                     snapshot: None,
                     detail: Some(inc.detail.clone()),
+                    clip: None,
                 },
                 last_sent_at: now,
                 last_held: now,
@@ -338,7 +342,7 @@ impl RuleEvents {
     fn send(&self, ev: &mut OpenRule, kind: EventType, at: SystemTime, jpeg: Option<Vec<u8>>) -> Outgoing {
         ev.message.event_type = kind;
         ev.message.at = timestamp(at);
-        Outgoing { message: ev.message.clone(), snapshot_jpeg: jpeg }
+        Outgoing { message: ev.message.clone(), snapshot_jpeg: jpeg, clip_mp4: None }
     }
 }
 

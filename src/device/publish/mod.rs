@@ -3,6 +3,7 @@
 //!
 //! Types are re-exported here; `mqtt` stays public for `mqtt::run`, the publisher task.
 
+mod clip_budget;
 mod event;
 pub mod mqtt;
 mod mqtt_link;
@@ -13,5 +14,6 @@ pub use event::{EventSettings, ObjectEvents, Outgoing, RuleEvents};
 pub use mqtt_link::{LinkState, MqttLink};
 pub use outbox::{Evictions, Outbox, OutboxError, OutboxHealth, Pending, SharedOutbox, disk_free};
 pub use snapshot::{
-    BOX_COLOR, Rendered, Renderer, ZONE_COLOR, draw_box, draw_polygon, encode_jpeg, fill_polygon, turbojpeg_failures,
+    BOX_COLOR, Rendered, Renderer, ZONE_COLOR, draw_box, draw_polygon, encode_jpeg, fill_polygon, polygon_spans,
+    turbojpeg_failures,
 };

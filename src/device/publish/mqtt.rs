@@ -32,6 +32,7 @@ use tracing::{debug, info, warn};
 
 use crate::contract::Topics;
 use crate::device::ops::stages::{self, Stage};
+use crate::device::publish::clip_budget::{ClipBudget, Verdict};
 use crate::device::publish::mqtt_link::MqttLink;
 use crate::device::publish::outbox::{Pending, SharedOutbox};
 
@@ -54,6 +55,9 @@ pub struct MqttSettings {
     pub max_events_per_s: u32,
     /// Topic filters subscribed to (QoS 1) at every connect; what arrives goes to `incoming`.
     pub subscriptions: Vec<String>,
+    /// Clip bytes an hour at most (0: no bound), and how long a clip may wait for them.
+    pub clip_bytes_per_hour: u64,
+    pub clip_keep: Duration,
 }
 
 impl std::fmt::Debug for MqttSettings {
@@ -101,14 +105,15 @@ pub struct Incoming {
 /// What a publish we asked for was, so its PUBACK can be acted on.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Tag {
-    Snapshot(u64),
+    /// The `n`th thing the event `seq` carries (snapshot, clip), sent before it.
+    Attachment(u64, usize),
     Event(u64),
     Stopped,
     Other,
 }
 
-/// Largest message we send: a snapshot JPEG with room to spare.
-const MAX_PACKET: usize = 8 * 1024 * 1024;
+/// Largest message we send: a clip (the clip stage keeps them smaller) with room to spare.
+const MAX_PACKET: usize = 32 * 1024 * 1024;
 /// How long a clean stop waits for the broker to take what is in the outbox.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the last words ("stopped", DISCONNECT) may take after that.
@@ -155,6 +160,9 @@ pub async fn run(
         retry: None,
         retry_pause: RETRY_MIN,
         read_failing: false,
+        clip_budget: ClipBudget::new(settings.clip_bytes_per_hour),
+        clip_keep: settings.clip_keep,
+        clip_wait: None,
     };
     let mut backoff = Duration::from_secs(1);
     // The event in flight at the last losses, and how many times in a row.
@@ -173,7 +181,7 @@ pub async fn run(
         let seq = in_flight.map(|(seq, _)| seq);
         stuck = if seq.is_some() && seq == stuck.0 { (seq, stuck.1 + 1) } else { (seq, 1) };
         if let (Some((seq, bytes)), 3) = (in_flight, stuck.1) {
-            warn!(broker = %publisher.broker, seq, snapshot_bytes = bytes,
+            warn!(broker = %publisher.broker, seq, attachment_bytes = bytes,
                   "the connection dropped 3 times while delivering this event; a broker that refuses it (message size limit?) holds up every later event");
         }
         if was_connected {
@@ -242,7 +250,7 @@ async fn forward_events(mut eventloop: EventLoop, tx: mpsc::Sender<Result<Event,
 enum Outcome {
     /// Stopped as asked (or gave up delivering at the stop deadline).
     Done,
-    /// `in_flight`: the event being delivered when it happened (seq, snapshot bytes).
+    /// `in_flight`: the event being delivered when it happened (seq, snapshot and clip bytes).
     /// `tls`: the TLS step failed (certificate, name, handshake), not the network.
     Lost { was_connected: bool, error: String, tls: bool, in_flight: Option<(u64, usize)> },
 }
@@ -271,6 +279,11 @@ struct Publisher {
     retry_pause: Duration,
     /// The outbox could not be read at the last try (logged once per spell).
     read_failing: bool,
+    /// Clips sent over the last hour, within `mqtt.max_clip_bytes_per_hour`.
+    clip_budget: ClipBudget,
+    clip_keep: Duration,
+    /// While the next event's clip waits for the budget: when to look again.
+    clip_wait: Option<Instant>,
 }
 
 /// What one connection keeps, from CONNECT until it is lost.
@@ -309,7 +322,7 @@ impl Connection {
     fn lost(self, failure: Option<ConnectionError>) -> Outcome {
         let tls = matches!(failure, Some(ConnectionError::Tls(_)));
         let error = failure.map_or("event loop ended".into(), |e| e.to_string());
-        let in_flight = self.current.map(|p| (p.seq, p.snapshot.map_or(0, |s| s.1.len())));
+        let in_flight = self.current.map(|p| (p.seq, p.attachments().map(|a| a.1.len()).sum()));
         Outcome::Lost { was_connected: self.connected, error, tls, in_flight }
     }
 }
@@ -327,7 +340,8 @@ impl Publisher {
             // A stop drains at full speed: the time left is short.
             let paced = self.drain_deadline.is_none() && Instant::now() < self.next_send;
             let retry_at = self.retry.unwrap_or_else(Instant::now);
-            if conn.connected && conn.look && conn.current.is_none() && !conn.stopped_sent && !paced {
+            let waiting = self.clip_wait.is_some();
+            if conn.connected && conn.look && conn.current.is_none() && !conn.stopped_sent && !paced && !waiting {
                 self.send_next(&mut conn, client).await;
             }
 
@@ -361,6 +375,10 @@ impl Publisher {
                     conn.look = true;
                 }
                 _ = tokio::time::sleep_until(self.next_send), if paced && conn.look && conn.current.is_none() => {}
+                _ = tokio::time::sleep_until(self.clip_wait.unwrap_or_else(Instant::now)), if waiting => {
+                    self.clip_wait = None;
+                    conn.look = true;
+                }
                 _ = self.stop.cancelled(), if self.drain_deadline.is_none() => {
                     self.drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
                     conn.look = true; // an empty outbox now means: say "stopped"
@@ -384,7 +402,11 @@ impl Publisher {
         }
         self.read_failing = next.is_err();
         match next {
-            Ok(Some(p)) => {
+            Ok(Some(mut p)) => {
+                if !self.clip_fits(&mut p).await {
+                    conn.look = false;
+                    return;
+                }
                 conn.current_sent = std::time::Instant::now();
                 conn.asked.push_back(publish_pending(client, &self.topics, &p).await);
                 conn.current = Some(p);
@@ -461,10 +483,9 @@ impl Publisher {
         events: &mut mpsc::Receiver<Result<Event, ConnectionError>>,
     ) -> Option<Outcome> {
         match conn.by_pkid.remove(&pkid) {
-            Some(Tag::Snapshot(seq)) => {
+            Some(Tag::Attachment(seq, n)) => {
                 if let Some(p) = conn.current.as_ref().filter(|p| p.seq == seq) {
-                    let _ = client.publish(self.topics.events(), QoS::AtLeastOnce, false, p.payload.clone()).await;
-                    conn.asked.push_back(Tag::Event(seq));
+                    conn.asked.push_back(publish_part(client, &self.topics, p, n + 1).await);
                 }
             }
             Some(Tag::Event(seq)) => {
@@ -512,6 +533,52 @@ impl Publisher {
         conn.stopped_sent = true;
         self.drain_deadline = Some(Instant::now() + GOODBYE_TIMEOUT);
         None
+    }
+
+    /// Whether the event `p` may go now as far as its clip goes: within the hourly
+    /// budget (which it then spends), or without the clip once it waited `clip_keep`
+    /// (or can never fit). `false`: it waits, and `clip_wait` says until when.
+    async fn clip_fits(&mut self, p: &mut Pending) -> bool {
+        let Some(bytes) = p.clip.as_ref().map(|c| c.1.len() as u64) else { return true };
+        let now = Instant::now();
+        let waited = p.stored_at.elapsed().unwrap_or_default();
+        let verdict = self.clip_budget.check(bytes, now.into_std());
+        let over = match verdict {
+            Verdict::Go => {
+                self.clip_budget.spent(bytes, now.into_std());
+                return true;
+            }
+            Verdict::Wait(d) if waited < self.clip_keep => {
+                let until = d.min(self.clip_keep - waited);
+                if self.clip_wait.is_none() {
+                    info!(
+                        seq = p.seq,
+                        bytes,
+                        wait_s = until.as_secs(),
+                        "clip waits for mqtt.max_clip_bytes_per_hour; the events behind it wait too"
+                    );
+                }
+                self.clip_wait = Some(now + until);
+                return false;
+            }
+            Verdict::Wait(_) => "waited mqtt.clip_keep_s for the hourly budget",
+            Verdict::Never => "it is bigger than mqtt.max_clip_bytes_per_hour",
+        };
+        let camera = serde_json::from_str::<serde_json::Value>(&p.payload)
+            .ok()
+            .and_then(|v| v["camera"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        warn!(camera = %camera, seq = p.seq, bytes, "clip dropped: {over}; the event goes without it");
+        let mut dropped = p.clone();
+        dropped = self
+            .outbox
+            .with_async(move |o| {
+                o.drop_clip(&mut dropped, &camera);
+                dropped
+            })
+            .await;
+        *p = dropped;
+        true
     }
 
     /// Schedules a retry of the outbox's failed writes (or reads), pausing longer each
@@ -590,10 +657,15 @@ async fn goodbye(client: &AsyncClient, events: &mut mpsc::Receiver<Result<Event,
 }
 
 async fn publish_pending(client: &AsyncClient, topics: &Topics, p: &Pending) -> Tag {
-    match &p.snapshot {
-        Some((topic, jpeg)) => {
-            let _ = client.publish(topic.clone(), QoS::AtLeastOnce, false, jpeg.clone()).await;
-            Tag::Snapshot(p.seq)
+    publish_part(client, topics, p, 0).await
+}
+
+/// Publishes part `n` of `p`: its attachments in order (snapshot, clip), then the event.
+async fn publish_part(client: &AsyncClient, topics: &Topics, p: &Pending, n: usize) -> Tag {
+    match p.attachments().nth(n) {
+        Some((topic, bytes)) => {
+            let _ = client.publish(topic.clone(), QoS::AtLeastOnce, false, bytes.clone()).await;
+            Tag::Attachment(p.seq, n)
         }
         None => {
             let _ = client.publish(topics.events(), QoS::AtLeastOnce, false, p.payload.clone()).await;

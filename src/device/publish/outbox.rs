@@ -6,13 +6,14 @@
 //! synchronous=FULL), so an event that was pushed survives a crash or power cut and
 //! its `seq` is never reused. An event stays pending until `ack`, after the broker
 //! acknowledged it; `oldest` hands pending events out in `seq` order. A delivered
-//! event loses its snapshot and stays as history (`recent`) until space is needed.
+//! event loses its snapshot and clip and stays as history (`recent`) until space is needed.
 //!
 //! The store stays within its budget (`with_budget`) and within what its disk has
 //! room for. It counts what it holds on disk: the database's pages, its write-ahead
 //! log (emptied after every write, so it never piles up) and the log's index. To make
-//! room it drops, in this order, delivered history, the oldest pending snapshots (the
-//! event then goes out with `snapshot: null` and `snapshot_evicted: true`), and only
+//! room it drops, in this order, delivered history, the oldest pending clips (the event
+//! then goes out with `clip: null` and `clip_evicted: true`), the oldest pending
+//! snapshots (`snapshot: null`, `snapshot_evicted: true`), and only
 //! then the oldest pending events other than `end`s, updates before news. Room for the `end` of every open
 //! event is kept free. Every eviction is counted per camera.
 //!
@@ -89,6 +90,17 @@ pub struct Pending {
     pub payload: String,
     /// Topic and JPEG of the snapshot to publish before the event.
     pub snapshot: Option<(String, Vec<u8>)>,
+    /// Topic and MP4 of the clip to publish before the event (after the snapshot).
+    pub clip: Option<(String, Vec<u8>)>,
+    /// When the event was stored.
+    pub stored_at: SystemTime,
+}
+
+impl Pending {
+    /// What goes out before the event itself, in order.
+    pub fn attachments(&self) -> impl Iterator<Item = &(String, Vec<u8>)> {
+        self.snapshot.iter().chain(&self.clip)
+    }
 }
 
 /// What had to go to keep the store within its budget, for one camera, since start.
@@ -96,6 +108,7 @@ pub struct Pending {
 pub struct Evictions {
     pub snapshots: u64,
     pub events: u64,
+    pub clips: u64,
 }
 
 /// How the outbox is doing, for health, `status`, metrics and the watchdog. A copy,
@@ -116,6 +129,9 @@ pub struct OutboxHealth {
     pub events_dropped: HashMap<String, u64>,
     /// Per camera, since start: stored pictures that no longer matched their hash.
     pub snapshots_damaged: HashMap<String, u64>,
+    /// Per camera, since start: clips the uplink's hourly budget held back past
+    /// `mqtt.clip_keep_s`, so their events went without them.
+    pub clips_dropped: HashMap<String, u64>,
     /// Per camera, over the outbox's life: budget evictions.
     pub evictions: HashMap<String, Evictions>,
     /// Where a damaged database was moved, while that file is still there.
@@ -155,7 +171,7 @@ pub struct Outbox {
 impl Outbox {
     pub const FILE_NAME: &'static str = "outbox.sqlite3";
     /// The schema this code writes (`PRAGMA user_version`); 0 is the first release's.
-    const SCHEMA: i64 = 3;
+    const SCHEMA: i64 = 4;
 
     /// Opens (creating if needed) the outbox in `dir`, without a budget. A damaged
     /// database is moved aside and a new one started (see `health().damaged_file`).
@@ -272,6 +288,12 @@ impl Outbox {
             // (NULL for pictures stored before: those go unchecked).
             tx.execute_batch("ALTER TABLE snapshots ADD COLUMN sha256 TEXT;")?;
         }
+        if version < 4 {
+            tx.execute_batch(
+                "CREATE TABLE clips (seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, mp4 BLOB NOT NULL, sha256 TEXT NOT NULL);
+                 ALTER TABLE evictions ADD COLUMN clips INTEGER NOT NULL DEFAULT 0;",
+            )?;
+        }
         if version < Self::SCHEMA {
             tx.pragma_update(None, "user_version", Self::SCHEMA)?;
         }
@@ -279,8 +301,10 @@ impl Outbox {
     }
 
     fn load_evictions(&self) -> rusqlite::Result<HashMap<String, Evictions>> {
-        let mut stmt = self.conn.prepare("SELECT camera, snapshots, events FROM evictions")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, Evictions { snapshots: r.get(1)?, events: r.get(2)? })))?;
+        let mut stmt = self.conn.prepare("SELECT camera, snapshots, events, clips FROM evictions")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get(0)?, Evictions { snapshots: r.get(1)?, events: r.get(2)?, clips: r.get(3)? }))
+        })?;
         rows.collect()
     }
 
@@ -419,7 +443,9 @@ impl Outbox {
         let payload = serde_json::to_string(&message)?;
         let jpeg = ev.snapshot_jpeg.as_deref().filter(|_| message.snapshot.is_some());
         let jpeg_len = jpeg.map_or(0, |j| j.len() as u64);
-        let need = payload.len() as u64 + jpeg_len + ROW_OVERHEAD;
+        let clip = ev.clip_mp4.as_deref().filter(|_| message.clip.is_some());
+        let clip_len = clip.map_or(0, |c| c.len() as u64);
+        let need = payload.len() as u64 + jpeg_len + clip_len + ROW_OVERHEAD;
         let is_end = message.event_type == EventType::End;
         let limit = self.room(need);
         let acked = self.acked.get();
@@ -428,17 +454,23 @@ impl Outbox {
         let counted = self.write(|tx| {
             // New events leave room for the ends of the open ones.
             let keep_free = if is_end { 0 } else { END_ROOM * (open_events(tx)? + 1) };
-            let room = make_room(tx, &path, limit.saturating_sub(keep_free), need, jpeg_len, acked)?;
+            let own = Own { clip: clip_len, snapshot: jpeg_len };
+            let room = make_room(tx, &path, limit.saturating_sub(keep_free), need, own, acked)?;
             let mut payload = payload;
-            let mut jpeg = jpeg;
+            let (mut jpeg, mut clip) = (jpeg, clip);
             let mut evicted = room.evicted;
+            if room.drop_own_clip && clip.take().is_some() {
+                warn!(camera = %message.camera, seq, budget, "storage budget too small for this clip; the event goes without it");
+                payload = without(&payload, Attachment::Clip, false).map_err(to_sql_error)?;
+                evicted.entry(message.camera.clone()).or_default().clips += 1;
+            }
             if room.drop_own_snapshot && jpeg.take().is_some() {
                 warn!(camera = %message.camera, seq, budget, "storage budget too small for this snapshot; the event goes without it");
-                payload = without_snapshot(&payload, false).map_err(to_sql_error)?;
+                payload = without(&payload, Attachment::Snapshot, false).map_err(to_sql_error)?;
                 evicted.entry(message.camera.clone()).or_default().snapshots += 1;
             }
             let counted = count_evictions(tx, &known, &evicted)?;
-            insert_event(tx, seq, &message, &payload, jpeg)?;
+            insert_event(tx, seq, &message, &payload, jpeg, clip)?;
             Ok(counted)
         })?;
         // Only what is on disk counts.
@@ -470,19 +502,24 @@ impl Outbox {
         let row = self
             .conn
             .query_row(
-                "SELECT e.seq, e.camera, e.payload, s.topic, s.jpeg, s.sha256
-                 FROM events e LEFT JOIN snapshots s USING (seq)
+                "SELECT e.seq, e.camera, e.payload, s.topic, s.jpeg, s.sha256, c.topic, c.mp4, c.sha256, e.created_ms
+                 FROM events e LEFT JOIN snapshots s USING (seq) LEFT JOIN clips c USING (seq)
                  WHERE e.delivered = 0 AND e.seq > ?1 ORDER BY e.seq LIMIT 1",
                 [self.acked.get()],
                 |r| {
                     let topic: Option<String> = r.get(3)?;
                     let jpeg: Option<Vec<u8>> = r.get(4)?;
+                    let clip_topic: Option<String> = r.get(6)?;
+                    let mp4: Option<Vec<u8>> = r.get(7)?;
                     let stored = StoredRow {
                         seq: r.get(0)?,
                         camera: r.get(1)?,
                         payload: r.get(2)?,
                         snapshot: topic.zip(jpeg),
                         sha256: r.get(5)?,
+                        clip: clip_topic.zip(mp4),
+                        clip_sha256: r.get(8)?,
+                        created_ms: r.get(9)?,
                     };
                     Ok(stored)
                 },
@@ -492,22 +529,65 @@ impl Outbox {
         Ok(row.map(|r| self.checked(r)))
     }
 
-    /// The row as it may be sent: its picture only if it is the one stored.
+    /// The row as it may be sent: its picture and clip only if they are the ones stored.
     fn checked(&self, row: StoredRow) -> Pending {
-        let intact = match (&row.snapshot, &row.sha256) {
-            (Some((_, jpeg)), Some(sha)) => hex(&Sha256::digest(jpeg)) == *sha,
+        let intact = |bytes: &Option<(String, Vec<u8>)>, sha: &Option<String>| match (bytes, sha) {
+            (Some((_, b)), Some(sha)) => hex(&Sha256::digest(b)) == *sha,
             _ => true,
         };
-        if intact {
-            return Pending { seq: row.seq, payload: row.payload, snapshot: row.snapshot };
+        let mut pending = Pending {
+            seq: row.seq,
+            payload: row.payload,
+            snapshot: row.snapshot,
+            clip: row.clip,
+            stored_at: UNIX_EPOCH + std::time::Duration::from_millis(row.created_ms.max(0) as u64),
+        };
+        if !intact(&pending.snapshot, &row.sha256) {
+            *self.health().snapshots_damaged.entry(row.camera.clone()).or_default() += 1;
+            warn!(camera = %row.camera, seq = row.seq, "stored snapshot does not match its sha256 (damaged on disk); the event goes without it");
+            self.forget(&mut pending, Attachment::Snapshot, true);
         }
-        *self.health().snapshots_damaged.entry(row.camera.clone()).or_default() += 1;
-        warn!(camera = %row.camera, seq = row.seq, "stored snapshot does not match its sha256 (damaged on disk); the event goes without it");
-        let payload = without_snapshot(&row.payload, true).unwrap_or(row.payload);
+        if !intact(&pending.clip, &row.clip_sha256) {
+            warn!(camera = %row.camera, seq = row.seq, "stored clip does not match its sha256 (damaged on disk); the event goes without it");
+            self.forget(&mut pending, Attachment::Clip, true);
+        }
+        pending
+    }
+
+    /// Sends `pending` without its `what` from now on, saying so in the event.
+    fn forget(&self, pending: &mut Pending, what: Attachment, damaged: bool) {
+        if let Ok(payload) = without(&pending.payload, what, damaged) {
+            pending.payload = payload;
+        }
+        match what {
+            Attachment::Snapshot => pending.snapshot = None,
+            Attachment::Clip => pending.clip = None,
+        }
         // Best effort, so that a resend does not count it again.
-        let _ = self.conn.execute("DELETE FROM snapshots WHERE seq = ?1", [row.seq]);
-        let _ = self.conn.execute("UPDATE events SET payload = ?2 WHERE seq = ?1", params![row.seq, payload]);
-        Pending { seq: row.seq, payload, snapshot: None }
+        let _ = self.conn.execute(&format!("DELETE FROM {} WHERE seq = ?1", what.table()), [pending.seq]);
+        let _ =
+            self.conn.execute("UPDATE events SET payload = ?2 WHERE seq = ?1", params![pending.seq, pending.payload]);
+    }
+
+    /// The uplink's budget held `pending`'s clip back too long: the event goes without
+    /// it (counted for `camera` as `clips_dropped`).
+    pub fn drop_clip(&self, pending: &mut Pending, camera: &str) {
+        *self.health().clips_dropped.entry(camera.to_owned()).or_default() += 1;
+        self.forget(pending, Attachment::Clip, false);
+    }
+
+    /// The newest stored message of `event_id`, if the outbox still has one.
+    pub fn latest_of(&self, event_id: &str) -> Result<Option<EventMessage>, OutboxError> {
+        let payload: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT payload FROM events WHERE json_extract(payload, '$.event_id') = ?1 ORDER BY seq DESC LIMIT 1",
+                [event_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.read_failed(e))?;
+        Ok(payload.map(|p| serde_json::from_str(&p)).transpose()?)
     }
 
     /// The broker has the event `seq` (and, delivery being in order, every one before
@@ -530,6 +610,7 @@ impl Outbox {
         let result = self.write(|tx| {
             tx.execute("UPDATE events SET delivered = 1 WHERE delivered = 0 AND seq <= ?1", [upto])?;
             tx.execute("DELETE FROM snapshots WHERE seq <= ?1", [upto])?;
+            tx.execute("DELETE FROM clips WHERE seq <= ?1", [upto])?;
             tx.execute("DELETE FROM events WHERE delivered = 1 AND seq <= ?1", [upto.saturating_sub(HISTORY)])?;
             Ok(())
         });
@@ -615,7 +696,7 @@ impl Outbox {
             };
             message.event_type = EventType::End;
             message.ended_at = Some(message.at.clone());
-            match self.push(Outgoing { message: message.clone(), snapshot_jpeg: None }) {
+            match self.push(Outgoing { message: message.clone(), snapshot_jpeg: None, clip_mp4: None }) {
                 Ok(seq) => {
                     message.seq = seq;
                     ended.push(message);
@@ -714,6 +795,32 @@ struct StoredRow {
     payload: String,
     snapshot: Option<(String, Vec<u8>)>,
     sha256: Option<String>,
+    clip: Option<(String, Vec<u8>)>,
+    clip_sha256: Option<String>,
+    created_ms: i64,
+}
+
+/// What an event may carry beside its JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Attachment {
+    Snapshot,
+    Clip,
+}
+
+impl Attachment {
+    fn table(self) -> &'static str {
+        match self {
+            Attachment::Snapshot => "snapshots",
+            Attachment::Clip => "clips",
+        }
+    }
+    /// The event field naming it.
+    fn field(self) -> &'static str {
+        match self {
+            Attachment::Snapshot => "snapshot",
+            Attachment::Clip => "clip",
+        }
+    }
 }
 
 /// What could be read from a damaged database.
@@ -766,7 +873,8 @@ impl Salvage {
     fn restore(&self, tx: &Transaction, last_seq: u64, evictions: &HashMap<String, Evictions>) -> rusqlite::Result<()> {
         tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_seq', ?1)", [last_seq])?;
         for (seq, created_ms, camera, payload) in &self.events {
-            let payload = without_snapshot(payload, true).map_err(to_sql_error)?;
+            let payload = without(payload, Attachment::Snapshot, true).map_err(to_sql_error)?;
+            let payload = without(&payload, Attachment::Clip, true).map_err(to_sql_error)?;
             tx.execute(
                 "INSERT INTO events (seq, created_ms, camera, payload) VALUES (?1, ?2, ?3, ?4)",
                 params![seq, created_ms, camera, payload],
@@ -779,10 +887,7 @@ impl Salvage {
             )?;
         }
         for (camera, e) in evictions {
-            tx.execute(
-                "INSERT OR REPLACE INTO evictions (camera, snapshots, events) VALUES (?1, ?2, ?3)",
-                params![camera, e.snapshots, e.events],
-            )?;
+            write_evictions(tx, camera, e)?;
         }
         Ok(())
     }
@@ -814,22 +919,28 @@ fn count_evictions(
         let mut e = known.get(cam).copied().unwrap_or_default();
         e.snapshots += evicted.snapshots;
         e.events += evicted.events;
-        tx.execute(
-            "INSERT OR REPLACE INTO evictions (camera, snapshots, events) VALUES (?1, ?2, ?3)",
-            params![cam, e.snapshots, e.events],
-        )?;
+        e.clips += evicted.clips;
+        write_evictions(tx, cam, &e)?;
         counted.push((cam.clone(), e));
     }
     Ok(counted)
 }
 
-/// The event's row, its picture with the picture's hash, and the open-events record.
+fn write_evictions(tx: &Transaction, camera: &str, e: &Evictions) -> rusqlite::Result<usize> {
+    tx.execute(
+        "INSERT OR REPLACE INTO evictions (camera, snapshots, events, clips) VALUES (?1, ?2, ?3, ?4)",
+        params![camera, e.snapshots, e.events, e.clips],
+    )
+}
+
+/// The event's row, its picture and clip with their hashes, and the open-events record.
 fn insert_event(
     tx: &Transaction,
     seq: u64,
     m: &EventMessage,
     payload: &str,
     jpeg: Option<&[u8]>,
+    mp4: Option<&[u8]>,
 ) -> rusqlite::Result<()> {
     tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_seq', ?1)", params![seq])?;
     tx.execute(
@@ -840,6 +951,12 @@ fn insert_event(
         tx.execute(
             "INSERT INTO snapshots (seq, topic, jpeg, sha256) VALUES (?1, ?2, ?3, ?4)",
             params![seq, s.topic, jpeg, hex(&Sha256::digest(jpeg))],
+        )?;
+    }
+    if let (Some(c), Some(mp4)) = (&m.clip, mp4) {
+        tx.execute(
+            "INSERT INTO clips (seq, topic, mp4, sha256) VALUES (?1, ?2, ?3, ?4)",
+            params![seq, c.topic, mp4, hex(&Sha256::digest(mp4))],
         )?;
     }
     match m.event_type {
@@ -856,27 +973,33 @@ fn insert_event(
 #[derive(Default)]
 struct Room {
     evicted: HashMap<String, Evictions>,
-    /// Even with every other picture gone the new one does not fit.
+    /// Even with every other clip gone the new one does not fit.
+    drop_own_clip: bool,
+    /// Even with every other clip and picture gone the new picture does not fit.
     drop_own_snapshot: bool,
 }
 
+/// The bytes of the new event's own clip and picture (0: none).
+#[derive(Clone, Copy)]
+struct Own {
+    clip: u64,
+    snapshot: u64,
+}
+
 /// Frees pages until `need` more bytes fit within `budget`: delivered history (and
-/// what the broker has though the disk did not record it) first, then pending
-/// snapshots oldest first, then pending events other than `end`s, oldest first.
-fn make_room(
-    tx: &Transaction,
-    path: &Path,
-    budget: u64,
-    need: u64,
-    own_snapshot: u64,
-    acked: u64,
-) -> rusqlite::Result<Room> {
+/// what the broker has though the disk did not record it) first, then pending clips
+/// oldest first (the new event's own last), then pending snapshots likewise, then
+/// pending events other than `end`s, oldest first.
+fn make_room(tx: &Transaction, path: &Path, budget: u64, need: u64, own: Own, acked: u64) -> rusqlite::Result<Room> {
     let mut room = Room::default();
     let mut need = need;
     while used_bytes(tx, path)? + need > budget {
         // History is cheap to lose: go in batches. What the broker has though the
         // disk did not record it yet is history too.
-        if tx.execute("DELETE FROM snapshots WHERE seq <= ?1", [acked])? > 0 {
+        if tx.execute("DELETE FROM snapshots WHERE seq <= ?1", [acked])?
+            + tx.execute("DELETE FROM clips WHERE seq <= ?1", [acked])?
+            > 0
+        {
             continue;
         }
         if tx.execute(
@@ -887,24 +1010,22 @@ fn make_room(
         {
             continue;
         }
-        let oldest_snapshot: Option<(u64, String, String)> = tx
-            .query_row(
-                "SELECT s.seq, e.camera, e.payload FROM snapshots s JOIN events e USING (seq) ORDER BY s.seq LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        if let Some((seq, camera, payload)) = oldest_snapshot {
-            let payload = without_snapshot(&payload, false).map_err(to_sql_error)?;
-            tx.execute("DELETE FROM snapshots WHERE seq = ?1", params![seq])?;
-            tx.execute("UPDATE events SET payload = ?2 WHERE seq = ?1", params![seq, payload])?;
-            room.evicted.entry(camera.clone()).or_default().snapshots += 1;
-            warn!(camera = %camera, seq, "storage budget reached: snapshot dropped, its event goes without it");
+        if let Some(camera) = evict_oldest(tx, Attachment::Clip)? {
+            room.evicted.entry(camera).or_default().clips += 1;
             continue;
         }
-        if own_snapshot > 0 && !room.drop_own_snapshot {
+        if own.clip > 0 && !room.drop_own_clip {
+            room.drop_own_clip = true;
+            need -= own.clip;
+            continue;
+        }
+        if let Some(camera) = evict_oldest(tx, Attachment::Snapshot)? {
+            room.evicted.entry(camera).or_default().snapshots += 1;
+            continue;
+        }
+        if own.snapshot > 0 && !room.drop_own_snapshot {
             room.drop_own_snapshot = true;
-            need -= own_snapshot;
+            need -= own.snapshot;
             continue;
         }
         // An `end` stays: its `new` may have gone out already, and if not, the `end`
@@ -929,6 +1050,27 @@ fn make_room(
         }
     }
     Ok(room)
+}
+
+/// Drops the oldest pending `what` (the event then says it was evicted); returns its
+/// camera, or `None` when there is none.
+fn evict_oldest(tx: &Transaction, what: Attachment) -> rusqlite::Result<Option<String>> {
+    let oldest: Option<(u64, String, String)> = tx
+        .query_row(
+            &format!(
+                "SELECT a.seq, e.camera, e.payload FROM {} a JOIN events e USING (seq) ORDER BY a.seq LIMIT 1",
+                what.table()
+            ),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((seq, camera, payload)) = oldest else { return Ok(None) };
+    let payload = without(&payload, what, false).map_err(to_sql_error)?;
+    tx.execute(&format!("DELETE FROM {} WHERE seq = ?1", what.table()), params![seq])?;
+    tx.execute("UPDATE events SET payload = ?2 WHERE seq = ?1", params![seq, payload])?;
+    warn!(camera = %camera, seq, "storage budget reached: {} dropped, its event goes without it", what.field());
+    Ok(Some(camera))
 }
 
 /// Bytes the store holds: the database's pages in use (not what the file once grew
@@ -986,15 +1128,19 @@ fn to_sql_error(e: serde_json::Error) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(e.into())
 }
 
-/// The event JSON with its snapshot gone, saying so (the contract adds the fields):
-/// `snapshot_evicted`, and `snapshot_damaged` when the stored picture was damaged.
-fn without_snapshot(payload: &str, damaged: bool) -> Result<String, serde_json::Error> {
+/// The event JSON with its snapshot or clip gone, saying so (the contract adds the
+/// fields): `snapshot_evicted` (`clip_evicted`), and `snapshot_damaged`
+/// (`clip_damaged`) when the stored bytes were damaged. Unchanged when it had none.
+fn without(payload: &str, what: Attachment, damaged: bool) -> Result<String, serde_json::Error> {
     let mut v: serde_json::Value = serde_json::from_str(payload)?;
-    if let Some(o) = v.as_object_mut() {
-        o.insert("snapshot".into(), serde_json::Value::Null);
-        o.insert("snapshot_evicted".into(), serde_json::Value::Bool(true));
+    let field = what.field();
+    if let Some(o) = v.as_object_mut()
+        && o.get(field).is_some_and(|f| !f.is_null())
+    {
+        o.insert(field.into(), serde_json::Value::Null);
+        o.insert(format!("{field}_evicted"), serde_json::Value::Bool(true));
         if damaged {
-            o.insert("snapshot_damaged".into(), serde_json::Value::Bool(true));
+            o.insert(format!("{field}_damaged"), serde_json::Value::Bool(true));
         }
     }
     serde_json::to_string(&v)
@@ -1072,8 +1218,10 @@ mod tests {
                     height: 1,
                 }),
                 detail: None,
+                clip: None,
             },
             snapshot_jpeg: with_snapshot.then(|| vec![1, 2, 3]),
+            clip_mp4: None,
         }
     }
 

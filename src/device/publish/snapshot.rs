@@ -110,11 +110,21 @@ fn crop_region(boxes: &[BBox], w: u32, h: u32) -> Option<(u32, u32, u32, u32)> {
 
 /// Paints the inside of `poly` (normalised) black; a pixel is inside when its centre is.
 pub fn fill_polygon(img: &mut RgbImage, poly: &Polygon) {
-    let (w, h) = (img.width(), img.height());
+    for (y, x0, x1) in polygon_spans(poly, img.width(), img.height()) {
+        for x in x0..=x1 {
+            img.put_pixel(x, y, Rgb([0, 0, 0]));
+        }
+    }
+}
+
+/// The runs of pixels `(row, first, last)` inside `poly` (normalised) on a `w` x `h`
+/// picture; a pixel is inside when its centre is (even-odd rule).
+pub fn polygon_spans(poly: &Polygon, w: u32, h: u32) -> Vec<(u32, u32, u32)> {
     let pts = poly.in_pixels(w, h);
+    let mut spans = Vec::new();
     for y in 0..h {
         let yc = y as f32 + 0.5;
-        // Crossings of this row with the edges, then fill between pairs (even-odd).
+        // Crossings of this row with the edges, then the runs between pairs.
         let mut xs: Vec<f32> = Vec::new();
         for i in 0..pts.len() {
             let (a, b) = (pts[i], pts[(i + 1) % pts.len()]);
@@ -125,15 +135,13 @@ pub fn fill_polygon(img: &mut RgbImage, poly: &Polygon) {
         xs.sort_by(f32::total_cmp);
         for pair in xs.chunks_exact(2) {
             let x0 = (pair[0] - 0.5).ceil().max(0.0) as u32;
-            let x1 = ((pair[1] - 0.5).floor().min(w as f32 - 1.0)).max(-1.0);
-            if x1 < 0.0 {
-                continue;
-            }
-            for x in x0..=x1 as u32 {
-                img.put_pixel(x, y, Rgb([0, 0, 0]));
+            let x1 = (pair[1] - 0.5).floor().min(w as f32 - 1.0);
+            if x1 >= 0.0 && x0 <= x1 as u32 {
+                spans.push((y, x0, x1 as u32));
             }
         }
     }
+    spans
 }
 
 /// Draws the closed outline through `pts` (pixels).
