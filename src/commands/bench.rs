@@ -1,11 +1,13 @@
 //! `gridwatch bench`: runs `crate::testkit::bench` and prints what it found, as a table for a
 //! person or as JSON (`--json`) for docs/performance.md and scripts.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 
+use crate::device::analysis::detect::ModelSource;
+use crate::device::ingest::DecoderChoice;
 use crate::testkit::bench::{BenchOptions, BenchReport};
 
 #[derive(Debug, clap::Args)]
@@ -35,6 +37,15 @@ pub struct BenchArgs {
     /// inferred (the worst case, and what the targets are about).
     #[arg(long)]
     pub motion: bool,
+    /// A model to measure, as detector.model takes it (yolox-nano, yolox-nano-int8 or
+    /// a file); repeat it to measure several: the pipeline runs the first, the floors
+    /// and the agreement with the first cover all [default: both built-in models, this
+    /// machine's default first].
+    #[arg(long = "model")]
+    pub models: Vec<String>,
+    /// As cameras.decoder: auto, software, or a GStreamer element.
+    #[arg(long, default_value = "auto")]
+    pub decoder: String,
     /// One JSON object on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -45,6 +56,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Some(c) => c,
         None => crate::testkit::clip::bundled()?,
     };
+    // A model file is read from the bench's own temporary folder: make it absolute.
+    let models = args
+        .models
+        .iter()
+        .map(|m| match ModelSource::from_setting(Some(Path::new(m))) {
+            ModelSource::File(p) => std::path::absolute(&p).map(|p| p.display().to_string()),
+            ModelSource::Builtin(_) => Ok(m.clone()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let decoder = DecoderChoice::try_from(args.decoder.clone()).map_err(|e| anyhow::anyhow!("--decoder: {e}"))?;
     let opts = BenchOptions {
         clip,
         cameras: args.cameras.max(1),
@@ -55,6 +76,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         sessions: args.sessions,
         analysis_width: args.analysis_width,
         motion: args.motion,
+        models,
+        decoder,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     let report = runtime.block_on(crate::testkit::bench::run(opts, |line| eprintln!("bench: {line}")))?;
@@ -95,7 +118,7 @@ fn table(r: &BenchReport) -> String {
     out += &format!(
         "\nframes in        {:.1}/s\nanalysed         {:.1}/s of {:.1}/s due\n\
          pipeline CPU     {:.2} ms per analysed picture ({:.2} cores)\n\
-         floor            {:.2} ms = decode {:.2} ms/frame x {:.1} frames + inference {:.2} ms\n\
+         floor            {:.2} ms = decode {:.2} ms/frame ({}) x {:.1} frames + inference {:.2} ms\n\
          floor passes     {} (decode/inference ms, before and after)\n\
          overhead ratio   {:.3} (target <= 1.15)\n\
          RSS              {:.1} MB ({:.1} MB ONNX Runtime and binary pages, {:.1} MB the rest)\n\
@@ -107,6 +130,7 @@ fn table(r: &BenchReport) -> String {
         r.cpu_cores_used,
         r.floors.per_analysed_ms,
         r.floors.decode_ms_per_frame,
+        r.floors.decoder,
         r.frames_in_per_s / r.analysed_per_s.max(f64::MIN_POSITIVE),
         r.floors.inference_ms,
         r.floors.passes.iter().map(|(d, i)| format!("{d:.2}/{i:.2}")).collect::<Vec<_>>().join(", "),
@@ -115,6 +139,30 @@ fn table(r: &BenchReport) -> String {
         r.rss_runtime_and_model_mb,
         r.rss_rest_mb,
         r.events
+    );
+    out += "\nmodel alone (floor)                       CPU ms   x first   found   extra (score >= 0.5, IoU >= 0.7)\n";
+    for m in &r.floors.models {
+        let pct = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1} %"));
+        out += &format!(
+            "{:<40} {:>7.2} {:>8.3} {:>8} {:>7}\n",
+            m.model,
+            m.inference_ms,
+            m.ratio_to_first,
+            pct(m.agreement.map(|a| a.found_pct())),
+            pct(m.agreement.map(|a| a.extra_pct()))
+        );
+    }
+    let mem = &r.memory;
+    out += &format!(
+        "\nmemory           {:.1} MB: anonymous {:.1} (heaps: ONNX Runtime arenas, decoders, pictures), libonnxruntime \
+         {:.1}, binary {:.1}, other libraries {:.1}; {} model session{}\n",
+        mem.rss_mb,
+        mem.anonymous_mb,
+        mem.onnxruntime_library_mb,
+        mem.binary_mb,
+        mem.other_libraries_mb,
+        mem.sessions,
+        if mem.sessions == 1 { "" } else { "s" }
     );
     out += &clips(r);
     out

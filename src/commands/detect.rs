@@ -36,7 +36,7 @@ pub struct DetectArgs {
     /// Boxes of one class overlapping more than this (IoU) are merged.
     #[arg(long, default_value_t = 0.45, value_parser = unit_interval)]
     pub nms_iou: f32,
-    /// ONNX model file [default: the built-in YOLOX-Nano].
+    /// ONNX model file, or a built-in model: yolox-nano, yolox-nano-int8 [default: this machine's built-in default].
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
     /// Class names, one per line in model order [default: the built-in COCO-80].
@@ -88,7 +88,7 @@ fn load(args: &DetectArgs) -> Result<(Labels, Detector), DetectError> {
         Some(p) => Labels::from_file(p)?,
         None => Labels::builtin(),
     };
-    let model = args.model.clone().map_or(ModelSource::Builtin, ModelSource::File);
+    let model = ModelSource::from_setting(args.model.as_deref());
     Ok((labels, Detector::load(model, args.onnxruntime.as_deref(), args.threads.into())?))
 }
 

@@ -41,6 +41,12 @@ pub struct HealthReport {
     pub last_error: Option<String>,
     /// Decoder complaints about damaged data (corrupt or lost packets), since start.
     pub decode_errors: u64,
+    /// The GStreamer element decoding the stream (avdec_h264, v4l2slh264dec, ...).
+    #[serde(default)]
+    pub decoder: Option<String>,
+    /// Times the chosen decoder failed and libav took over, since start.
+    #[serde(default)]
+    pub decoder_fallbacks: u64,
     /// Pictures the detector failed on, since start.
     #[serde(default)]
     pub detect_errors: u64,

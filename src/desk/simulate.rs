@@ -279,6 +279,8 @@ impl Site {
                 stalls_1h: 0,
                 last_error: None,
                 decode_errors: 0,
+                decoder: Some("avdec_h264".into()),
+                decoder_fallbacks: 0,
                 detect_errors: 0,
                 packets_lost: 0,
                 snapshots_evicted: 0,

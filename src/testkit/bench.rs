@@ -3,6 +3,10 @@
 //! same run the two floors nothing can avoid: decoding the stream (the same GStreamer
 //! decoder, alone) and running the model (the same ONNX Runtime session, alone).
 //!
+//! The inference floor is measured for every model asked for (`--model`, both built-in
+//! models by default), each pass back to back, with the later models' detections on
+//! the stream's pictures compared with the first's; the pipeline runs the first.
+//!
 //! Promises: every figure comes from this run on this machine; CPU figures are CPU
 //! time (not wall time) so a busy machine shows as lost throughput, not as cheaper
 //! stages. The RTSP server runs in a child process, so its work is not counted.
@@ -17,9 +21,11 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::device::analysis::detect::{Detector, ModelSource};
+use crate::device::analysis::detect::{Agreement, BuiltinModel, Detector, ModelSource};
 use crate::device::config::Config;
-use crate::device::ingest::{self, DecodeOptions, Decoder, EncodedFrame, Frame, Ingest, IngestOptions, StreamInfo};
+use crate::device::ingest::{
+    self, DecodeOptions, Decoder, DecoderChoice, EncodedFrame, Frame, Ingest, IngestOptions, StreamInfo,
+};
 use crate::device::ops::stages::{self, Stage, StageTotals};
 use crate::testkit::mosquitto::Mosquitto;
 
@@ -38,6 +44,24 @@ pub struct BenchOptions {
     pub analysis_width: u32,
     /// Let the motion gate skip still frames (off: every analysed frame is inferred).
     pub motion: bool,
+    /// Models to measure, as `detector.model` takes them (a built-in name or a file);
+    /// the pipeline runs the first. Empty: both built-in models, this machine's default
+    /// first.
+    pub models: Vec<String>,
+    /// As `cameras.decoder`, for the cameras and the decode floor.
+    pub decoder: DecoderChoice,
+}
+
+impl BenchOptions {
+    /// The models measured, the pipeline's first.
+    pub fn models(&self) -> Vec<String> {
+        if !self.models.is_empty() {
+            return self.models.clone();
+        }
+        let first = BuiltinModel::default_for_this_machine();
+        let rest = BuiltinModel::ALL.into_iter().filter(|m| *m != first);
+        std::iter::once(first).chain(rest).map(|m| m.name().to_owned()).collect()
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -61,17 +85,53 @@ pub struct ThreadGroup {
 
 #[derive(Debug, Serialize)]
 pub struct Floors {
+    /// The GStreamer element that decoded (what `cameras.decoder` chose).
+    pub decoder: String,
     /// CPU ms to decode one access unit with the daemon's decoder settings, alone: the
     /// mean of the passes.
     pub decode_ms_per_frame: f64,
-    /// CPU ms of one model run with the daemon's session settings, alone: the mean of
-    /// the passes.
+    /// CPU ms of one run of the pipeline's model with the daemon's session settings,
+    /// alone: the mean of the passes.
     pub inference_ms: f64,
+    /// Every model measured, the pipeline's first.
+    pub models: Vec<ModelFloor>,
     /// Each pass, (decode, inference): one just before the pipeline runs and one just
     /// after, so that a machine whose speed drifts (a shared VM) is met half way.
     pub passes: Vec<(f64, f64)>,
     /// Both, per analysed picture (decoding every frame of the stream).
     pub per_analysed_ms: f64,
+}
+
+/// One model alone on the stream's pictures.
+#[derive(Debug, Serialize)]
+pub struct ModelFloor {
+    pub model: String,
+    pub sha256: String,
+    /// CPU ms per run, mean of the passes, and each pass.
+    pub inference_ms: f64,
+    pub passes: Vec<f64>,
+    /// inference_ms / the first model's.
+    pub ratio_to_first: f64,
+    /// Its detections scoring 0.5 or more against the first model's (None for the
+    /// first), over every picture of every pass.
+    pub agreement: Option<Agreement>,
+}
+
+/// Where the resident memory is, from /proc/self/smaps at the end of the window.
+#[derive(Debug, Default, Serialize)]
+pub struct MemorySplit {
+    pub rss_mb: f64,
+    /// Pages of libonnxruntime's file.
+    pub onnxruntime_library_mb: f64,
+    /// Pages of our binary's file (which holds both built-in models).
+    pub binary_mb: f64,
+    /// Pages of every other file mapped (GStreamer, libav and what they pull in, libc).
+    pub other_libraries_mb: f64,
+    /// Anonymous memory: heaps (ONNX Runtime's arenas, decoders' reference pictures,
+    /// picture buffers), thread stacks.
+    pub anonymous_mb: f64,
+    /// Model sessions the daemon loaded.
+    pub sessions: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -98,6 +158,7 @@ pub struct BenchReport {
     /// the rest.
     pub rss_runtime_and_model_mb: f64,
     pub rss_rest_mb: f64,
+    pub memory: MemorySplit,
     /// Events the run stored (and the broker acknowledged, or was about to).
     pub events: u64,
     /// The clip stage (issue 16), on the recorded stream.
@@ -121,17 +182,21 @@ pub async fn run(opts: BenchOptions, progress: impl Fn(&str)) -> anyhow::Result<
     std::fs::create_dir_all(&dir)?;
     let cfg = bench_config(&opts, &server.url, broker.port(), &dir)?;
 
-    progress("measuring the floors: the decoder alone, then the model alone");
-    let mut passes = vec![floors(&info, &sample, &opts)?];
+    let models = opts.models();
+    progress(&format!("measuring the floors: the decoder alone, then each model alone ({})", models.join(", ")));
+    let mut passes = vec![floors(&info, &sample, &opts, &models)?];
 
     progress(&format!("running {} camera(s): {} s warm-up, {} s measured", opts.cameras, opts.warmup, opts.seconds));
     let stop = CancellationToken::new();
+    // As the daemon chooses them, from its model's speed (the floor's, measured alike).
+    let sessions = cfg.detector_sessions(passes[0].inference_ms[0]);
     let daemon = tokio::spawn(crate::device::daemon::run(cfg, stop.clone()));
     tokio::time::sleep(Duration::from_secs(opts.warmup)).await;
     let (s0, p0, t0, w0) = (stages::snapshot(), process_cpu(), thread_cpu_by_name(), Instant::now());
     tokio::time::sleep(Duration::from_secs(opts.seconds)).await;
     let (s1, p1, t1, window) = (stages::snapshot(), process_cpu(), thread_cpu_by_name(), w0.elapsed());
     let (rss, rss_shared) = rss_split();
+    let memory = MemorySplit { sessions, ..memory_split() };
     let outbox_events = crate::device::publish::Outbox::open_read_only(&dir.join("state"))
         .and_then(|o| o.recent(None, 0, 1))
         .map(|e| e.last().map_or(0, |e| e.seq))
@@ -142,11 +207,11 @@ pub async fn run(opts: BenchOptions, progress: impl Fn(&str)) -> anyhow::Result<
     let _ = std::fs::remove_dir_all(&dir);
 
     progress("measuring the floors again");
-    passes.push(floors(&info, &sample, &opts)?);
+    passes.push(floors(&info, &sample, &opts, &models)?);
     progress("measuring the clip stage: the ring, a clip as sent, a masked clip");
     let clips = super::bench_clips::measure(&info, &sample, opts.analysis_width)?;
-    let mean = |f: fn(&(f64, f64)) -> f64| passes.iter().map(f).sum::<f64>() / passes.len() as f64;
-    let (decode_floor, inference_floor) = (mean(|p| p.0), mean(|p| p.1));
+    let floors = Floors::from_passes(&models, &passes);
+    let (decode_floor, inference_floor) = (floors.decode_ms_per_frame, floors.inference_ms);
 
     let secs = window.as_secs_f64();
     let delta: Vec<StageTotals> = s1.iter().zip(&s0).map(|(a, b)| a.since(b)).collect();
@@ -178,17 +243,13 @@ pub async fn run(opts: BenchOptions, progress: impl Fn(&str)) -> anyhow::Result<
         stages,
         threads: thread_groups(&t0, &t1, secs),
         pipeline_cpu_ms_per_analysed: pipeline,
-        floors: Floors {
-            decode_ms_per_frame: decode_floor,
-            inference_ms: inference_floor,
-            passes,
-            per_analysed_ms: per_analysed_floor,
-        },
+        floors: Floors { per_analysed_ms: per_analysed_floor, ..floors },
         overhead_ratio: pipeline / per_analysed_floor,
         cpu_cores_used: p1.saturating_sub(p0).as_secs_f64() / secs,
         rss_mb: rss as f64 / 1024.0,
         rss_runtime_and_model_mb: rss_shared as f64 / 1024.0,
         rss_rest_mb: rss.saturating_sub(rss_shared) as f64 / 1024.0,
+        memory,
         events: outbox_events,
         clips,
     })
@@ -196,15 +257,17 @@ pub async fn run(opts: BenchOptions, progress: impl Fn(&str)) -> anyhow::Result<
 
 fn bench_config(opts: &BenchOptions, url: &str, broker_port: u16, dir: &Path) -> anyhow::Result<Config> {
     let sessions = opts.sessions.map_or(String::new(), |n| format!("sessions = {n}\n"));
+    let model = &opts.models()[0];
     let mut text = format!(
         "site = \"bench\"\n[mqtt]\nhost = \"127.0.0.1\"\nport = {broker_port}\nmax_events_per_s = 0\n\
-         [detector]\nthreads = {}\n{sessions}[storage]\ndir = \"state\"\n",
+         [detector]\nmodel = {model:?}\nthreads = {}\n{sessions}[storage]\ndir = \"state\"\n",
         opts.threads
     );
+    let decoder = String::from(opts.decoder.clone());
     for i in 0..opts.cameras {
         text += &format!(
             "[[cameras]]\nid = \"cam{i}\"\nurl = \"{url}\"\ndetect_fps = {}\nanalysis_width = {}\n\
-             [cameras.motion]\nenabled = {}\n",
+             decoder = {decoder:?}\n[cameras.motion]\nenabled = {}\n",
             opts.detect_fps, opts.analysis_width, opts.motion
         );
     }
@@ -277,20 +340,80 @@ async fn record(url: &str, within: Duration) -> anyhow::Result<(StreamInfo, Vec<
     }
 }
 
-/// One pass of both floors: (decode ms per frame, inference ms per run).
-fn floors(info: &StreamInfo, sample: &[EncodedFrame], opts: &BenchOptions) -> anyhow::Result<(f64, f64)> {
-    Ok((decode_floor(info, sample, opts)?, inference_floor(info, sample, opts)?))
+/// One pass of the floors: the decoder, then each model.
+#[derive(Debug, Serialize)]
+pub struct Pass {
+    pub decoder: String,
+    pub decode_ms: f64,
+    /// Per model, in order: CPU ms per run.
+    pub inference_ms: Vec<f64>,
+    /// Per model after the first: its detections against the first's.
+    #[serde(skip)]
+    agreement: Vec<Agreement>,
+    /// Per model: (name, sha256).
+    #[serde(skip)]
+    loaded: Vec<(String, String)>,
+}
+
+impl Floors {
+    /// The mean of the passes, per model.
+    fn from_passes(models: &[String], passes: &[Pass]) -> Floors {
+        let n = passes.len().max(1) as f64;
+        let mean = |f: &dyn Fn(&Pass) -> f64| passes.iter().map(f).sum::<f64>() / n;
+        let inference: Vec<f64> = (0..models.len()).map(|m| mean(&|p| p.inference_ms[m])).collect();
+        let models = models
+            .iter()
+            .enumerate()
+            .map(|(m, _)| ModelFloor {
+                model: passes[0].loaded[m].0.clone(),
+                sha256: passes[0].loaded[m].1.clone(),
+                inference_ms: inference[m],
+                passes: passes.iter().map(|p| p.inference_ms[m]).collect(),
+                ratio_to_first: inference[m] / inference[0],
+                agreement: (m > 0).then(|| passes.iter().fold(Agreement::default(), |a, p| a.plus(p.agreement[m - 1]))),
+            })
+            .collect();
+        Floors {
+            decoder: passes.last().map_or_else(String::new, |p| p.decoder.clone()),
+            decode_ms_per_frame: mean(&|p| p.decode_ms),
+            inference_ms: inference[0],
+            models,
+            passes: passes.iter().map(|p| (p.decode_ms, p.inference_ms[0])).collect(),
+            per_analysed_ms: 0.0,
+        }
+    }
+}
+
+/// One pass of the floors: the decoder alone, then each model alone.
+fn floors(info: &StreamInfo, sample: &[EncodedFrame], opts: &BenchOptions, models: &[String]) -> anyhow::Result<Pass> {
+    let (decoder, decode_ms) = decode_floor(info, sample, opts)?;
+    let pictures = stream_pictures(info, sample, opts)?;
+    let mut pass = Pass { decoder, decode_ms, inference_ms: Vec::new(), agreement: Vec::new(), loaded: Vec::new() };
+    let mut first: Vec<Vec<crate::device::analysis::detect::Detection>> = Vec::new();
+    for model in models {
+        let mut detector = Detector::load(ModelSource::from_setting(Some(Path::new(model))), None, opts.threads)?;
+        let (ms, found) = inference_floor(&mut detector, &pictures, opts)?;
+        pass.loaded.push((detector.model_name().to_owned(), detector.model_sha256().to_owned()));
+        pass.inference_ms.push(ms);
+        if first.is_empty() {
+            first = found;
+        } else {
+            let each = first.iter().zip(&found).map(|(r, c)| Agreement::of(r, c));
+            pass.agreement.push(each.fold(Agreement::default(), Agreement::plus));
+        }
+    }
+    Ok(pass)
 }
 
 /// CPU ms per access unit of the daemon's decoder element alone (as the pipeline's
 /// Decode stage is measured: between the probes around it), on the recorded stream
-/// played 10 times over as fast as it goes, nothing else running.
-fn decode_floor(info: &StreamInfo, sample: &[EncodedFrame], opts: &BenchOptions) -> anyhow::Result<f64> {
+/// played 10 times over as fast as it goes, nothing else running; and the element.
+fn decode_floor(info: &StreamInfo, sample: &[EncodedFrame], opts: &BenchOptions) -> anyhow::Result<(String, f64)> {
     let (width, height) = ingest::analysis_size(info.width, info.height, opts.analysis_width);
     let decoded = || stages::snapshot()[Stage::Decode as usize].clone();
     let before = decoded();
-    let mut decoder =
-        Decoder::new("bench", info, DecodeOptions { width, height, max_fps: opts.detect_fps }, Box::new(drop))?;
+    let out = DecodeOptions { width, height, max_fps: opts.detect_fps };
+    let mut decoder = Decoder::with_choice("bench", info, out, &opts.decoder, Box::new(drop))?;
     let span = sample.last().map_or(Duration::ZERO, |f| f.pts) + Duration::from_millis(100);
     let mut pushed = 0;
     for round in 0..10u32 {
@@ -313,23 +436,25 @@ fn decode_floor(info: &StreamInfo, sample: &[EncodedFrame], opts: &BenchOptions)
     if d.count == 0 {
         bail!("the decoder decoded nothing for the floor");
     }
-    Ok(d.cpu.as_secs_f64() * 1000.0 / d.count as f64)
+    Ok((decoder.element().to_owned(), d.cpu.as_secs_f64() * 1000.0 / d.count as f64))
 }
 
-/// CPU ms of one model run (ONNX Runtime's `run` alone) on the stream's pictures at
-/// the analysis size.
-fn inference_floor(info: &StreamInfo, sample: &[EncodedFrame], opts: &BenchOptions) -> anyhow::Result<f64> {
+/// Every picture of the recorded stream at the analysis size (pictures no model was
+/// calibrated or tested on: the clip's first seconds as served).
+fn stream_pictures(info: &StreamInfo, sample: &[EncodedFrame], opts: &BenchOptions) -> anyhow::Result<Vec<Frame>> {
     let (width, height) = ingest::analysis_size(info.width, info.height, opts.analysis_width);
     let pictures: Arc<Mutex<Vec<Frame>>> = Arc::default();
     {
         let sink = pictures.clone();
         let on_frame = Box::new(move |f: Frame| sink.lock().unwrap_or_else(|p| p.into_inner()).push(f));
-        let mut decoder = Decoder::new("bench", info, DecodeOptions { width, height, max_fps: 0.0 }, on_frame)?;
-        for f in sample.iter().take(20) {
+        let out = DecodeOptions { width, height, max_fps: 0.0 };
+        let mut decoder = Decoder::with_choice("bench", info, out, &opts.decoder, on_frame)?;
+        let wanted = sample.len().min(40);
+        for f in sample.iter().take(wanted) {
             decoder.push(f)?;
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        while pictures.lock().unwrap_or_else(|p| p.into_inner()).len() < 10 && Instant::now() < deadline {
+        while pictures.lock().unwrap_or_else(|p| p.into_inner()).len() + 2 < wanted && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -337,18 +462,31 @@ fn inference_floor(info: &StreamInfo, sample: &[EncodedFrame], opts: &BenchOptio
     if pictures.is_empty() {
         bail!("the decoder gave no picture for the inference floor");
     }
-    let mut detector = Detector::load(ModelSource::Builtin, None, opts.threads)?;
+    Ok(pictures)
+}
+
+/// CPU ms of one model run (ONNX Runtime's `run` alone) on the stream's pictures, and
+/// what the model found on each (score >= 0.5).
+fn inference_floor(
+    detector: &mut Detector,
+    pictures: &[Frame],
+    opts: &BenchOptions,
+) -> anyhow::Result<(f64, Vec<Vec<crate::device::analysis::detect::Detection>>)> {
     detector.detect(&pictures[0].picture, 0.5, 0.45)?; // the first run allocates
     let before = stages::snapshot()[Stage::Inference as usize].clone();
-    let (start, runs) = (process_cpu(), 100);
+    let (start, runs) = (process_cpu(), 100.max(pictures.len()));
+    let mut found = Vec::with_capacity(pictures.len());
     for i in 0..runs {
-        detector.detect(&pictures[i % pictures.len()].picture, 0.5, 0.45)?;
+        let dets = detector.detect(&pictures[i % pictures.len()].picture, 0.5, 0.45)?;
+        if i < pictures.len() {
+            found.push(dets);
+        }
     }
     let process = process_cpu().saturating_sub(start);
     let d = stages::snapshot()[Stage::Inference as usize].since(&before);
     // With one thread the run is all on ours; with more, the pool's threads count too.
     let cpu = if opts.threads > 1 { process.min(d.cpu * opts.threads as u32) } else { d.cpu };
-    Ok(cpu.as_secs_f64() * 1000.0 / runs as f64)
+    Ok((cpu.as_secs_f64() * 1000.0 / runs as f64, found))
 }
 
 /// This process's CPU time (user and system) so far.
@@ -433,6 +571,43 @@ fn rss_split() -> (u64, u64) {
         }
     }
     (total, shared)
+}
+
+/// Resident memory by where it comes from (see [`MemorySplit`]).
+fn memory_split() -> MemorySplit {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+    let exe = std::env::current_exe().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let mut kb = [0u64; 4]; // onnxruntime, binary, other files, anonymous
+    let mut group = 3;
+    for line in smaps.lines() {
+        if let Some(v) = line.strip_prefix("Rss:") {
+            kb[group] += v.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0);
+        } else if line
+            .split_whitespace()
+            .next()
+            .is_some_and(|f| f.contains('-') && f.chars().all(|c| c.is_ascii_hexdigit() || c == '-'))
+        {
+            let path = line.split_whitespace().nth(5).unwrap_or("");
+            group = if path.contains("libonnxruntime") {
+                0
+            } else if exe.as_deref().is_some_and(|e| path.ends_with(e)) {
+                1
+            } else if path.starts_with('/') {
+                2
+            } else {
+                3 // [heap], [stack], anonymous mappings
+            };
+        }
+    }
+    let mb = |k: u64| k as f64 / 1024.0;
+    MemorySplit {
+        rss_mb: mb(kb.iter().sum()),
+        onnxruntime_library_mb: mb(kb[0]),
+        binary_mb: mb(kb[1]),
+        other_libraries_mb: mb(kb[2]),
+        anonymous_mb: mb(kb[3]),
+        sessions: 0,
+    }
 }
 
 fn machine() -> String {

@@ -43,6 +43,10 @@ pub struct CameraConfig {
     pub max_frame_bytes: u64,
     #[serde(default = "default_max_picture_pixels")]
     pub max_picture_pixels: u64,
+    /// `auto` (the best decoder GStreamer has for the codec, libav if it fails),
+    /// `software` (libav), or a GStreamer decoder element's name (docs/install.md).
+    #[serde(default)]
+    pub decoder: crate::device::ingest::DecoderChoice,
     #[serde(default = "default_true")]
     pub enabled: bool,
     #[serde(default)]

@@ -4,12 +4,13 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::device::analysis::detect::{DetectError, Labels, ModelSource};
+use crate::device::analysis::detect::{BuiltinModel, DetectError, Labels, ModelSource};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DetectorConfig {
-    /// An ONNX model file; the YOLOX-Nano model built into the binary when absent.
+    /// An ONNX model file, or a built-in model by name (`yolox-nano`,
+    /// `yolox-nano-int8`); when absent, the built-in default for this machine's CPU.
     pub model: Option<PathBuf>,
     /// Class names, one per line in model order; COCO-80 built in when absent.
     pub labels: Option<PathBuf>,
@@ -18,9 +19,10 @@ pub struct DetectorConfig {
     /// ONNX Runtime threads per model run.
     #[serde(default = "default_threads")]
     pub threads: usize,
-    /// Model sessions run side by side (each with `threads` threads); by default one
-    /// per core, at most one per enabled camera. One session can keep one core busy
-    /// at a time: more cameras than one core can serve need more.
+    /// Model sessions run side by side (each with `threads` threads). By default as
+    /// many as the cameras' pictures need at the model's measured speed, with half
+    /// again for headroom ([`DetectorConfig::sessions_for`]): each session holds its own
+    /// working memory (about 17 MB for YOLOX-Nano), so one per core wastes it.
     pub sessions: Option<usize>,
     /// Detections below this score are not tracked at all.
     #[serde(default = "default_min_score")]
@@ -43,6 +45,10 @@ impl Default for DetectorConfig {
     }
 }
 
+/// Sessions are sized for this much more work than the cameras ask for at full rate:
+/// inference on a busy machine runs slower than alone, and pictures come in bursts.
+const SESSION_HEADROOM: f64 = 1.5;
+
 fn default_threads() -> usize {
     1
 }
@@ -55,22 +61,31 @@ fn default_nms_iou() -> f32 {
 
 impl DetectorConfig {
     pub(super) fn resolve_paths(&mut self, fix: &impl Fn(&mut PathBuf)) {
-        self.model.as_mut().map(fix);
+        // A built-in model's name is not a path.
+        if !matches!(self.model_source(), ModelSource::Builtin(_)) {
+            self.model.as_mut().map(fix);
+        }
         self.labels.as_mut().map(fix);
         self.onnxruntime.as_mut().map(fix);
     }
 
-    /// How many model sessions to run for `cameras` enabled cameras (see `sessions`).
-    pub fn sessions_for(&self, cameras: usize) -> usize {
+    /// How many model sessions to run for `cameras` enabled cameras asking for
+    /// `pictures_per_s` in all, with one model run taking `inference_ms`: `sessions`
+    /// when set; else enough sessions to run the model that often with 1.5x headroom,
+    /// at least 1, at most one per core (per `threads`) and one per camera.
+    pub fn sessions_for(&self, cameras: usize, pictures_per_s: f64, inference_ms: f64) -> usize {
         self.sessions.unwrap_or_else(|| {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            (cores / self.threads.max(1)).clamp(1, cameras.max(1))
+            let most = (cores / self.threads.max(1)).clamp(1, cameras.max(1));
+            let busy = pictures_per_s * inference_ms / 1000.0 * SESSION_HEADROOM;
+            (busy.ceil().max(1.0) as usize).min(most)
         })
     }
 
-    /// The model the detector will load: `model`, or the built-in one.
+    /// The model the detector will load: `model` (a file or a built-in name), or the
+    /// built-in default.
     pub fn model_source(&self) -> ModelSource {
-        self.model.clone().map_or(ModelSource::Builtin, ModelSource::File)
+        ModelSource::from_setting(self.model.as_deref())
     }
 
     /// The label list the detector will use (the file's, or the built-in one).
@@ -83,14 +98,17 @@ impl DetectorConfig {
 
     /// Problems of this section, and the labels when they could be read.
     pub(super) fn problems(&self, bad: &mut dyn FnMut(String, String)) -> Option<Labels> {
-        if let Some(m) = &self.model
+        if let ModelSource::File(m) = self.model_source()
             && !m.is_file()
         {
+            let names: Vec<&str> = BuiltinModel::ALL.iter().map(|b| b.name()).collect();
             bad(
                 "detector.model".into(),
                 format!(
-                    "{} does not exist; give the path of an ONNX model, or remove the key to use the built-in YOLOX-Nano",
-                    m.display()
+                    "{} does not exist; give the path of an ONNX model, a built-in model ({}), or remove the key \
+                     to use this machine's default",
+                    m.display(),
+                    names.join(", ")
                 ),
             );
         }

@@ -166,8 +166,11 @@ impl Config {
     }
 
     /// How many model sessions the daemon runs (see `DetectorConfig::sessions`).
-    pub fn detector_sessions(&self) -> usize {
-        self.detector.sessions_for(self.cameras.iter().filter(|c| c.enabled).count())
+    /// `inference_ms`: one model run, as measured on this machine at start.
+    pub fn detector_sessions(&self, inference_ms: f64) -> usize {
+        let enabled = self.cameras.iter().filter(|c| c.enabled);
+        let pictures_per_s: f64 = enabled.clone().map(|c| c.detect_fps).sum();
+        self.detector.sessions_for(enabled.count(), pictures_per_s, inference_ms)
     }
 
     /// The model the detector will load: `detector.model`, or the built-in one.
@@ -331,7 +334,12 @@ track = ["person", "car"]
     #[test]
     fn model_source_is_the_file_or_the_builtin() {
         let mut cfg = parse(GOOD).unwrap();
-        assert_eq!(cfg.model_source(), ModelSource::Builtin);
+        assert_eq!(cfg.model_source(), ModelSource::from_setting(None));
+        cfg.detector.model = Some(PathBuf::from("yolox-nano-int8"));
+        assert_eq!(
+            cfg.model_source(),
+            ModelSource::Builtin(crate::device::analysis::detect::BuiltinModel::YoloxNanoInt8)
+        );
         cfg.detector.model = Some(PathBuf::from("/opt/m.onnx"));
         assert_eq!(cfg.model_source(), ModelSource::File(PathBuf::from("/opt/m.onnx")));
     }

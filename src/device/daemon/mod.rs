@@ -137,15 +137,23 @@ struct Model {
 impl Model {
     async fn load(cfg: &Config) -> anyhow::Result<Model> {
         let model = cfg.model_source();
-        let (runtime, threads, n) = (cfg.detector.onnxruntime.clone(), cfg.detector.threads, cfg.detector_sessions());
-        let sessions = tokio::task::spawn_blocking(move || {
-            (0..n).map(|_| Detector::load(model.clone(), runtime.as_deref(), threads)).collect::<Result<Vec<_>, _>>()
+        let (runtime, threads, cfg2) = (cfg.detector.onnxruntime.clone(), cfg.detector.threads, cfg.clone());
+        // The first session times the model; that sets how many more the cameras need.
+        let (sessions, inference_ms) = tokio::task::spawn_blocking(move || {
+            let load = || Detector::load(model.clone(), runtime.as_deref(), threads);
+            let mut first = load()?;
+            let ms = first.time_inference()?;
+            let mut sessions = vec![first];
+            for _ in 1..cfg2.detector_sessions(f64::from(ms)) {
+                sessions.push(load()?);
+            }
+            Ok::<_, crate::device::analysis::detect::DetectError>((sessions, ms))
         })
         .await
         .context("loading the model")??;
-        let first = &sessions[0];
+        let (first, n) = (&sessions[0], sessions.len());
         let (name, sha256) = (first.model_name().to_owned(), first.model_sha256().to_owned());
-        info!(model = %name, sha256 = %sha256, sessions = n, threads, "model loaded");
+        info!(model = %name, sha256 = %sha256, sessions = n, threads, inference_ms, "model loaded");
         Ok(Model { sessions, name, sha256 })
     }
 }

@@ -160,6 +160,8 @@ fn decode_loop(
                 health.frame_received(f.received_at, f.lost_packets);
                 let Some((info, decoder)) = session.as_mut() else { continue };
                 let pushed = decoder.push(&f);
+                let fell_back = decoder.take_fallback();
+                health.decoder(decoder.element(), fell_back);
                 lock(clips).frame(f);
                 let errors = decoder.stats().decode_errors;
                 health.decode_errors(errors.saturating_sub(counted));
@@ -204,8 +206,10 @@ fn start_decoder(
         }
     });
     let opts = DecodeOptions { width, height, max_fps: cam.detect_fps };
-    match Decoder::new(&cam.id, info, opts, on_frame) {
-        Ok(d) => {
+    match Decoder::with_choice(&cam.id, info, opts, &cam.decoder, on_frame) {
+        Ok(mut d) => {
+            let fell_back = d.take_fallback();
+            health.decoder(d.element(), fell_back);
             // camera.rs has logged the stream itself; this adds what we make of it.
             debug!(camera = %cam.id, analysis = %format!("{width}x{height}"), "decoder started");
             Some(d)

@@ -9,7 +9,15 @@
 //! receive time of the access unit it came from. Bad data costs pictures (counted in
 //! [`DecodeStats`]), never a panic. The decoder does not buffer without bound: if it
 //! falls behind, input is dropped up to the next keyframe.
+//!
+//! Which element decodes is `cameras.decoder` ([`DecoderChoice`]): `auto` takes the
+//! highest-ranked decoder GStreamer offers for the codec (a board's hardware decoder
+//! where its plugin ranks it above libav), a name forces that element. Anything but
+//! libav is on probation until its first picture: if it is missing, fails, or gives
+//! no picture from the first keyframe, the decoder falls back to libav, replays the
+//! frames since that keyframe, logs one line and counts it ([`DecodeStats::fallbacks`]).
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -35,6 +43,101 @@ pub struct DecodeOptions {
     pub max_fps: f64,
 }
 
+/// Which GStreamer element decodes a camera's stream (`cameras.decoder`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum DecoderChoice {
+    /// The highest-ranked decoder for the stream's codec, libav if it fails.
+    #[default]
+    Auto,
+    /// libav (avdec_h264, avdec_h265).
+    Software,
+    /// This element, libav if it is missing or fails.
+    Element(String),
+}
+
+impl TryFrom<String> for DecoderChoice {
+    type Error = crate::contract::Invalid;
+
+    fn try_from(s: String) -> Result<DecoderChoice, Self::Error> {
+        let element_name = |s: &str| {
+            s.starts_with(|c: char| c.is_ascii_lowercase())
+                && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        };
+        match s.as_str() {
+            "auto" => Ok(DecoderChoice::Auto),
+            "software" => Ok(DecoderChoice::Software),
+            _ if element_name(&s) => Ok(DecoderChoice::Element(s)),
+            _ => Err(crate::contract::Invalid(format!(
+                "decoder {s:?} is not auto, software, or a GStreamer element name (see `gst-inspect-1.0 | grep -i \
+                 264` for the decoders installed)"
+            ))),
+        }
+    }
+}
+
+impl From<DecoderChoice> for String {
+    fn from(c: DecoderChoice) -> String {
+        match c {
+            DecoderChoice::Auto => "auto".into(),
+            DecoderChoice::Software => "software".into(),
+            DecoderChoice::Element(e) => e,
+        }
+    }
+}
+
+/// libav's decoder for `codec`: always there (gstreamer1.0-libav), and the fallback.
+pub fn software_decoder(codec: Codec) -> &'static str {
+    match codec {
+        Codec::H264 => "avdec_h264",
+        Codec::H265 => "avdec_h265",
+    }
+}
+
+/// The video decoders GStreamer offers for `codec` as our parser hands it on, best
+/// rank first (the order `auto` tries them in; ties by name, so the order is stable).
+pub fn ranked_decoders(codec: Codec) -> Result<Vec<String>, DecodeError> {
+    gst::init().map_err(|e| DecodeError::Init(e.to_string()))?;
+    let caps = gst::Caps::builder(format!("video/x-{}", codec.as_str()))
+        .field("stream-format", "byte-stream")
+        .field("alignment", "au")
+        .build();
+    let kinds = gst::ElementFactoryType::DECODER | gst::ElementFactoryType::MEDIA_VIDEO;
+    let mut found: Vec<(gst::Rank, String)> = gst::ElementFactory::factories_with_type(kinds, gst::Rank::MARGINAL)
+        .into_iter()
+        .filter(|f| f.can_sink_any_caps(&caps))
+        .map(|f| (f.rank(), f.name().to_string()))
+        .collect();
+    found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    Ok(found.into_iter().map(|(_, name)| name).collect())
+}
+
+/// Decoders that failed in this process: `auto` does not try them again (no second
+/// probation, no second log line per reconnect), until the daemon restarts.
+static FAILED_DECODERS: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+
+fn failed_before(element: &str) -> bool {
+    FAILED_DECODERS.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|s| s.contains(element))
+}
+
+fn remember_failure(element: &str) {
+    FAILED_DECODERS.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_default().insert(element.to_owned());
+}
+
+/// The element to try first for `choice`; libav when `auto` finds nothing better.
+fn first_choice(choice: &DecoderChoice, codec: Codec) -> String {
+    let software = software_decoder(codec);
+    match choice {
+        DecoderChoice::Software => software.to_owned(),
+        DecoderChoice::Element(e) => e.clone(),
+        DecoderChoice::Auto => ranked_decoders(codec)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|e| e == software || !failed_before(e))
+            .unwrap_or_else(|| software.to_owned()),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     #[error("cannot build the decoder: {0}")]
@@ -55,6 +158,9 @@ pub struct DecodeStats {
     /// Decoder complaints about damaged data (each error libav reports while
     /// concealing corrupt or missing slices), warnings and errors.
     pub decode_errors: u64,
+    /// Times the chosen decoder failed (missing, an error, or no picture from the
+    /// first keyframe) and libav took over: 0 or 1.
+    pub fallbacks: u64,
 }
 
 #[derive(Default)]
@@ -64,6 +170,17 @@ struct Counters {
     frames_dropped: AtomicU64,
     decode_errors: AtomicU64,
 }
+
+/// Where pictures go: shared, so that a fallback's new pipeline delivers to the same place.
+type FrameSink = Arc<Mutex<Box<dyn FnMut(Frame) + Send>>>;
+
+/// A decoder other than libav proves itself within this long after the first
+/// keyframe, and this many frames (hardware decoders hold a few before the first
+/// picture), or libav takes over.
+const PROBATION: Duration = Duration::from_secs(3);
+const PROBATION_FRAMES: usize = 15;
+/// Frames kept for the replay into libav: up to the appsrc's own limit.
+const REPLAY_FRAMES: usize = MAX_QUEUED as usize;
 
 thread_local! {
     /// The counters of the decoder this streaming thread runs, so that libav's
@@ -126,7 +243,7 @@ impl Mark {
     }
 }
 
-/// The elements of one decoder, linked: appsrc -> parser -> libav decoder ->
+/// The elements of one decoder, linked: appsrc -> parser -> decoder ->
 /// videoconvert -> videoscale -> capsfilter (I420 at the analysis size) -> appsink.
 struct Parts {
     pipeline: gst::Pipeline,
@@ -137,7 +254,7 @@ struct Parts {
 }
 
 impl Parts {
-    fn build(codec: Codec, out: &DecodeOptions) -> Result<Parts, DecodeError> {
+    fn build(codec: Codec, element: &str, out: &DecodeOptions) -> Result<Parts, DecodeError> {
         let appsrc = gst_app::AppSrc::builder()
             .caps(
                 &gst::Caps::builder(format!("video/x-{}", codec.as_str()))
@@ -148,17 +265,22 @@ impl Parts {
             .format(gst::Format::Time)
             .is_live(true)
             .build();
-        let (parser, decoder) = match codec {
-            Codec::H264 => ("h264parse", "avdec_h264"),
-            Codec::H265 => ("h265parse", "avdec_h265"),
+        let parser = match codec {
+            Codec::H264 => "h264parse",
+            Codec::H265 => "h265parse",
         };
-        let decoder = make(decoder)?;
-        // Corrupt input (packet loss) is concealed and skipped instead of stopping the
-        // pipeline after a handful of errors.
-        decoder.set_property("max-errors", -1i32);
-        // One decoding thread per camera: cameras already keep the cores busy in
-        // parallel, and libav's complaints then come from the thread we can attribute.
-        decoder.set_property("max-threads", 1i32);
+        let decoder = make(element)?;
+        if decoder.find_property("max-errors").is_some() {
+            // libav: corrupt input (packet loss) is concealed and skipped instead of
+            // stopping the pipeline after a handful of errors.
+            decoder.set_property("max-errors", -1i32);
+        }
+        if decoder.find_property("max-threads").is_some() {
+            // libav: one decoding thread per camera: cameras already keep the cores busy
+            // in parallel, and libav's complaints then come from the thread we can
+            // attribute; each thread would also hold its own reference pictures.
+            decoder.set_property("max-threads", 1i32);
+        }
         let capsfilter = make("capsfilter")?;
         capsfilter.set_property(
             "caps",
@@ -241,12 +363,7 @@ fn gate_and_time_conversion(convert: &gst::Element, appsink: &gst_app::AppSink, 
 }
 
 /// Hands every picture the appsink receives to `on_frame`, counted.
-fn deliver(
-    appsink: &gst_app::AppSink,
-    camera_id: &str,
-    counters: Arc<Counters>,
-    mut on_frame: Box<dyn FnMut(Frame) + Send>,
-) {
+fn deliver(appsink: &gst_app::AppSink, camera_id: &str, counters: Arc<Counters>, on_frame: FrameSink) {
     let id = camera_id.to_owned();
     let recycler = Recycler::default();
     appsink.set_callbacks(
@@ -256,7 +373,7 @@ fn deliver(
                 match to_frame(&sample, &recycler) {
                     Some(frame) => {
                         counters.frames_out.fetch_add(1, Ordering::Relaxed);
-                        on_frame(frame);
+                        (on_frame.lock().unwrap_or_else(|p| p.into_inner()))(frame);
                     }
                     None => {
                         counters.decode_errors.fetch_add(1, Ordering::Relaxed);
@@ -269,13 +386,64 @@ fn deliver(
     );
 }
 
-/// One session's decoder. Dropping it stops the pipeline.
-pub struct Decoder {
-    camera_id: String,
+/// One started pipeline; dropping it stops it.
+struct Running {
     pipeline: gst::Pipeline,
     appsrc: gst_app::AppSrc,
     bus: gst::Bus,
+}
+
+impl Running {
+    fn start(
+        camera_id: &str,
+        info: &StreamInfo,
+        element: &str,
+        out: &DecodeOptions,
+        counters: &Arc<Counters>,
+        on_frame: &FrameSink,
+    ) -> Result<Running, DecodeError> {
+        let parts = Parts::build(info.codec, element, out)?;
+        time_decoding(&parts.decoder, counters);
+        gate_and_time_conversion(&parts.convert, &parts.appsink, out.max_fps);
+        deliver(&parts.appsink, camera_id, counters.clone(), on_frame.clone());
+        let Parts { pipeline, appsrc, .. } = parts;
+        let bus = pipeline.bus().ok_or_else(|| DecodeError::Init("pipeline without a bus".into()))?;
+        let running = Running { pipeline, appsrc, bus };
+        running
+            .pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| DecodeError::Init(format!("cannot start the pipeline with {element}: {e}")))?;
+        Ok(running)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// A decoder other than libav that has not yet given a picture.
+struct Probation {
+    /// Frames pushed since the first keyframe, for the replay into libav.
+    held: Vec<EncodedFrame>,
+    /// When the first keyframe went in.
+    since: Option<Instant>,
+}
+
+/// One session's decoder. Dropping it stops the pipeline.
+pub struct Decoder {
+    camera_id: String,
+    info: StreamInfo,
+    out: DecodeOptions,
+    run: Running,
+    /// The element decoding now.
+    element: String,
+    probation: Option<Probation>,
     counters: Arc<Counters>,
+    on_frame: FrameSink,
+    fallbacks: u64,
+    fallbacks_reported: u64,
     /// Caps naming the clock of the receive time carried on each buffer.
     unix_caps: gst::Caps,
     awaiting_keyframe: bool,
@@ -283,44 +451,78 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// Builds and starts the pipeline for `info.codec`. `on_frame` runs on a GStreamer
-    /// thread: it should only hand the picture on (e.g. `try_send` on a bounded channel).
+    /// [`Decoder::with_choice`] with `auto`.
     pub fn new(
         camera_id: &str,
         info: &StreamInfo,
         out: DecodeOptions,
         on_frame: Box<dyn FnMut(Frame) + Send>,
     ) -> Result<Decoder, DecodeError> {
-        gst::init().map_err(|e| DecodeError::Init(e.to_string()))?;
-        let parts = Parts::build(info.codec, &out)?;
-        let counters = Arc::new(Counters::default());
-        time_decoding(&parts.decoder, &counters);
-        gate_and_time_conversion(&parts.convert, &parts.appsink, out.max_fps);
-        deliver(&parts.appsink, camera_id, counters.clone(), on_frame);
+        Decoder::with_choice(camera_id, info, out, &DecoderChoice::Auto, on_frame)
+    }
 
-        let Parts { pipeline, appsrc, .. } = parts;
-        let bus = pipeline.bus().ok_or_else(|| DecodeError::Init("pipeline without a bus".into()))?;
-        pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|e| DecodeError::Init(format!("cannot start the pipeline: {e}")))?;
-        debug!(camera = %camera_id, codec = info.codec.as_str(), width = out.width, height = out.height,
-               max_fps = out.max_fps, "decoder started");
+    /// Builds and starts the pipeline for `info.codec` with the element `choice` names.
+    /// `on_frame` runs on a GStreamer thread: it should only hand the picture on (e.g.
+    /// `try_send` on a bounded channel). A chosen element that cannot start gives way
+    /// to libav here; only libav failing too is an error.
+    pub fn with_choice(
+        camera_id: &str,
+        info: &StreamInfo,
+        out: DecodeOptions,
+        choice: &DecoderChoice,
+        on_frame: Box<dyn FnMut(Frame) + Send>,
+    ) -> Result<Decoder, DecodeError> {
+        gst::init().map_err(|e| DecodeError::Init(e.to_string()))?;
+        let (counters, on_frame) = (Arc::new(Counters::default()), Arc::new(Mutex::new(on_frame)));
+        let software = software_decoder(info.codec);
+        let element = first_choice(choice, info.codec);
+        let started = Running::start(camera_id, info, &element, &out, &counters, &on_frame);
+        let (run, element, fallbacks) = match started {
+            Ok(run) => (run, element, 0),
+            Err(e) if element != software => {
+                fallback_log(camera_id, &element, software, &e.to_string());
+                remember_failure(&element);
+                (Running::start(camera_id, info, software, &out, &counters, &on_frame)?, software.to_owned(), 1)
+            }
+            Err(e) => return Err(e),
+        };
+        debug!(camera = %camera_id, codec = info.codec.as_str(), decoder = %element, width = out.width,
+               height = out.height, max_fps = out.max_fps, "decoder started");
+        let probation = (element != software).then(|| Probation { held: Vec::new(), since: None });
         Ok(Decoder {
             camera_id: camera_id.to_owned(),
-            pipeline,
-            appsrc,
-            bus,
+            info: info.clone(),
+            out,
+            run,
+            element,
+            probation,
             counters,
+            on_frame,
+            fallbacks,
+            fallbacks_reported: 0,
             unix_caps: gst::Caps::new_empty_simple("timestamp/x-unix"),
             awaiting_keyframe: true,
             failed: None,
         })
     }
 
+    /// The GStreamer element decoding now (after a fallback, libav's).
+    pub fn element(&self) -> &str {
+        &self.element
+    }
+
+    /// Whether libav took over since the last call (true once per fallback).
+    pub fn take_fallback(&mut self) -> bool {
+        let new = self.fallbacks > self.fallbacks_reported;
+        self.fallbacks_reported = self.fallbacks;
+        new
+    }
+
     /// Queues one access unit for decoding; returns at once. An error means this
     /// decoder is dead (every later push fails too): build a new one.
     pub fn push(&mut self, f: &EncodedFrame) -> Result<(), DecodeError> {
         self.check_bus();
+        self.check_probation();
         if let Some(e) = &self.failed {
             return Err(DecodeError::Pipeline(e.clone()));
         }
@@ -328,7 +530,8 @@ impl Decoder {
             self.counters.frames_dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        if self.appsrc.current_level_buffers() >= MAX_QUEUED || self.appsrc.current_level_bytes() >= MAX_QUEUED_BYTES {
+        let appsrc = &self.run.appsrc;
+        if appsrc.current_level_buffers() >= MAX_QUEUED || appsrc.current_level_bytes() >= MAX_QUEUED_BYTES {
             if !self.awaiting_keyframe {
                 warn!(camera = %self.camera_id, "decoder falling behind; skipping to the next keyframe");
             }
@@ -337,7 +540,17 @@ impl Decoder {
             return Ok(());
         }
         self.awaiting_keyframe = false;
+        if let Some(p) = &mut self.probation {
+            p.since.get_or_insert_with(Instant::now);
+            if p.held.len() < REPLAY_FRAMES {
+                p.held.push(f.clone());
+            }
+        }
+        self.send(f)
+    }
 
+    /// Hands one access unit to GStreamer.
+    fn send(&mut self, f: &EncodedFrame) -> Result<(), DecodeError> {
         let mut buffer = gst::Buffer::from_slice(f.data.clone());
         if let Some(b) = buffer.get_mut() {
             b.set_pts(clock_time(f.pts));
@@ -350,12 +563,52 @@ impl Decoder {
             gst::ReferenceTimestampMeta::add(b, &self.unix_caps, clock_time(received), None);
         }
         self.counters.frames_in.fetch_add(1, Ordering::Relaxed);
-        self.appsrc.push_buffer(buffer).map_err(|e| {
+        self.run.appsrc.push_buffer(buffer).map_err(|e| {
             let e = format!("pushing a frame: {e:?}");
             self.failed = Some(e.clone());
             DecodeError::Pipeline(e)
         })?;
         Ok(())
+    }
+
+    /// Ends the probation: passed at the first picture; failed at an error, or with no
+    /// picture after `PROBATION` and `PROBATION_FRAMES` from the first keyframe.
+    fn check_probation(&mut self) {
+        let Some(p) = &self.probation else { return };
+        if self.counters.frames_out.load(Ordering::Relaxed) > 0 {
+            self.probation = None;
+            return;
+        }
+        let silent = p.since.is_some_and(|t| t.elapsed() >= PROBATION) && p.held.len() >= PROBATION_FRAMES;
+        let why = match &self.failed {
+            Some(e) => e.clone(),
+            None if silent => format!("no picture from {} frames in {} s", p.held.len(), PROBATION.as_secs()),
+            None => return,
+        };
+        self.fall_back(&why);
+    }
+
+    /// Replaces the pipeline with libav's and replays the frames since the keyframe.
+    fn fall_back(&mut self, why: &str) {
+        let held = self.probation.take().map(|p| p.held).unwrap_or_default();
+        let software = software_decoder(self.info.codec);
+        fallback_log(&self.camera_id, &self.element, software, why);
+        remember_failure(&self.element);
+        self.fallbacks += 1;
+        // The old pipeline stops before the new one starts.
+        let _ = self.run.pipeline.set_state(gst::State::Null);
+        match Running::start(&self.camera_id, &self.info, software, &self.out, &self.counters, &self.on_frame) {
+            Ok(run) => {
+                (self.run, self.element, self.failed) = (run, software.to_owned(), None);
+                self.awaiting_keyframe = held.is_empty();
+                for f in &held {
+                    if self.send(f).is_err() {
+                        break;
+                    }
+                }
+            }
+            Err(e) => self.failed = Some(format!("{e} (after {} failed: {why})", self.element)),
+        }
     }
 
     pub fn stats(&self) -> DecodeStats {
@@ -365,6 +618,7 @@ impl Decoder {
             frames_out: c.frames_out.load(Ordering::Relaxed),
             frames_dropped: c.frames_dropped.load(Ordering::Relaxed),
             decode_errors: c.decode_errors.load(Ordering::Relaxed),
+            fallbacks: self.fallbacks,
         }
     }
 
@@ -372,7 +626,7 @@ impl Decoder {
     /// bus does not grow.
     fn check_bus(&mut self) {
         use gst::MessageView;
-        while let Some(msg) = self.bus.pop() {
+        while let Some(msg) = self.run.bus.pop() {
             let source = msg.src().map(|s| s.name().to_string()).unwrap_or_default();
             match msg.view() {
                 MessageView::Error(e) => {
@@ -390,10 +644,9 @@ impl Decoder {
     }
 }
 
-impl Drop for Decoder {
-    fn drop(&mut self) {
-        let _ = self.pipeline.set_state(gst::State::Null);
-    }
+/// The one line a fallback logs.
+fn fallback_log(camera_id: &str, element: &str, software: &str, why: &str) {
+    warn!(camera = %camera_id, decoder = %element, "decoder {element} failed ({why}); decoding in software with {software}");
 }
 
 /// Lets pictures through at `fps` per second of stream time on average, by their PTS:
@@ -650,7 +903,7 @@ mod tests {
         let mut decoder = Decoder::new("test-cam", &info, opts, on_frame).unwrap();
         for f in &frames {
             // Paced like a camera, so no frame is skipped for a full queue.
-            while decoder.appsrc.current_level_buffers() >= 10 {
+            while decoder.run.appsrc.current_level_buffers() >= 10 {
                 std::thread::sleep(Duration::from_millis(5));
             }
             decoder.push(f).unwrap();
@@ -716,5 +969,178 @@ mod tests {
         );
         assert!(got.len() >= frames.len() - 1, "{} pictures", got.len());
         assert!(got.iter().all(|(_, p)| p.picture.dimensions() == (640, 360)));
+    }
+
+    /// Log lines written while `f` runs on this thread.
+    fn logged<R>(f: impl FnOnce() -> R) -> (R, String) {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+        let r = tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8_lossy(&buf.0.lock().unwrap()).into_owned();
+        (r, text)
+    }
+
+    /// Pushes `frames` paced like a camera; returns the pictures that came out.
+    fn decode_all(
+        decoder: &mut Decoder,
+        frames: &[EncodedFrame],
+        pictures: &std::sync::mpsc::Receiver<Duration>,
+    ) -> usize {
+        for f in frames {
+            while decoder.run.appsrc.current_level_buffers() >= 10 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            decoder.push(f).unwrap();
+        }
+        let mut n = 0;
+        while pictures.recv_timeout(Duration::from_millis(1000)).is_ok() {
+            n += 1;
+        }
+        n
+    }
+
+    fn counting_sink() -> (Box<dyn FnMut(Frame) + Send>, std::sync::mpsc::Receiver<Duration>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        (
+            Box::new(move |f: Frame| {
+                let _ = tx.send(f.pts);
+            }),
+            rx,
+        )
+    }
+
+    fn is_hardware(element: &str) -> bool {
+        gst::ElementFactory::find(element)
+            .and_then(|f| f.metadata(gst::ELEMENT_METADATA_KLASS).map(|k| k.contains("Hardware")))
+            .unwrap_or(false)
+    }
+
+    /// `auto` on a machine whose GStreamer has only software decoders (this one, and
+    /// CI) takes libav for both codecs, decodes, and reports no fallback.
+    #[tokio::test]
+    async fn auto_takes_libav_when_only_software_decoders_exist() {
+        for (file, codec) in [("vtest.h264", Codec::H264), ("vtest.h265", Codec::H265)] {
+            let ranked = ranked_decoders(codec).unwrap();
+            assert!(ranked.iter().any(|e| e == software_decoder(codec)), "{codec:?}: {ranked:?}");
+            let hardware: Vec<&String> = ranked.iter().filter(|e| is_hardware(e)).collect();
+            assert!(hardware.is_empty(), "this test needs a machine without hardware decoders; found {hardware:?}");
+            let (info, frames) = ingest(file, 20).await;
+            let (sink, pictures) = counting_sink();
+            let opts = DecodeOptions { width: 384, height: 288, max_fps: 0.0 };
+            let mut decoder = Decoder::with_choice("test-cam", &info, opts, &DecoderChoice::Auto, sink).unwrap();
+            assert_eq!(decoder.element(), software_decoder(codec), "{codec:?}: ranked {ranked:?}");
+            let n = decode_all(&mut decoder, &frames, &pictures);
+            assert!(n + 2 >= frames.len(), "{codec:?}: {n} pictures of {} frames", frames.len());
+            assert_eq!(decoder.stats().fallbacks, 0);
+            assert!(!decoder.take_fallback());
+        }
+    }
+
+    /// A forced element that does not exist gives way to libav at once, says so in one
+    /// line naming both, and counts it.
+    #[tokio::test]
+    async fn a_missing_forced_decoder_falls_back_to_libav_and_says_so() {
+        let (info, frames) = ingest("vtest.h264", 20).await;
+        let (sink, pictures) = counting_sink();
+        let opts = DecodeOptions { width: 384, height: 288, max_fps: 0.0 };
+        let choice = DecoderChoice::Element("nosuchh264dec".into());
+        let (decoder, log) = logged(|| Decoder::with_choice("test-cam", &info, opts, &choice, sink));
+        let mut decoder = decoder.unwrap();
+        assert_eq!(decoder.element(), "avdec_h264");
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains("decoding in software")).collect();
+        assert_eq!(lines.len(), 1, "{log}");
+        assert!(lines[0].contains("test-cam") && lines[0].contains("nosuchh264dec is missing"), "{log}");
+        assert!(decoder.take_fallback() && !decoder.take_fallback(), "one fallback, reported once");
+        let n = decode_all(&mut decoder, &frames, &pictures);
+        assert!(n + 2 >= frames.len(), "{n} pictures of {} frames", frames.len());
+    }
+
+    /// A forced element that cannot take the stream (identity would hand H.264 to the
+    /// converter as it is) gives way to libav when the pipeline is built, and says so.
+    #[tokio::test]
+    async fn a_forced_element_that_cannot_decode_falls_back_at_once() {
+        let (info, frames) = ingest("vtest.h264", 20).await;
+        let (sink, pictures) = counting_sink();
+        let opts = DecodeOptions { width: 384, height: 288, max_fps: 0.0 };
+        let choice = DecoderChoice::Element("identity".into());
+        let (decoder, log) = logged(|| Decoder::with_choice("test-cam", &info, opts, &choice, sink));
+        let mut decoder = decoder.unwrap();
+        assert_eq!((decoder.element(), decoder.stats().fallbacks), ("avdec_h264", 1), "{log}");
+        assert!(log.contains("decoder identity failed"), "{log}");
+        let n = decode_all(&mut decoder, &frames, &pictures);
+        assert!(n + 2 >= frames.len(), "{n} pictures of {} frames", frames.len());
+    }
+
+    /// A non-libav decoder that starts but gives no picture from its first keyframes
+    /// (openh264dec fed damaged keyframes) is dropped after its probation: libav takes
+    /// over, one line says so, and the stream decodes. A working one (openh264dec on the
+    /// clean clip) passes and stays.
+    #[tokio::test]
+    async fn a_forced_decoder_silent_after_the_first_keyframe_gives_way_to_libav() {
+        let (info, frames) = ingest("vtest.h264", 20).await;
+        let opts = DecodeOptions { width: 384, height: 288, max_fps: 0.0 };
+        let choice = DecoderChoice::Element("openh264dec".into());
+        let (sink, pictures) = counting_sink();
+        let mut decoder = Decoder::with_choice("test-cam", &info, opts, &choice, sink).unwrap();
+        let n = decode_all(&mut decoder, &frames, &pictures);
+        assert_eq!((decoder.element(), decoder.stats().fallbacks), ("openh264dec", 0));
+        assert!(n + 2 >= frames.len(), "{n} pictures of {} frames", frames.len());
+
+        let (sink, pictures) = counting_sink();
+        let mut decoder = Decoder::with_choice("test-cam", &info, opts, &choice, sink).unwrap();
+        assert_eq!(decoder.element(), "openh264dec", "it starts");
+        let mut junk = vec![0, 0, 0, 1, 0x65];
+        junk.extend((0..5000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+        let ((), log) = logged(|| {
+            for i in 0..(PROBATION_FRAMES as u64 + 1) {
+                let pts = Duration::from_millis(100 * i);
+                let f = EncodedFrame {
+                    data: junk.clone(),
+                    pts,
+                    received_at: SystemTime::now(),
+                    keyframe: true,
+                    lost_packets: 0,
+                };
+                decoder.push(&f).unwrap();
+                std::thread::sleep(PROBATION / PROBATION_FRAMES as u32);
+            }
+            for f in &frames {
+                let mut f = f.clone();
+                f.pts += Duration::from_secs(10);
+                decoder.push(&f).unwrap();
+            }
+        });
+        assert_eq!((decoder.element(), decoder.stats().fallbacks), ("avdec_h264", 1), "{log}");
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains("decoding in software")).collect();
+        assert_eq!(lines.len(), 1, "{log}");
+        assert!(lines[0].contains("decoder openh264dec failed"), "{log}");
+        let mut n = 0;
+        while pictures.recv_timeout(Duration::from_millis(1000)).is_ok() {
+            n += 1;
+        }
+        assert!(n + 2 >= frames.len(), "{n} pictures of {} clean frames after the junk", frames.len());
+    }
+
+    #[test]
+    fn decoder_setting_parses_and_refuses_what_is_not_an_element() {
+        let parse = |s: &str| DecoderChoice::try_from(s.to_owned());
+        assert_eq!(parse("auto").unwrap(), DecoderChoice::Auto);
+        assert_eq!(parse("software").unwrap(), DecoderChoice::Software);
+        assert_eq!(parse("v4l2slh264dec").unwrap(), DecoderChoice::Element("v4l2slh264dec".into()));
+        let msg = parse("avdec_h264 ! fakesink").unwrap_err().0;
+        assert!(msg.contains("not auto, software, or a GStreamer element name"), "{msg}");
+        assert!(parse("").is_err() && parse("Auto").is_err());
     }
 }

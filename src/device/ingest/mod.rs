@@ -14,7 +14,9 @@ mod url;
 mod yuv;
 
 pub use camera::{Description, Ingest, IngestOptions, describe, run};
-pub use decode::{DecodeError, DecodeOptions, DecodeStats, Decoder, analysis_size};
+pub use decode::{
+    DecodeError, DecodeOptions, DecodeStats, Decoder, DecoderChoice, analysis_size, ranked_decoders, software_decoder,
+};
 pub use error::{IngestError, Oversize};
 pub use frame::{Codec, EncodedFrame, Frame, StreamInfo};
 pub use guard::Limits;

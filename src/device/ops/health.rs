@@ -35,6 +35,9 @@ struct Inner {
     reconnects_total: u64,
     inference: InferenceHistogram,
     decode_errors: u64,
+    /// The element decoding now, and how often the chosen one gave way to libav.
+    decoder: Option<String>,
+    decoder_fallbacks: u64,
     detect_errors: u64,
     packets_lost: u64,
     evicted: (u64, u64),
@@ -75,6 +78,8 @@ impl CameraHealth {
                 reconnects_total: 0,
                 inference: InferenceHistogram::default(),
                 decode_errors: 0,
+                decoder: None,
+                decoder_fallbacks: 0,
                 detect_errors: 0,
                 packets_lost: 0,
                 evicted: (0, 0),
@@ -163,6 +168,16 @@ impl CameraHealth {
     /// `n` more pictures the decoder complained about.
     pub fn decode_errors(&self, n: u64) {
         self.with(|i| i.decode_errors += n)
+    }
+
+    /// The element decoding now; `fell_back`: the chosen one just gave way to libav.
+    pub fn decoder(&self, element: &str, fell_back: bool) {
+        self.with(|i| {
+            if i.decoder.as_deref() != Some(element) {
+                i.decoder = Some(element.to_owned());
+            }
+            i.decoder_fallbacks += u64::from(fell_back);
+        })
     }
 
     /// A picture the detector failed on (the model run returned an error).
@@ -263,6 +278,8 @@ pub struct HealthCounters {
     pub last_error: Option<String>,
     pub inference: InferenceHistogram,
     pub decode_errors: u64,
+    pub decoder: Option<String>,
+    pub decoder_fallbacks: u64,
     pub detect_errors: u64,
     pub packets_lost: u64,
     pub frames_gated: u64,
@@ -308,6 +325,8 @@ impl HealthCounters {
             stalls_1h: self.stalls_1h,
             last_error: self.last_error.clone(),
             decode_errors: self.decode_errors,
+            decoder: self.decoder.clone(),
+            decoder_fallbacks: self.decoder_fallbacks,
             detect_errors: self.detect_errors,
             packets_lost: self.packets_lost,
             snapshots_evicted: self.evicted.0,
@@ -348,6 +367,8 @@ impl CameraHealth {
                 last_error: i.last_error.clone(),
                 inference: i.inference.clone(),
                 decode_errors: i.decode_errors,
+                decoder: i.decoder.clone(),
+                decoder_fallbacks: i.decoder_fallbacks,
                 detect_errors: i.detect_errors,
                 packets_lost: i.packets_lost,
                 frames_gated: i.frames_gated,
@@ -394,6 +415,9 @@ mod tests {
         h.set_evictions(3, 1);
         h.frame_gated();
         h.frame_gated();
+        h.decoder("v4l2slh264dec", false);
+        h.decoder("avdec_h264", true);
+        h.decoder("avdec_h264", false);
         assert!(h.disconnected("no frame for 20 s", true));
         let r = h.report();
         assert_eq!(r.state, CameraState::Reconnecting);
@@ -402,6 +426,7 @@ mod tests {
         assert_eq!(r.inference_ms, Some(21.5));
         assert_eq!((r.decode_errors, r.packets_lost, r.snapshots_evicted, r.events_evicted), (4, 2, 3, 1));
         assert_eq!((r.frames_analyzed, r.frames_gated), (1, 2));
+        assert_eq!((r.decoder.as_deref(), r.decoder_fallbacks), (Some("avdec_h264"), 1));
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["state"], "reconnecting");
         let c = h.counters();

@@ -3,9 +3,9 @@
 //!
 //! Promises: boxes are in the input image's pixel coordinates, clipped to it;
 //! per-class NMS is applied; nothing below `min_score` is returned.
-//! A `Detector` works with no files around: the YOLOX-Nano model and the COCO
-//! label list are built into the binary. Every error names the file involved and
-//! says what to do.
+//! A `Detector` works with no files around: YOLOX-Nano (float, and the int8 copy
+//! `scripts/quantize-model` makes) and the COCO label list are built into the binary.
+//! Every error names the file involved and says what to do.
 
 pub mod picture;
 pub mod runtime;
@@ -27,7 +27,7 @@ use crate::device::geometry::BBox;
 use crate::device::ops::stages::{Span, Stage};
 
 const BUILTIN_MODEL: &[u8] = include_bytes!("../../../../models/yolox_nano.onnx");
-const BUILTIN_MODEL_NAME: &str = "yolox_nano (built-in)";
+const BUILTIN_INT8_MODEL: &[u8] = include_bytes!("../../../../models/yolox_nano_int8.onnx");
 const BUILTIN_LABELS: &str = include_str!("../../../../models/coco80.txt");
 const INPUT_SHAPE: [usize; 4] = [1, 3, INPUT_SIZE, INPUT_SIZE];
 
@@ -108,12 +108,67 @@ impl Labels {
     }
 }
 
+/// A model compiled into the binary, by the name `detector.model` gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuiltinModel {
+    /// `yolox-nano`: Megvii's float32 export.
+    YoloxNano,
+    /// `yolox-nano-int8`: the same, quantized by `scripts/quantize-model` (int8 weights
+    /// and activations, the stem and the detection head in float).
+    YoloxNanoInt8,
+}
+
+impl BuiltinModel {
+    pub const ALL: [BuiltinModel; 2] = [BuiltinModel::YoloxNano, BuiltinModel::YoloxNanoInt8];
+
+    /// The name `detector.model` and `gridwatch bench --model` take.
+    pub fn name(self) -> &'static str {
+        match self {
+            BuiltinModel::YoloxNano => "yolox-nano",
+            BuiltinModel::YoloxNanoInt8 => "yolox-nano-int8",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<BuiltinModel> {
+        BuiltinModel::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    fn bytes(self) -> &'static [u8] {
+        match self {
+            BuiltinModel::YoloxNano => BUILTIN_MODEL,
+            BuiltinModel::YoloxNanoInt8 => BUILTIN_INT8_MODEL,
+        }
+    }
+
+    /// The model this machine runs when `detector.model` is unset, chosen from
+    /// `gridwatch bench` (docs/performance.md): int8 where the CPU has int8 dot-product
+    /// instructions that ONNX Runtime uses (aarch64: Cortex-A76 and later), float on x86
+    /// without VNNI, where int8 saved too little to pay for its lost detections.
+    pub fn default_for_this_machine() -> BuiltinModel {
+        if cfg!(target_arch = "aarch64") { BuiltinModel::YoloxNanoInt8 } else { BuiltinModel::YoloxNano }
+    }
+}
+
 /// Which model a detector runs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ModelSource {
     File(PathBuf),
-    /// YOLOX-Nano, compiled into the binary.
-    Builtin,
+    /// Compiled into the binary.
+    Builtin(BuiltinModel),
+}
+
+impl ModelSource {
+    /// What `detector.model` (or `--model`) names: a built-in model by its name, else a
+    /// file; unset, this machine's default built-in model.
+    pub fn from_setting(setting: Option<&Path>) -> ModelSource {
+        match setting {
+            None => ModelSource::Builtin(BuiltinModel::default_for_this_machine()),
+            Some(p) => match p.to_str().and_then(BuiltinModel::from_name) {
+                Some(m) => ModelSource::Builtin(m),
+                None => ModelSource::File(p.to_owned()),
+            },
+        }
+    }
 }
 
 /// One loaded model, ready to run on pictures of any size. Not shareable between
@@ -137,7 +192,7 @@ impl Detector {
     /// intra-op threads (at least 1).
     pub fn load(model: ModelSource, runtime: Option<&Path>, threads: usize) -> Result<Detector, DetectError> {
         let (name, bytes) = match &model {
-            ModelSource::Builtin => (BUILTIN_MODEL_NAME.to_owned(), Cow::Borrowed(BUILTIN_MODEL)),
+            ModelSource::Builtin(m) => (format!("{} (built-in)", m.name()), Cow::Borrowed(m.bytes())),
             ModelSource::File(path) => {
                 let bytes =
                     std::fs::read(path).map_err(|source| DetectError::ModelRead { path: path.clone(), source })?;
@@ -160,7 +215,7 @@ impl Detector {
         })
     }
 
-    /// The model file's path, or "yolox_nano (built-in)".
+    /// The model file's path, or "yolox-nano (built-in)" (or "yolox-nano-int8 ...").
     pub fn model_name(&self) -> &str {
         &self.name
     }
@@ -178,6 +233,19 @@ impl Detector {
     /// Wall time of the model run (not pre- or post-processing) of the last `detect`.
     pub fn last_inference_ms(&self) -> f32 {
         self.last_inference_ms
+    }
+
+    /// Wall ms of one model run on this machine, as it is now: the fastest of a few
+    /// runs on a grey picture, after one that allocates.
+    pub fn time_inference(&mut self) -> Result<f32, DetectError> {
+        let grey = image::RgbImage::from_pixel(768, 576, image::Rgb([114, 114, 114]));
+        self.detect(&grey, 0.5, 0.45)?;
+        let mut fastest = f32::MAX;
+        for _ in 0..3 {
+            self.detect(&grey, 0.5, 0.45)?;
+            fastest = fastest.min(self.last_inference_ms);
+        }
+        Ok(fastest)
     }
 
     /// Objects in the picture scoring above `min_score`, after per-class NMS at
@@ -228,6 +296,50 @@ impl Detector {
         let row_len = shape.last().map_or(0, |&n| n.max(0) as usize);
         let found = yolox::decode(data, row_len, lb, INPUT_SIZE, min_score).map_err(|e| fail(e.to_string()))?;
         Ok(yolox::nms(found, nms_iou))
+    }
+}
+
+/// How far one model's detections agree with a reference model's on the same
+/// pictures: the reference's found (same class, IoU >= 0.7, each candidate used
+/// once, best overlap first) and the candidate's left over.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Agreement {
+    pub reference: usize,
+    pub found: usize,
+    pub extra: usize,
+}
+
+impl Agreement {
+    pub const MIN_IOU: f32 = 0.7;
+
+    pub fn of(reference: &[Detection], candidates: &[Detection]) -> Agreement {
+        let mut used = vec![false; candidates.len()];
+        let mut found = 0;
+        for r in reference {
+            let iou = |i: usize| candidates[i].bbox.iou(&r.bbox);
+            let best = (0..candidates.len())
+                .filter(|&i| !used[i] && candidates[i].class_id == r.class_id)
+                .max_by(|&i, &j| iou(i).total_cmp(&iou(j)))
+                .filter(|&i| iou(i) >= Self::MIN_IOU);
+            if let Some(i) = best {
+                used[i] = true;
+                found += 1;
+            }
+        }
+        Agreement { reference: reference.len(), found, extra: candidates.len() - found }
+    }
+
+    /// Adds another picture's counts.
+    pub fn plus(self, o: Agreement) -> Agreement {
+        Agreement { reference: self.reference + o.reference, found: self.found + o.found, extra: self.extra + o.extra }
+    }
+
+    pub fn found_pct(&self) -> f64 {
+        100.0 * self.found as f64 / self.reference.max(1) as f64
+    }
+
+    pub fn extra_pct(&self) -> f64 {
+        100.0 * self.extra as f64 / self.reference.max(1) as f64
     }
 }
 
@@ -372,7 +484,8 @@ mod tests {
 
     #[test]
     fn empty_pictures_are_an_error_not_a_panic() {
-        let mut d = Detector::load(ModelSource::Builtin, None, 1).unwrap_or_else(|e| panic!("{e}"));
+        let mut d =
+            Detector::load(ModelSource::Builtin(BuiltinModel::YoloxNano), None, 1).unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(d.detect(&RgbImage::new(0, 0), 0.3, 0.45), Err(DetectError::EmptyImage)));
     }
 
@@ -386,7 +499,8 @@ mod tests {
         let images = reference["images"].as_object().expect("\"images\" object");
         assert!(images.len() >= 9, "reference lists {} images", images.len());
         // Fails (does not skip) when ONNX Runtime is missing: the message says how to fix it.
-        let mut detector = Detector::load(ModelSource::Builtin, None, 1).unwrap_or_else(|e| panic!("{e}"));
+        let mut detector =
+            Detector::load(ModelSource::Builtin(BuiltinModel::YoloxNano), None, 1).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(detector.model_sha256(), reference["model_sha256"].as_str().unwrap_or_default());
         let labels = Labels::builtin();
 
@@ -444,5 +558,46 @@ mod tests {
         );
         println!("{}\n{summary}", report.join("\n"));
         assert!(!failed, "detections differ from the reference:\n{}\n{summary}", report.join("\n"));
+    }
+
+    /// The int8 model against the float one on every vendored reference frame and
+    /// photo (none of which calibrated it): of the float model's detections scoring
+    /// 0.5 or more, at least 95 % found (same label, IoU >= 0.7) among the int8
+    /// model's scoring 0.5 or more, and at most 5 % extra.
+    #[test]
+    fn int8_model_finds_what_the_float_model_finds() {
+        let root = fixtures();
+        let mut pictures: Vec<PathBuf> = Vec::new();
+        for dir in ["reference/frames", "photos"] {
+            let mut files: Vec<PathBuf> =
+                std::fs::read_dir(root.join(dir)).expect(dir).map(|e| e.expect("entry").path()).collect();
+            files.sort();
+            pictures.extend(files);
+        }
+        assert!(pictures.len() >= 9, "{} pictures", pictures.len());
+        let load = |m| Detector::load(ModelSource::Builtin(m), None, 1).unwrap_or_else(|e| panic!("{e}"));
+        let (mut fp32, mut int8) = (load(BuiltinModel::YoloxNano), load(BuiltinModel::YoloxNanoInt8));
+        let (mut wanted, mut found, mut extra, mut report) = (0, 0, 0, Vec::new());
+        for path in &pictures {
+            let img = picture::read_rgb(path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+            let reference = fp32.detect(&img, 0.5, 0.45).expect("fp32");
+            let ours = int8.detect(&img, 0.5, 0.45).expect("int8");
+            let a = Agreement::of(&reference, &ours);
+            let hits = a.found;
+            wanted += a.reference;
+            found += a.found;
+            extra += a.extra;
+            report.push(format!(
+                "{}: fp32 {}, int8 {}, found {hits}",
+                path.file_name().unwrap_or_default().to_string_lossy(),
+                reference.len(),
+                ours.len()
+            ));
+        }
+        let (found_pct, extra_pct) = (100.0 * found as f64 / wanted as f64, 100.0 * extra as f64 / wanted as f64);
+        let summary = format!("{found}/{wanted} found ({found_pct:.1} %), {extra} extra ({extra_pct:.1} %)");
+        println!("{}\n{summary}", report.join("\n"));
+        assert!(wanted >= 30, "too few float detections to judge: {summary}");
+        assert!(found_pct >= 95.0 && extra_pct <= 5.0, "{}\n{summary}", report.join("\n"));
     }
 }
