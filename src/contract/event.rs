@@ -7,8 +7,18 @@ pub const EVENT_SCHEMA: &str = "gridwatch.event/1";
 
 /// The rule kinds a device makes events of (besides `object`): the desk's default
 /// alert kinds, and the kinds that get clips unless a camera says otherwise.
-pub const RULE_KINDS: [&str; 7] =
-    ["intrusion", "loitering", "crowd", "occupation", "abandoned", "tamper", "camera_offline"];
+pub const RULE_KINDS: [&str; 10] = [
+    "intrusion",
+    "loitering",
+    "crowd",
+    "occupation",
+    "abandoned",
+    "tamper",
+    "camera_offline",
+    "line_crossing",
+    "person_down",
+    "inactivity",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -31,10 +31,10 @@ impl ClipMaker {
         let flag = stop.clone();
         let thread = std::thread::Builder::new().name("clips".into()).spawn(move || {
             while !flag.load(Ordering::Relaxed) {
-                make_ready(&cameras, &shared);
+                make_ready(&cameras, &shared, false);
                 std::thread::sleep(TICK);
             }
-            make_ready(&cameras, &shared);
+            make_ready(&cameras, &shared, true);
         })?;
         Ok(ClipMaker { thread, stop })
     }
@@ -52,7 +52,7 @@ impl ClipMaker {
 /// A camera's clips, and its health (which shows the ring).
 pub type Camera = (Arc<Mutex<CameraClips>>, Arc<CameraHealth>);
 
-fn make_ready(cameras: &[Camera], shared: &Shared) {
+fn make_ready(cameras: &[Camera], shared: &Shared, stopping: bool) {
     let now = SystemTime::now();
     for (clips, health) in cameras {
         let jobs = {
@@ -62,7 +62,7 @@ fn make_ready(cameras: &[Camera], shared: &Shared) {
             c.take()
         };
         for job in jobs {
-            deliver_clip(job, shared);
+            deliver_clip(job, shared, stopping);
         }
     }
 }

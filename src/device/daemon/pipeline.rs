@@ -23,7 +23,7 @@ use super::camera_analysis::{CameraAnalysis, DetectorUse};
 use crate::contract::EventType;
 use crate::device::analysis::detect::{DetectError, Detection, Detector, yolox};
 use crate::device::analysis::regions;
-use crate::device::clip::{CameraClips, Job};
+use crate::device::clip::{CameraClips, Job, Recipe};
 use crate::device::command::Switches;
 use crate::device::config::CameraConfig;
 use crate::device::ingest::{self, DecodeOptions, Decoder, Frame, Ingest, IngestOptions, StreamInfo, Yuv420};
@@ -296,15 +296,23 @@ fn analyse(
     store(&cam.id, shared, lock(clips).route(out), |_| {});
     let jobs = lock(clips).flush();
     for job in jobs {
-        deliver_clip(job, shared);
+        deliver_clip(job, shared, true);
     }
     stats.store(&cam.id, shared, last);
 }
 
-/// Makes the job's clip and stores it with the message that names it.
-pub(super) fn deliver_clip(job: Job, shared: &Shared) {
+/// Makes the job's clip and stores it with the message that names it. `stopping`: a
+/// clip that must be encoded again (privacy masks: a second or more each) is not made,
+/// so that a stop is not held up; its message goes without it.
+pub(super) fn deliver_clip(job: Job, shared: &Shared, stopping: bool) {
     let camera = job.camera.clone();
-    let out = crate::device::clip::make(job, &shared.topics);
+    let out = if stopping && matches!(job.recipe, Recipe::Masked { .. }) && !job.frames.is_empty() {
+        let event = &job.message.message.event_id;
+        warn!(camera = %camera, event = %event, "stopping: this masked clip is not encoded (it would hold up the stop); the event goes without it");
+        job.message
+    } else {
+        crate::device::clip::make(job, &shared.topics)
+    };
     store(&camera, shared, vec![out], |_| {});
 }
 
