@@ -99,11 +99,7 @@ fn commands_switch_detection_and_rules_answer_pictures_and_refuse_bad_payloads()
         (t("walkway/snapshot/request"), br#"{"request_id": "../x"}"#.to_vec(), "request_id"),
         (t("walkway/snapshot/request"), br#"{"request_id": 7}"#.to_vec(), "request_id"),
         (t("dead/snapshot/request"), br#"{"request_id": "pic-2"}"#.to_vec(), "is reconnecting"),
-        (
-            t("clips/request"),
-            br#"{"event_id": "01JDZ6T3V0K6J3Q8W1YB2M4C7P"}"#.to_vec(),
-            "clips are not made by this device yet",
-        ),
+        (t("clips/request"), br#"{"event_id": "01JDZ6T3V0K6J3Q8W1YB2M4C7P"}"#.to_vec(), "no such event"),
         (t("notices"), br#"{"schema": "gridwatch.notice/1", "notice_id": "x"}"#.to_vec(), "not a notice"),
     ];
     for (topic, payload, _) in &bad {

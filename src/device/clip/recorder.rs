@@ -58,6 +58,10 @@ pub struct CameraClips {
     ring: Ring,
     recordings: Vec<Recording>,
     jobs: Vec<Job>,
+    /// Events whose job was taken but not yet stored, and messages of theirs that
+    /// came meanwhile: an `end` after a clip cut at `max_s` must not overtake its `update`.
+    in_flight: Vec<String>,
+    held: Vec<Outgoing>,
 }
 
 impl CameraClips {
@@ -73,6 +77,8 @@ impl CameraClips {
             stream: None,
             recordings: Vec::new(),
             jobs: Vec::new(),
+            in_flight: Vec::new(),
+            held: Vec::new(),
         }
     }
 
@@ -129,6 +135,7 @@ impl CameraClips {
                     r.until = Some(ended + Duration::from_secs_f64(self.settings.post_s));
                     r.end = Some(ev);
                 }
+                _ if self.waits(&m.event_id) => self.held.push(ev),
                 _ => pass.push(ev),
             }
         }
@@ -176,9 +183,30 @@ impl CameraClips {
         self.take()
     }
 
-    /// The jobs ready to make.
+    /// The jobs ready to make; each must be followed by [`stored`](Self::stored) once
+    /// its message is in the outbox.
     pub fn take(&mut self) -> Vec<Job> {
+        self.in_flight.extend(self.jobs.iter().map(|j| j.message.message.event_id.clone()));
         std::mem::take(&mut self.jobs)
+    }
+
+    /// Whether a message of `event_id` must wait for its clip's job to be stored.
+    fn waits(&self, event_id: &str) -> bool {
+        self.in_flight.iter().any(|id| id == event_id)
+            || self.jobs.iter().any(|j| j.message.message.event_id == event_id)
+    }
+
+    /// The job of `event_id` is stored: the messages of that event held meanwhile, in order.
+    pub fn stored(&mut self, event_id: &str) -> Vec<Outgoing> {
+        if let Some(i) = self.in_flight.iter().position(|id| id == event_id) {
+            self.in_flight.remove(i);
+        }
+        if self.waits(event_id) {
+            return Vec::new();
+        }
+        let (mine, rest) = std::mem::take(&mut self.held).into_iter().partition(|m| m.message.event_id == event_id);
+        self.held = rest;
+        mine
     }
 
     fn finish(&mut self, r: Recording, now: SystemTime) {

@@ -62,7 +62,7 @@ fn make_ready(cameras: &[Camera], shared: &Shared, stopping: bool) {
             c.take()
         };
         for job in jobs {
-            deliver_clip(job, shared, stopping);
+            deliver_clip(job, clips, shared, stopping);
         }
     }
 }

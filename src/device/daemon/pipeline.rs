@@ -296,7 +296,7 @@ fn analyse(
     store(&cam.id, shared, lock(clips).route(out), |_| {});
     let jobs = lock(clips).flush();
     for job in jobs {
-        deliver_clip(job, shared, true);
+        deliver_clip(job, clips, shared, true);
     }
     stats.store(&cam.id, shared, last);
 }
@@ -304,16 +304,19 @@ fn analyse(
 /// Makes the job's clip and stores it with the message that names it. `stopping`: a
 /// clip that must be encoded again (privacy masks: a second or more each) is not made,
 /// so that a stop is not held up; its message goes without it.
-pub(super) fn deliver_clip(job: Job, shared: &Shared, stopping: bool) {
+pub(super) fn deliver_clip(job: Job, clips: &Mutex<CameraClips>, shared: &Shared, stopping: bool) {
     let camera = job.camera.clone();
+    let event = job.message.message.event_id.clone();
     let out = if stopping && matches!(job.recipe, Recipe::Masked { .. }) && !job.frames.is_empty() {
-        let event = &job.message.message.event_id;
         warn!(camera = %camera, event = %event, "stopping: this masked clip is not encoded (it would hold up the stop); the event goes without it");
         job.message
     } else {
         crate::device::clip::make(job, &shared.topics)
     };
     store(&camera, shared, vec![out], |_| {});
+    // What came for the event while its clip was made (an end after a clip cut short).
+    let held = lock(clips).stored(&event);
+    store(&camera, shared, held, |_| {});
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
