@@ -105,6 +105,12 @@ impl Scene {
         serde_json::from_str::<serde_json::Value>(&out).unwrap()["cameras"][0].clone()
     }
 
+    /// Asks for an event's clip as the desk does.
+    fn request_clip(&self, event_id: &str) {
+        let payload = serde_json::json!({ "event_id": event_id }).to_string();
+        publish(self.broker.port(), "gridwatch/e2e/clips/request", payload.as_bytes(), false);
+    }
+
     fn collect(&mut self, d: Duration) {
         self.desk.wait_for(d, |_| false);
     }
@@ -223,12 +229,7 @@ fn masked_clips_and_clips_on_request() {
     };
     // Asked for at once: the ring still covers it.
     let asked = Instant::now();
-    publish(
-        s.broker.port(),
-        "gridwatch/e2e/clips/request",
-        format!("{{\"event_id\":\"{}\"}}", first_object.event_id).as_bytes(),
-        false,
-    );
+    s.request_clip(&first_object.event_id);
     let topic = format!("gridwatch/e2e/clips/{}", first_object.event_id);
     assert!(
         s.desk.wait_for(Duration::from_secs(10), |seen| seen.iter().any(|m| m.topic == topic)),
@@ -253,13 +254,8 @@ fn masked_clips_and_clips_on_request() {
     // Over 25 s after it, the first object event has left the 1 MiB ring.
     s.collect(Duration::from_secs(8));
     let asked = Instant::now();
-    publish(
-        s.broker.port(),
-        "gridwatch/e2e/clips/request",
-        format!("{{\"event_id\":\"{}\"}}", first_object.event_id).as_bytes(),
-        false,
-    );
-    publish(s.broker.port(), "gridwatch/e2e/clips/request", br#"{"event_id":"never-made-1"}"#, false);
+    s.request_clip(&first_object.event_id);
+    s.request_clip("never-made-1");
     wait_until(&mut s.desk, Duration::from_secs(10), |d| errors_since(d, asked).len() >= 2);
     let errors = errors_since(&s.desk, asked);
     assert!(errors.iter().any(|(_, r)| r.contains(&first_object.event_id) && r.contains("ring")), "{errors:?}");

@@ -201,18 +201,22 @@ pub fn event_detail(cx: &Ctx, d: &EventDetail) -> Markup {
             (duration(e).unwrap_or_else(|| cx.t("ongoing"))) " · " (cx.t("score")) " " (format!("{:.2}", e.score))
             " · " (cx.t("zones")) " " (e.zones.join(", ")) " · " (incident_badge(cx, e)) }
         section.pictures {
-            h2 { (cx.t("snapshots")) }
-            @for (url, status) in e.snapshots.iter().zip(&e.snapshot_status) {
-                figure.(format!("pic-{status}")) {
-                    img src=(url) alt=(cx.t("picture"));
-                    @if status != "ok" { figcaption { (cx.t(status)) } }
+            div.snaps {
+                h2 { (cx.t("snapshots")) }
+                @for (url, status) in e.snapshots.iter().zip(&e.snapshot_status) {
+                    figure.(format!("pic-{status}")) {
+                        img src=(url) alt=(cx.t("picture"));
+                        @if status != "ok" { figcaption { (cx.t(status)) } }
+                    }
                 }
             }
             @if let Some(clip) = &e.clip {
-                h2 { (cx.t("clip")) }
-                video.clip controls preload="metadata" src=(clip) {}
-                // Chromium plays H.265 only where the PC's graphics decode it.
-                p.clip-note { (cx.t("clip_note")) " " a.download href=(clip) download { (cx.t("download_clip")) } }
+                div.clip-box {
+                    h2 { (cx.t("clip")) }
+                    video.clip controls preload="metadata" src=(clip) {}
+                    // Chromium plays H.265 only where the PC's graphics decode it.
+                    p.clip-note { (cx.t("clip_note")) " " a.download href=(clip) download { (cx.t("download_clip")) } }
+                }
             }
         }
         @if let Some(serde_json::Value::Object(d)) = &e.detail {
@@ -242,6 +246,8 @@ pub fn event_detail(cx: &Ctx, d: &EventDetail) -> Markup {
 fn plain(v: &serde_json::Value) -> String {
     match v {
         serde_json::Value::String(s) => s.clone(),
+        // e.g. an intrusion rule without a schedule: "null" means nothing to a duty officer.
+        serde_json::Value::Null => "—".into(),
         other => other.to_string(),
     }
 }

@@ -17,7 +17,7 @@ use gstreamer_video::prelude::*;
 
 use super::timing::{self, Timing};
 use crate::device::analysis::Polygon;
-use crate::device::ingest::{Codec, EncodedFrame};
+use crate::device::ingest::{self, Codec, EncodedFrame};
 use crate::device::publish::polygon_spans;
 
 /// Longest a clip may take to make; beyond it the job is abandoned as failed.
@@ -81,24 +81,8 @@ fn hint(name: &str) -> &'static str {
     }
 }
 
-fn parser(codec: Codec) -> &'static str {
-    match codec {
-        Codec::H264 => "h264parse",
-        Codec::H265 => "h265parse",
-    }
-}
-
 fn source(codec: Codec) -> gst_app::AppSrc {
-    gst_app::AppSrc::builder()
-        .caps(
-            &gst::Caps::builder(format!("video/x-{}", codec.as_str()))
-                .field("stream-format", "byte-stream")
-                .field("alignment", "au")
-                .build(),
-        )
-        .format(gst::Format::Time)
-        .max_bytes(0)
-        .build()
+    gst_app::AppSrc::builder().caps(&ingest::access_unit_caps(codec)).format(gst::Format::Time).max_bytes(0).build()
 }
 
 fn muxer() -> Result<gst::Element, MuxError> {
@@ -128,15 +112,12 @@ fn link(appsrc: gst_app::AppSrc, middle: &[gst::Element], appsink: gst_app::AppS
 
 /// appsrc -> parser -> mp4mux -> appsink.
 fn as_sent(codec: Codec) -> Result<Parts, MuxError> {
-    link(source(codec), &[make(parser(codec))?, muxer()?], sink())
+    link(source(codec), &[make(ingest::parser(codec))?, muxer()?], sink())
 }
 
 /// appsrc -> parser -> decoder -> scale -> rate -> I420 (masked here) -> x264 -> mp4mux -> appsink.
 fn masked(codec: Codec, masks: &[Polygon], width: u32, height: u32, fps: f64) -> Result<Parts, MuxError> {
-    let decoder = make(match codec {
-        Codec::H264 => "avdec_h264",
-        Codec::H265 => "avdec_h265",
-    })?;
+    let decoder = make(ingest::software_decoder(codec))?;
     decoder.set_property("max-errors", -1i32);
     let caps = make("capsfilter")?;
     let rate = gst::Fraction::approximate_f64(fps).unwrap_or(gst::Fraction::new(5, 1));
@@ -164,7 +145,7 @@ fn masked(codec: Codec, masks: &[Polygon], width: u32, height: u32, fps: f64) ->
         gst::PadProbeReturn::Ok
     });
     let middle = [
-        make(parser(codec))?,
+        make(ingest::parser(codec))?,
         decoder,
         make("videoconvert")?,
         make("videoscale")?,
@@ -230,11 +211,7 @@ fn run(
     let deadline = std::time::Instant::now() + DEADLINE;
     let mut out = Vec::new();
     loop {
-        while let Some(sample) = appsink.try_pull_sample(gst::ClockTime::ZERO) {
-            if let Some(b) = sample.buffer() {
-                out.extend_from_slice(&b.map_readable().map_err(|e| fail(&e))?);
-            }
-        }
+        drain(appsink, &mut out)?;
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
             return Err(MuxError::Pipeline(format!("not finished within {} s", DEADLINE.as_secs())));
@@ -246,12 +223,18 @@ fn run(
             None => {}
         }
     }
+    drain(appsink, &mut out)?;
+    Ok(out)
+}
+
+/// Appends what the muxer has written so far to `out`.
+fn drain(appsink: &gst_app::AppSink, out: &mut Vec<u8>) -> Result<(), MuxError> {
     while let Some(sample) = appsink.try_pull_sample(gst::ClockTime::ZERO) {
         if let Some(b) = sample.buffer() {
-            out.extend_from_slice(&b.map_readable().map_err(|e| fail(&e))?);
+            out.extend_from_slice(&b.map_readable().map_err(|e| MuxError::Pipeline(e.to_string()))?);
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 enum Ended {

@@ -90,9 +90,7 @@ impl CameraClips {
 
     /// The session ended: every recording is finished with what it has.
     pub fn disconnected(&mut self) {
-        for r in std::mem::take(&mut self.recordings) {
-            self.finish(r, SystemTime::now());
-        }
+        self.finish_where(SystemTime::now(), |_| true);
         self.ring.clear();
         self.stream = None;
     }
@@ -156,31 +154,27 @@ impl CameraClips {
     /// past their end's `post_s`, or `max_s` long.
     fn check(&mut self, now: SystemTime) {
         let max = Duration::from_secs_f64(self.settings.max_s);
-        let (done, going): (Vec<Recording>, Vec<Recording>) = std::mem::take(&mut self.recordings)
-            .into_iter()
-            .partition(|r| r.until.is_some_and(|u| now > u) || length(&r.frames) >= max);
-        self.recordings = going;
-        for r in done {
-            self.finish(r, now);
-        }
+        self.finish_where(now, |r| r.until.is_some_and(|u| now > u) || length(&r.frames) >= max);
     }
 
     /// Finishes the recordings whose camera went quiet after their planned end.
     pub fn tick(&mut self, now: SystemTime) {
-        let (done, going): (Vec<Recording>, Vec<Recording>) =
-            std::mem::take(&mut self.recordings).into_iter().partition(|r| r.until.is_some_and(|u| now > u + GRACE));
-        self.recordings = going;
-        for r in done {
-            self.finish(r, now);
-        }
+        self.finish_where(now, |r| r.until.is_some_and(|u| now > u + GRACE));
     }
 
     /// Finishes every recording now (the daemon stops).
     pub fn flush(&mut self) -> Vec<Job> {
-        for r in std::mem::take(&mut self.recordings) {
-            self.finish(r, SystemTime::now());
-        }
+        self.finish_where(SystemTime::now(), |_| true);
         self.take()
+    }
+
+    fn finish_where(&mut self, now: SystemTime, done: impl Fn(&Recording) -> bool) {
+        let (done, going): (Vec<Recording>, Vec<Recording>) =
+            std::mem::take(&mut self.recordings).into_iter().partition(done);
+        self.recordings = going;
+        for r in done {
+            self.finish(r, now);
+        }
     }
 
     /// The jobs ready to make; each must be followed by [`stored`](Self::stored) once

@@ -86,6 +86,22 @@ impl From<DecoderChoice> for String {
     }
 }
 
+/// What ingest hands on, as GStreamer caps: Annex-B access units of `codec`.
+pub fn access_unit_caps(codec: Codec) -> gst::Caps {
+    gst::Caps::builder(format!("video/x-{}", codec.as_str()))
+        .field("stream-format", "byte-stream")
+        .field("alignment", "au")
+        .build()
+}
+
+/// GStreamer's parser for `codec`'s byte stream.
+pub fn parser(codec: Codec) -> &'static str {
+    match codec {
+        Codec::H264 => "h264parse",
+        Codec::H265 => "h265parse",
+    }
+}
+
 /// libav's decoder for `codec`: always there (gstreamer1.0-libav), and the fallback.
 pub fn software_decoder(codec: Codec) -> &'static str {
     match codec {
@@ -255,20 +271,9 @@ struct Parts {
 
 impl Parts {
     fn build(codec: Codec, element: &str, out: &DecodeOptions) -> Result<Parts, DecodeError> {
-        let appsrc = gst_app::AppSrc::builder()
-            .caps(
-                &gst::Caps::builder(format!("video/x-{}", codec.as_str()))
-                    .field("stream-format", "byte-stream")
-                    .field("alignment", "au")
-                    .build(),
-            )
-            .format(gst::Format::Time)
-            .is_live(true)
-            .build();
-        let parser = match codec {
-            Codec::H264 => "h264parse",
-            Codec::H265 => "h265parse",
-        };
+        let appsrc =
+            gst_app::AppSrc::builder().caps(&access_unit_caps(codec)).format(gst::Format::Time).is_live(true).build();
+        let parser = parser(codec);
         let decoder = make(element)?;
         if decoder.find_property("max-errors").is_some() {
             // libav: corrupt input (packet loss) is concealed and skipped instead of

@@ -15,7 +15,8 @@ mod yuv;
 
 pub use camera::{Description, Ingest, IngestOptions, describe, run};
 pub use decode::{
-    DecodeError, DecodeOptions, DecodeStats, Decoder, DecoderChoice, analysis_size, ranked_decoders, software_decoder,
+    DecodeError, DecodeOptions, DecodeStats, Decoder, DecoderChoice, access_unit_caps, analysis_size, parser,
+    ranked_decoders, software_decoder,
 };
 pub use error::{IngestError, Oversize};
 pub use frame::{Codec, EncodedFrame, Frame, StreamInfo};
