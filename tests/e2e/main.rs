@@ -13,6 +13,7 @@ mod disk;
 mod faults;
 mod hostile;
 mod package;
+mod person;
 mod rules;
 mod slice;
 mod stats;

@@ -197,7 +197,7 @@ mod tests {
     /// A person 100 px tall whose feet are at (x, y) in pixels.
     fn at(id: u64, x: f32, y: f32, confirmed: bool) -> TrackView {
         let bbox = BBox { x1: x - 20.0, y1: y - 100.0, x2: x + 20.0, y2: y };
-        TrackView { id, class_id: 0, bbox, score: 0.8, confirmed, established: confirmed }
+        TrackView { id, class_id: 0, bbox, score: 0.8, confirmed, established: confirmed, missed: false }
     }
 
     fn walk(c: &mut LineCounter, xs: &[f32], y: f32, confirmed_from: usize) -> Vec<bool> {

@@ -159,6 +159,33 @@ pub fn merge(
     yolox::nms(all, nms_iou)
 }
 
+/// Where the turned views look, and the one class they keep (person).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TurnedView {
+    pub region: Region,
+    pub person: usize,
+}
+
+/// What the turned views look at for `zones` (those with a person_down rule) on a
+/// `w` x `h` picture: their bounding box with margin, inside the picture (a lying
+/// person reaches out of the zone they lie in by half their length).
+pub fn turned_region(zones: &[&Polygon], (w, h): (u32, u32)) -> Option<Region> {
+    let b = zones.iter().map(|z| zone_box(z, (w, h))).reduce(|a, b| union(&a, &b))?;
+    let m = MARGIN * b.width().max(b.height());
+    let (x1, y1) = ((b.x1 - m).max(0.0).floor() as u32, (b.y1 - m).max(0.0).floor() as u32);
+    let (x2, y2) = (((b.x2 + m).ceil() as u32).min(w), ((b.y2 + m).ceil() as u32).min(h));
+    (x2 > x1 && y2 > y1).then(|| Region { left: x1, top: y1, width: x2 - x1, height: y2 - y1 })
+}
+
+/// `found` with the persons (`person` class) the turned views found lying, wider
+/// than tall, added; per-class NMS keeps one box per person. Whatever else the
+/// turned views saw (a standing person on their side, a car on its end) is dropped:
+/// the upright view knows those better.
+pub fn merge_lying(mut found: Vec<Detection>, turned: Vec<Detection>, person: usize, nms_iou: f32) -> Vec<Detection> {
+    found.extend(turned.into_iter().filter(|d| d.class_id == person && d.bbox.width() > d.bbox.height()));
+    yolox::nms(found, nms_iou)
+}
+
 /// Whether `b` lies inside `r`, clear of its edges.
 fn within(b: &BBox, r: &Region) -> bool {
     let rb = region_box(r);
@@ -182,6 +209,30 @@ mod tests {
 
     fn det(class_id: usize, score: f32, x1: f32, y1: f32, x2: f32, y2: f32) -> Detection {
         Detection { class_id, score, bbox: BBox { x1, y1, x2, y2 } }
+    }
+
+    #[test]
+    fn the_turned_region_covers_the_down_zones_with_margin_inside_the_picture() {
+        let (a, b) = (rect(0.1, 0.5, 0.3, 0.9), rect(0.6, 0.6, 0.7, 0.7));
+        let r = turned_region(&[&a, &b], (1000, 500)).expect("region");
+        // Boxes 100..700 x 250..450: margin 0.2 * 600 = 120, cut at the picture's edges.
+        assert_eq!((r.left, r.top, r.width, r.height), (0, 130, 820, 370));
+        assert_eq!(turned_region(&[], (1000, 500)), None);
+    }
+
+    #[test]
+    fn only_lying_persons_from_the_turned_views_join_and_once() {
+        let upright = vec![det(0, 0.8, 10.0, 10.0, 30.0, 70.0), det(2, 0.7, 100.0, 100.0, 200.0, 150.0)];
+        let turned = vec![
+            det(0, 0.6, 300.0, 300.0, 380.0, 330.0),  // lying: joins
+            det(0, 0.5, 12.0, 10.0, 30.0, 72.0),      // standing, seen on its side: dropped
+            det(2, 0.9, 400.0, 100.0, 500.0, 150.0),  // a car: the upright view's to find
+            det(0, 0.55, 302.0, 301.0, 381.0, 331.0), // the same lying person again
+        ];
+        let got = merge_lying(upright.clone(), turned, 0, 0.45);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got.contains(&upright[0]) && got.contains(&upright[1]));
+        assert!(got.iter().any(|d| d.score == 0.6 && d.bbox.x1 == 300.0));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tracing::info;
 use crate::contract::StatsMessage;
 use crate::device::analysis::detect::{DetectError, Detection, Labels, yolox};
 use crate::device::analysis::gate::{self, CropState, GateInput};
-use crate::device::analysis::regions::{self, Crop};
+use crate::device::analysis::regions::{self, Crop, TurnedView};
 use crate::device::analysis::{
     CameraRules, Crossing, Filters, Grey, Incident, Line, LineCounter, Motion, MotionDetector, RuleEngine,
     STOPPED_AFTER, StatsCollector, StatsLayout, TamperDetector, TamperSign, Track, TrackView, Tracker, TrackerConfig,
@@ -66,6 +66,8 @@ pub struct CameraAnalysis {
     regions: RegionsMode,
     /// Region crops for the current picture size, planned again when it changes.
     crops: ((u32, u32), Vec<Crop>),
+    /// Where the turned views look (zones with a person_down rule) at that size.
+    turned: Option<TurnedView>,
     objects: ObjectEvents,
     rule_events: RuleEvents,
     loss_window: Duration,
@@ -111,6 +113,7 @@ impl CameraAnalysis {
             recheck: Duration::from_secs_f64(cam.motion.recheck_s),
             regions: cam.regions,
             crops: ((0, 0), Vec::new()),
+            turned: None,
             objects,
             rule_events,
             loss_window,
@@ -133,7 +136,13 @@ impl CameraAnalysis {
     }
 
     /// Analyses one frame; `detect` runs the model on the picture and the crops asked for.
-    pub fn on_frame(&mut self, frame: Frame, detect: impl FnOnce(&Yuv420, &[yolox::Region]) -> Detected) -> Analysed {
+    /// `detect` runs the model on the picture, on the crops asked for, and turned a
+    /// quarter each way on the turned view's region when there is one.
+    pub fn on_frame(
+        &mut self,
+        frame: Frame,
+        detect: impl FnOnce(&Yuv420, &[yolox::Region], Option<TurnedView>) -> Detected,
+    ) -> Analysed {
         let now = frame.captured_at;
         let size = frame.picture.dimensions();
         let (sign, moved) = self.motion_and_tamper(&frame.picture);
@@ -142,7 +151,7 @@ impl CameraAnalysis {
         let mut changes = Vec::new();
         let mut track_span = None;
         let detector = if plan.whole {
-            match detect(&frame.picture, &plan.crops) {
+            match detect(&frame.picture, &plan.crops, self.turned) {
                 Ok((detections, inference_ms)) => {
                     self.last_detect = Some(now);
                     track_span = Some(Span::start(Stage::Track));
@@ -287,7 +296,18 @@ impl CameraAnalysis {
     }
 
     fn plan_crops(&mut self, size: (u32, u32)) {
-        if self.regions != RegionsMode::Auto || self.crops.0 == size {
+        if self.crops.0 == size {
+            return;
+        }
+        self.turned = self.engine.down_watch().and_then(|(zones, person)| {
+            regions::turned_region(&zones, size).map(|region| TurnedView { region, person })
+        });
+        if let Some(TurnedView { region: r, .. }) = self.turned {
+            info!(camera = %self.camera, "person_down: persons lying across the picture are looked for turned a quarter \
+                   each way, in {}x{} at ({}, {}) of the {}x{} picture", r.width, r.height, r.left, r.top, size.0, size.1);
+        }
+        self.crops = (size, Vec::new());
+        if self.regions != RegionsMode::Auto {
             return;
         }
         let shapes: Vec<_> = self.engine.zones().iter().map(|z| z.polygon.clone()).collect();
@@ -378,6 +398,7 @@ fn track_views(tracker: &Tracker) -> Vec<TrackView> {
             score: t.score,
             confirmed: t.confirmed,
             established: t.confirmed || t.established || tracker.is_established(t),
+            missed: t.misses > 0,
         })
         .collect()
 }
@@ -436,7 +457,7 @@ mod tests {
     ) -> Vec<(String, EventType)> {
         let mut out = Vec::new();
         for i in 0..frames {
-            let done = a.as_mut().unwrap().on_frame(frame(i), |_, _| Ok((seen(i), 20.0)));
+            let done = a.as_mut().unwrap().on_frame(frame(i), |_, _, _| Ok((seen(i), 20.0)));
             out.extend(done.events);
         }
         out.extend(a.take().unwrap().finish());
@@ -465,7 +486,7 @@ mod tests {
         let mut a = analysis(true);
         let mut ran = Vec::new();
         for i in 0..25 {
-            let done = a.on_frame(frame(i), |_, _| Ok((vec![], 20.0)));
+            let done = a.on_frame(frame(i), |_, _, _| Ok((vec![], 20.0)));
             match done.detector {
                 DetectorUse::Ran { .. } => ran.push(i),
                 DetectorUse::Gated => {}
@@ -481,10 +502,10 @@ mod tests {
         let mut a = analysis(false);
         let mut events = Vec::new();
         for i in 0..10 {
-            events.extend(a.on_frame(frame(i), |_, _| Ok((vec![person_at(250.0)], 20.0))).events);
+            events.extend(a.on_frame(frame(i), |_, _, _| Ok((vec![person_at(250.0)], 20.0))).events);
         }
         let failed =
-            a.on_frame(frame(10), |_, _| Err(DetectError::Inference { model: "m".into(), reason: "test".into() }));
+            a.on_frame(frame(10), |_, _, _| Err(DetectError::Inference { model: "m".into(), reason: "test".into() }));
         assert!(matches!(failed.detector, DetectorUse::Failed(_)) && failed.events.is_empty());
         assert!(a.on_silence(Duration::from_millis(500)).is_empty(), "within the loss window");
         events.extend(a.on_silence(Duration::from_secs(5)));

@@ -22,7 +22,7 @@ use tracing::{debug, error, info, warn};
 use super::camera_analysis::{CameraAnalysis, DetectorUse};
 use crate::contract::EventType;
 use crate::device::analysis::detect::{DetectError, Detection, Detector, yolox};
-use crate::device::analysis::regions;
+use crate::device::analysis::regions::{self, TurnedView};
 use crate::device::clip::{CameraClips, Job, Recipe};
 use crate::device::command::Switches;
 use crate::device::config::CameraConfig;
@@ -269,11 +269,11 @@ fn analyse(
             continue;
         }
         let min_score = analysis.min_score();
-        let done = analysis.on_frame(frame, |pic, crops| {
+        let done = analysis.on_frame(frame, |pic, crops, turned| {
             let waited = Instant::now();
             let mut detector = shared.free_detector(slot);
             stages::record(Stage::Wait, Duration::ZERO, waited.elapsed());
-            detect_with_crops(&mut detector, pic, crops, min_score, shared.nms_iou)
+            detect_views(&mut detector, pic, crops, turned, min_score, shared.nms_iou)
         });
         match done.detector {
             DetectorUse::Gated => health.frame_gated(),
@@ -429,25 +429,33 @@ impl DetectorFailures {
     }
 }
 
-/// The whole picture's detections merged with those of the `crops` of it; the whole
-/// picture's inference time.
-fn detect_with_crops(
+/// The whole picture's detections merged with those of the `crops` of it and the
+/// lying persons the turned views found; the whole picture's inference time.
+fn detect_views(
     detector: &mut Detector,
     pic: &Yuv420,
     crops: &[yolox::Region],
+    turned: Option<TurnedView>,
     min_score: f32,
     nms_iou: f32,
 ) -> Result<(Vec<Detection>, f32), DetectError> {
-    let full = detector.detect(pic, min_score, nms_iou)?;
+    let mut found = detector.detect(pic, min_score, nms_iou)?;
     let inference_ms = detector.last_inference_ms();
-    if crops.is_empty() {
-        return Ok((full, inference_ms));
+    if !crops.is_empty() {
+        let parts = crops
+            .iter()
+            .map(|&r| detector.detect_region(pic, r, min_score, nms_iou).map(|d| (r, d)))
+            .collect::<Result<Vec<_>, _>>()?;
+        found = regions::merge(found, parts, pic.dimensions(), nms_iou);
     }
-    let parts = crops
-        .iter()
-        .map(|&r| detector.detect_region(pic, r, min_score, nms_iou).map(|d| (r, d)))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((regions::merge(full, parts, pic.dimensions(), nms_iou), inference_ms))
+    if let Some(view) = turned {
+        let mut lying = Vec::new();
+        for turn in yolox::Turn::BOTH {
+            lying.extend(detector.detect_turned(pic, view.region, turn, min_score, nms_iou)?);
+        }
+        found = regions::merge_lying(found, lying, view.person, nms_iou);
+    }
+    Ok((found, inference_ms))
 }
 
 /// Puts events into the outbox (numbering them) and wakes the publisher; an event whose

@@ -59,6 +59,44 @@ pub struct Letterbox {
     /// Size of the resized region at the top-left of the input.
     pub width: u32,
     pub height: u32,
+    /// How the input was turned after letterboxing (`turn_input`), if it was.
+    pub turn: Option<Turn>,
+}
+
+/// A quarter turn of the model's input: a person lying across the picture stands
+/// upright in it, as the model (trained on upright people) knows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    Clockwise,
+    Anticlockwise,
+}
+
+impl Turn {
+    pub const BOTH: [Turn; 2] = [Turn::Clockwise, Turn::Anticlockwise];
+
+    /// Where the point (`x`, `y`) of the turned square input of side `size` was before
+    /// the turn.
+    fn undo(self, (x, y): (f32, f32), size: f32) -> (f32, f32) {
+        match self {
+            Turn::Clockwise => (y, size - x),
+            Turn::Anticlockwise => (size - y, x),
+        }
+    }
+}
+
+/// Writes `input` (1x3xSxS, S = `size`) turned a quarter into `out`.
+pub fn turn_input(input: &[f32], out: &mut [f32], size: usize, turn: Turn) {
+    let plane = size * size;
+    for (src, dst) in input.chunks_exact(plane).zip(out.chunks_exact_mut(plane)) {
+        for (y, row) in dst.chunks_exact_mut(size).enumerate() {
+            for (x, v) in row.iter_mut().enumerate() {
+                *v = match turn {
+                    Turn::Clockwise => src[(size - 1 - x) * size + y],
+                    Turn::Anticlockwise => src[x * size + (size - 1 - y)],
+                };
+            }
+        }
+    }
 }
 
 impl Letterbox {
@@ -71,7 +109,7 @@ impl Letterbox {
         let scale = (size as f64 / h as f64).min(size as f64 / w as f64);
         // Degenerate sources (a 5000x1 strip) must still cover at least one pixel.
         let fit = |v: u32| ((v as f64 * scale).round() as u32).max(1).min(size as u32);
-        Letterbox { scale, region, width: fit(w), height: fit(h) }
+        Letterbox { scale, region, width: fit(w), height: fit(h), turn: None }
     }
 }
 
@@ -277,10 +315,12 @@ pub fn decode(
         if score <= min_score {
             continue;
         }
-        let cx = (row[0] + gx) * stride;
-        let cy = (row[1] + gy) * stride;
-        let w = row[2].exp() * stride;
-        let h = row[3].exp() * stride;
+        let (mut cx, mut cy) = ((row[0] + gx) * stride, (row[1] + gy) * stride);
+        let (mut w, mut h) = (row[2].exp() * stride, row[3].exp() * stride);
+        if let Some(t) = lb.turn {
+            (cx, cy) = t.undo((cx, cy), size as f32);
+            (w, h) = (h, w);
+        }
         let bbox = BBox {
             x1: (left + (cx - w / 2.0) / scale).clamp(left, right),
             y1: (top + (cy - h / 2.0) / scale).clamp(top, bottom),
@@ -319,6 +359,26 @@ mod tests {
 
     fn at(out: &[f32], plane: usize, x: usize, y: usize) -> f32 {
         out[plane * INPUT_SIZE * INPUT_SIZE + y * INPUT_SIZE + x]
+    }
+
+    #[test]
+    fn a_turned_input_maps_back_to_where_each_pixel_was() {
+        let size = 8;
+        let input: Vec<f32> = (0..input_len(size)).map(|i| i as f32).collect();
+        for turn in Turn::BOTH {
+            let mut turned = vec![0.0; input.len()];
+            turn_input(&input, &mut turned, size, turn);
+            for (i, v) in turned[..size * size].iter().enumerate() {
+                let (x, y) = ((i % size) as f32 + 0.5, (i / size) as f32 + 0.5);
+                let (ox, oy) = turn.undo((x, y), size as f32);
+                let was = (oy - 0.5) as usize * size + (ox - 0.5) as usize;
+                assert_eq!(*v, input[was], "{turn:?} pixel {i}");
+            }
+            let mut back = vec![0.0; input.len()];
+            let other = if turn == Turn::Clockwise { Turn::Anticlockwise } else { Turn::Clockwise };
+            turn_input(&turned, &mut back, size, other);
+            assert_eq!(back, input, "{turn:?} then {other:?} is no turn");
+        }
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub struct TrackView {
     pub confirmed: bool,
     /// Seen often and surely enough to be real, moving or not (parked cars, left bags).
     pub established: bool,
+    /// The model ran and did not find it on the last analysed picture: its box is where
+    /// it was last seen, not where it is.
+    pub missed: bool,
 }
 
 /// A rule that holds now.
@@ -175,6 +178,19 @@ impl RuleEngine {
 
     pub fn zones(&self) -> &[Zone] {
         &self.zones
+    }
+
+    /// The zones watched for a person down, and the person class: what the turned
+    /// views look for, and where. None when no zone has the rule.
+    pub fn down_watch(&self) -> Option<(Vec<&Polygon>, usize)> {
+        let zones: Vec<&Polygon> = self
+            .zones
+            .iter()
+            .zip(&self.rules)
+            .filter(|(_, r)| r.person_down.is_some())
+            .map(|(z, _)| &z.polygon)
+            .collect();
+        self.person.filter(|_| !zones.is_empty()).map(|p| (zones, p))
     }
 
     /// Takes in an analysed frame's tracks: zone membership (with inertia) and where
@@ -425,7 +441,7 @@ mod tests {
 
     fn t(id: u64, class_id: usize, x: f32, y: f32) -> TrackView {
         let bbox = BBox { x1: x, y1: y - 40.0, x2: x + 20.0, y2: y };
-        TrackView { id, class_id, bbox, score: 0.8, confirmed: true, established: true }
+        TrackView { id, class_id, bbox, score: 0.8, confirmed: true, established: true, missed: false }
     }
 
     /// Runs `frames` at 5 fps; returns the incidents' (frame, kind, detail) per frame.

@@ -7,7 +7,9 @@
 //! box hovering at the threshold does not flicker), and their box's centre stays within
 //! half its length of where it turned lying: a person walking across the picture who
 //! merely looks lying moves off that spot and starts again. Bending or sitting (ratio
-//! near 1) never reaches 1.3, and a brief stoop ends before `seconds`. Inactivity
+//! near 1) never reaches 1.3, and a brief stoop ends before `seconds`. Only pictures
+//! where the model found the person count: a track the model lost keeps its last box
+//! (still, as a fallen person is), so after `UNSEEN` unseen the person is not down. Inactivity
 //! counts from the latest of: the window's opening today, the camera's first analysed
 //! frame, and the last time one of its labels stood in the zone (any object seen surely
 //! enough, moving or not: a resident sitting still is someone).
@@ -29,6 +31,9 @@ const SHAPE_WINDOW: usize = 5;
 const STAND_UP: f32 = 0.85;
 /// How far the box's centre may wander from where it turned lying, in its own length.
 const SPOT: f32 = 0.5;
+/// How long a down person may go unseen (the model missing them on a few pictures)
+/// before they are no longer taken as down there.
+const UNSEEN: Duration = Duration::from_secs(2);
 
 pub(super) struct DownRule {
     pub after: Duration,
@@ -47,11 +52,27 @@ pub(super) struct Shape {
     ratios: VecDeque<f32>,
     /// (since, centre) while lying at one spot.
     down: Option<(SystemTime, (f32, f32))>,
+    /// The last picture the model found them on (or one it was not run on).
+    seen_at: Option<SystemTime>,
 }
 
 impl Shape {
-    /// Takes in one analysed frame's box; `ratio` is the lying threshold.
-    fn observe(&mut self, b: &BBox, ratio: f32, now: SystemTime) {
+    /// Takes in one analysed frame's view of the person; `ratio` is the lying threshold.
+    fn observe(&mut self, t: &TrackView, ratio: f32, now: SystemTime) {
+        if !t.missed {
+            self.seen_at = Some(now);
+            self.shape(&t.bbox, ratio, now);
+        } else if self.seen_at.is_none_or(|s| since(now, s) > UNSEEN) {
+            self.down = None;
+        }
+    }
+
+    /// Whether the person lies at one spot, since when.
+    fn down_since(&self) -> Option<SystemTime> {
+        self.down.map(|(t, _)| t)
+    }
+
+    fn shape(&mut self, b: &BBox, ratio: f32, now: SystemTime) {
         if self.ratios.len() == SHAPE_WINDOW {
             self.ratios.pop_front();
         }
@@ -91,7 +112,7 @@ impl RuleEngine {
         self.shapes.retain(|id, _| tracks.iter().any(|t| t.id == *id));
         if let Some(ratio) = ratio {
             for t in tracks.iter().filter(|t| Some(t.class_id) == self.person) {
-                self.shapes.entry(t.id).or_default().observe(&t.bbox, ratio, now);
+                self.shapes.entry(t.id).or_default().observe(t, ratio, now);
             }
         }
         for zi in 0..self.rules.len() {
@@ -109,7 +130,7 @@ impl RuleEngine {
         let Some(r) = &self.rules[zi].person_down else { return };
         let Some(person) = self.person else { return };
         for t in self.members(zi, tracks, &[person], false) {
-            let Some((since_t, _)) = self.shapes.get(&t.id).and_then(|s| s.down) else { continue };
+            let Some(since_t) = self.shapes.get(&t.id).and_then(Shape::down_since) else { continue };
             let down = since(now, since_t);
             if down >= r.after {
                 out.push(self.one("person_down", zi, t, json!({ "down_s": dwell(down) })));
@@ -154,7 +175,7 @@ mod tests {
     /// A person of `w` x `h` px whose box centre is at (x, y).
     fn body(id: u64, x: f32, y: f32, w: f32, h: f32) -> TrackView {
         let bbox = BBox { x1: x - w / 2.0, y1: y - h / 2.0, x2: x + w / 2.0, y2: y + h / 2.0 };
-        TrackView { id, class_id: 0, bbox, score: 0.8, confirmed: true, established: true }
+        TrackView { id, class_id: 0, bbox, score: 0.8, confirmed: true, established: true, missed: false }
     }
 
     #[test]
@@ -186,6 +207,31 @@ mod tests {
             _ => vec![body(1, 50.0, 70.0, 10.0, 30.0)],
         });
         assert!(got.is_empty(), "{got:?}");
+    }
+
+    #[test]
+    fn a_person_the_model_lost_is_not_down_for_long() {
+        // Lying still; from frame 20 the model no longer finds them (they got up and went,
+        // too fast for the tracker): the track keeps its last box, still as ever.
+        let mut e = engine("[cameras.zones.person_down]\nseconds = 3\n");
+        let got = run(&mut e, 60, |f| {
+            let mut b = body(1, 50.0, 80.0, 30.0, 12.0);
+            b.missed = f >= 20;
+            vec![b]
+        });
+        let frames: Vec<usize> = got.iter().map(|g| g.0).collect();
+        // Lying from the first frame, down 3 s later; not 2 s after the last sighting.
+        assert_eq!(frames.first(), Some(&15), "{got:?}");
+        assert!(frames.last().is_some_and(|f| (29..=30).contains(f)), "{got:?}");
+        // A single missed picture now and then changes nothing.
+        let mut e = engine("[cameras.zones.person_down]\nseconds = 3\n");
+        let got = run(&mut e, 40, |f| {
+            let mut b = body(1, 50.0, 80.0, 30.0, 12.0);
+            b.missed = f % 4 == 3;
+            vec![b]
+        });
+        let frames: Vec<usize> = got.iter().map(|g| g.0).collect();
+        assert_eq!(frames, (15..40).collect::<Vec<_>>(), "{got:?}");
     }
 
     #[test]
