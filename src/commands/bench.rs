@@ -176,12 +176,13 @@ fn clips(r: &BenchReport) -> String {
     let per_camera_ms_per_s = r.pipeline_cpu_ms_per_analysed * r.analysed_per_s / r.cameras.max(1) as f64;
     let ring_ms_per_s = c.ring_us_per_frame / 1000.0 * r.frames_in_per_s / r.cameras.max(1) as f64;
     format!(
-        "clip ring        {:.2} us/frame ({:.3} % of a camera's pipeline CPU); 8 MiB holds {:.0} s of this stream ({:.0} kB/s)\n\
+        "clip ring        {:.2} us/frame ({:.3} % of a camera's pipeline CPU); the ring holds {:.0} s of this stream ({:.0} kB/s): {:.1} MB a camera\n\
          clip making      {:.1} ms CPU per second of clip as sent; {} masked (decode, mask, x264)\n",
         c.ring_us_per_frame,
         100.0 * ring_ms_per_s / per_camera_ms_per_s.max(f64::MIN_POSITIVE),
         c.ring_seconds,
         c.stream_bytes_per_s / 1000.0,
+        c.ring_bytes / 1e6,
         c.mux_ms_per_clip_s,
         c.masked_ms_per_clip_s.map_or("no x264enc:".to_owned(), |m| format!("{m:.1} ms")),
     )

@@ -9,18 +9,18 @@ use serde::Serialize;
 
 use crate::device::analysis::Polygon;
 use crate::device::clip::{Recipe, Ring, mp4};
+use crate::device::config::ClipsConfig;
 use crate::device::ingest::{self, EncodedFrame, StreamInfo};
 use crate::device::ops::stages;
-
-/// The default ring bound (cameras.clips.ring_bytes).
-const RING_BYTES: u64 = 8 << 20;
 
 #[derive(Debug, Serialize)]
 pub struct ClipCosts {
     /// The stream's bitrate, in bytes a second: what the ring holds per second of video.
     pub stream_bytes_per_s: f64,
-    /// Seconds of this stream the default 8 MiB ring holds (its memory per camera).
+    /// Seconds of this stream the ring holds at the defaults (`ring_s` within
+    /// `ring_bytes`), and its memory per camera in bytes.
     pub ring_seconds: f64,
+    pub ring_bytes: f64,
     /// CPU µs to keep one access unit in the ring (the only per-frame cost of clips).
     pub ring_us_per_frame: f64,
     /// CPU ms of the whole process per second of clip: muxed as sent, and decoded,
@@ -39,7 +39,9 @@ pub fn measure(info: &StreamInfo, sample: &[EncodedFrame], analysis_width: u32) 
 
     let rounds = 200;
     let cpu = stages::thread_cpu();
-    let mut ring = Ring::new(RING_BYTES, Duration::from_secs(5));
+    let defaults = ClipsConfig::default();
+    // The clip's frames go round and round: only the byte bound is at work here.
+    let mut ring = Ring::new(defaults.ring_bytes, Duration::MAX, Duration::from_secs(5));
     for _ in 0..rounds {
         for f in clip {
             ring.push(f.clone());
@@ -54,7 +56,8 @@ pub fn measure(info: &StreamInfo, sample: &[EncodedFrame], analysis_width: u32) 
     let masked = cost(|| mp4(clip, info.codec, &recipe).map(drop)).ok();
     Ok(ClipCosts {
         stream_bytes_per_s: bytes as f64 / span,
-        ring_seconds: RING_BYTES as f64 / (bytes as f64 / span),
+        ring_seconds: defaults.ring_s.min(defaults.ring_bytes as f64 / (bytes as f64 / span)),
+        ring_bytes: (defaults.ring_bytes as f64).min(defaults.ring_s * bytes as f64 / span),
         ring_us_per_frame: ring_us,
         mux_ms_per_clip_s: as_sent * 1000.0 / span,
         masked_ms_per_clip_s: masked.map(|c| c * 1000.0 / span),

@@ -47,6 +47,8 @@ struct Setup {
     camera: String,
     /// More `[storage]` keys.
     storage: &'static str,
+    /// `[snapshot]` keys.
+    snapshot: &'static str,
     /// A broker that keeps sessions across a restart, and a desk whose session it keeps.
     persistent: bool,
 }
@@ -69,6 +71,7 @@ impl Scene {
             setup.camera, setup.clips
         );
         text += &format!("[[cameras.zones]]\nname = \"yard\"\npoints = {WALKWAY}\n[cameras.zones.intrusion]\n");
+        text += &format!("[snapshot]\n{}\n", setup.snapshot);
         let config = write_config_text(&dir, &text);
         let desk = match setup.persistent {
             true => Desk::connect_persistent(broker.port(), &format!("{name}-desk")),
@@ -300,9 +303,12 @@ fn a_clip_made_during_a_broker_outage_arrives_later_in_order() {
 
 /// A storage budget too small for a clip: the clip goes first (the event says
 /// `clip_evicted`, health counts it), its snapshot and every event still arrive.
+/// Pictures are kept small so that the budget holds a burst of them still pending (the
+/// walkway gives up to ten events at once; at 75 KB each they alone would fill it).
 #[test]
 fn a_tiny_budget_evicts_clips_before_pictures_and_events() {
-    let setup = Setup { clip: "vtest.h264", storage: "max_bytes = 400000", ..Setup::default() };
+    let setup =
+        Setup { clip: "vtest.h264", storage: "max_bytes = 400000", snapshot: "max_bytes = 20000", ..Setup::default() };
     let mut s = Scene::start("clips-budget", setup, |_| {});
     s.one_intrusion();
     let ended = wait_until(&mut s.desk, Duration::from_secs(30), |d| {
@@ -319,4 +325,5 @@ fn a_tiny_budget_evicts_clips_before_pictures_and_events() {
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "every event arrives, none evicted: {seqs:?}");
     let health = s.health();
     assert!(health["clips_evicted"].as_u64().unwrap() >= 1, "health counts the evicted clip: {health}");
+    assert_eq!(health["snapshots_evicted"], 0, "no picture went while a clip could: {health}");
 }

@@ -489,14 +489,16 @@ fn demo_prints_a_desk_and_a_login_that_show_22_sites() {
         let n = v.as_array()?.iter().filter(|x| x["status"] == "online").count();
         (n == 22).then_some(v)
     });
-    // SAFETY: kill only sends SIGTERM to our own child, whose pid we hold.
-    unsafe { libc::kill(demo.child.id() as i32, libc::SIGTERM) };
+    // Everything asked of the desk before it is stopped: it goes away fast.
     let all_online = online.is_some();
     let v = online.unwrap_or_else(|| s.get("/api/sites").json());
+    let tiles = s.get("/").text().matches("class=\"tile").count();
+    // SAFETY: kill only sends SIGTERM to our own child, whose pid we hold.
+    unsafe { libc::kill(demo.child.id() as i32, libc::SIGTERM) };
     let ids: Vec<String> = v.as_array().unwrap().iter().map(|x| format!("{} {}", x["site"], x["status"])).collect();
     assert!(all_online, "22 sites online: {ids:?}");
     assert!(ids.iter().any(|i| i.starts_with("\"demo\"")), "the real pipeline's site: {ids:?}");
-    assert!(s.get("/").text().matches("class=\"tile").count() == 22, "22 tiles on the wall");
+    assert_eq!(tiles, 22, "22 tiles on the wall");
     let done = wait_for(Duration::from_secs(20), || demo.child.try_wait().unwrap());
     assert!(done.is_some_and(|s| s.success()), "the demo stops cleanly on SIGTERM: {done:?}");
 }
@@ -765,6 +767,48 @@ fn browser_site_commands_fresh_picture_and_notices() {
     assert_eq!(op.get(&src).body, jpeg, "the device's bytes");
     assert_eq!(op.get("/live/s-a/cam-1/not-asked-for").status, 404, "a picture nobody asked for is not kept");
 
+    // An event without a clip: asked for from its page, and the grid point's MP4 (a real
+    // one: 2 s of the street clip) plays there when it comes.
+    let eid = ulid();
+    dev.event("s-a", 1, &eid, "new", "object", "person", &[], None);
+    let clips = Subscriber::connect(mq.port(), "talk-clips", &["gridwatch/+/clips/request"]);
+    let page = format!("{base}/events/s-a/{eid}");
+    wait_for(Duration::from_secs(5), || {
+        b.goto(&page);
+        (b.js("return document.querySelectorAll('button.request-clip').length") == 1).then_some(())
+    })
+    .expect("the event's page offers to ask for its clip");
+    b.click("button.request-clip");
+    let (p, _) = clips.next_on("gridwatch/s-a/clips/request", Duration::from_secs(5)).expect("clip request sent");
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&p).unwrap(), json!({"event_id": eid}));
+    let said = wait_for(Duration::from_secs(5), || {
+        b.js("const p = document.querySelector('p.clip-asked'); return p ? p.textContent : null")
+            .as_str()
+            .map(String::from)
+    });
+    assert_eq!(said.as_deref(), Some("已向网格点发出请求。"), "the page says the request went");
+    let mp4 = scratch("desk-talk-clip").join("clip.mp4");
+    let made = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-f", "h264", "-framerate", "10", "-i"])
+        .arg(crate::support::fixture("video/vtest.h264"))
+        .args(["-t", "2", "-c", "copy"])
+        .arg(&mp4)
+        .status()
+        .expect("ffmpeg runs (scripts/setup.sh installs it)");
+    assert!(made.success());
+    let mp4 = std::fs::read(&mp4).unwrap();
+    dev.send(&format!("gridwatch/s-a/clips/{eid}"), mp4.clone(), false);
+    let duration = wait_for(Duration::from_secs(10), || {
+        b.goto(&page);
+        std::thread::sleep(Duration::from_millis(300));
+        b.js("const v = document.querySelector('video.clip'); return v && v.readyState >= 1 ? v.duration : null")
+            .as_f64()
+    });
+    let duration = duration.expect("the clip plays on the event's page");
+    assert!((1.5..=2.5).contains(&duration), "{duration} s");
+    let clip_src = b.js("return document.querySelector('video.clip').getAttribute('src')");
+    assert_eq!(op.get(clip_src.as_str().unwrap()).body, mp4, "the grid point's bytes");
+
     // A notice to a group, composed in the browser: retained on each of its sites' topics.
     let notice_sub = |id: &str| Subscriber::connect(mq.port(), id, &["gridwatch/+/notices"]);
     b.goto(&format!("{base}/notices"));
@@ -839,7 +883,14 @@ fn browser_site_commands_fresh_picture_and_notices() {
     let audit = op.get("/api/audit?limit=50").json();
     let sent = audit.as_array().unwrap().iter().filter(|r| r["action"] == "notice" && r["user"] == "op").count();
     assert_eq!(sent, 2, "both sends audited");
-    let commands = audit.as_array().unwrap().iter().filter(|r| r["action"] == "command").count();
-    assert_eq!(commands, 4, "every button audited");
+    let commands: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "command")
+        .filter_map(|r| r["target"].as_str())
+        .collect();
+    assert_eq!(commands.len(), 5, "every button audited: {commands:?}");
+    assert!(commands.iter().any(|t| t.ends_with("s-a/clips/request")), "{commands:?}");
     assert_eq!(http(desk.port, "GET", &src, &[], b"").status, 401, "no fresh picture without a login");
 }

@@ -193,6 +193,8 @@ pub enum Command {
     Detect(bool),
     /// One configured rule armed or disarmed (`…/{camera}/rules/{zone}/{rule}/set`).
     Rule { zone: String, rule: String, on: bool },
+    /// An event's clip, cut from the camera's ring (`{site}/clips/request`).
+    Clip { event_id: String },
 }
 
 impl Command {
@@ -206,6 +208,11 @@ impl Command {
         if ids.iter().any(|id| check_id(id).is_err()) {
             return Err("site, camera, zone and rule must be valid ids".into());
         }
+        if let Command::Clip { event_id } = self
+            && !crate::contract::is_token(event_id)
+        {
+            return Err("an event id is 1-64 characters A-Z a-z 0-9 _ -".into());
+        }
         let on_off = |on: bool| if on { "ON" } else { "OFF" }.to_owned();
         Ok(match self {
             Command::Snapshot => {
@@ -213,6 +220,9 @@ impl Command {
             }
             Command::Detect(on) => (format!("{site}/{camera}/detect/set"), on_off(*on)),
             Command::Rule { zone, rule, on } => (format!("{site}/{camera}/rules/{zone}/{rule}/set"), on_off(*on)),
+            Command::Clip { event_id } => {
+                (format!("{site}/clips/request"), serde_json::json!({"event_id": event_id}).to_string())
+            }
         })
     }
 }

@@ -82,6 +82,13 @@ const WORDS: &[(&str, &str, &str)] = &[
         "If the clip does not play (some cameras send H.265, which this browser may not decode), download it and open it in a video player.",
     ),
     ("download_clip", "下载视频", "Download the clip"),
+    ("request_clip", "向网格点索取视频片段", "Ask the grid point for the clip"),
+    ("clip_asked", "已向网格点发出请求。", "The request has gone to the grid point."),
+    (
+        "request_clip_note",
+        "网格点只保留最近约半分钟的录像：事件开始不久时才能取到。视频到达后刷新本页；取不到时网格页的“命令错误”会说明原因。",
+        "The grid point keeps only about the last half minute of video, so ask soon after the event starts. Reload this page when it has come; if it cannot, the site page's command errors say why.",
+    ),
     ("mismatch", "校验不符", "checksum mismatch"),
     ("pending", "待核对", "unverified"),
     ("from", "起", "From"),

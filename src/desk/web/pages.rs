@@ -31,6 +31,7 @@ pub fn routes() -> Router<App> {
         .route("/feed", get(feed))
         .route("/fragments/feed", get(feed_fragment))
         .route("/events/{site}/{event_id}", get(event))
+        .route("/events/{site}/{event_id}/clip", post(clip_form))
         .route("/history", get(history))
         .route("/history.csv", get(history_csv))
         .route("/report", get(report))
@@ -215,10 +216,49 @@ fn filters(cx: &Ctx, q: &EventFilter, action: &str, full: bool) -> Markup {
     }
 }
 
-async fn event(State(app): State<App>, user: User, Path((site, id)): Path<(String, String)>) -> Response {
+#[derive(Deserialize)]
+struct EventQuery {
+    /// Set by the redirect after "ask for the clip": the page says the request went.
+    clip: Option<String>,
+}
+
+async fn event(
+    State(app): State<App>,
+    user: User,
+    Path((site, id)): Path<(String, String)>,
+    Query(q): Query<EventQuery>,
+) -> Response {
+    let asked = q.clip.as_deref() == Some("asked");
     match app.db(move |s| s.event_detail(&site, &id)).await {
-        Ok(Some(d)) => html_page(&app, &user, "event", &tr(&app, &d.event.kind), |cx| render::event_detail(cx, &d)),
+        Ok(Some(d)) => {
+            html_page(&app, &user, "event", &tr(&app, &d.event.kind), |cx| render::event_detail(cx, &d, asked))
+        }
         Ok(None) => (StatusCode::NOT_FOUND, tr(&app, "not_found")).into_response(),
+        Err(r) => r,
+    }
+}
+
+/// The event page's "ask for the clip": the request goes to the event's grid point,
+/// and the clip shows on the page when it comes.
+async fn clip_form(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    user: User,
+    headers: HeaderMap,
+    Path((site, id)): Path<(String, String)>,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = user.check(&headers, Some(&f.csrf)) {
+        return r;
+    }
+    let (s, i) = (site.clone(), id.clone());
+    let camera = match app.db(move |st| st.event_detail(&s, &i)).await {
+        Ok(Some(d)) => d.event.camera,
+        Ok(None) => return (StatusCode::NOT_FOUND, tr(&app, "not_found")).into_response(),
+        Err(r) => return r,
+    };
+    match api::command(&app, &user, &peer, &site, &camera, Command::Clip { event_id: id.clone() }).await {
+        Ok(()) => Redirect::to(&format!("/events/{site}/{id}?clip=asked")).into_response(),
         Err(r) => r,
     }
 }

@@ -193,13 +193,15 @@ pub fn incident_forms(cx: &Ctx, e: &EventView) -> Markup {
     }
 }
 
-pub fn event_detail(cx: &Ctx, d: &EventDetail) -> Markup {
+/// `clip_asked`: the clip was just asked for (the page says so, so nobody asks twice).
+pub fn event_detail(cx: &Ctx, d: &EventDetail, clip_asked: bool) -> Markup {
     let e = &d.event;
     html! {
         h1 { (cx.t(&e.kind)) " · " (label(cx.lang, &e.label)) " · " ((cx.names)(&e.site)) " / " (e.camera) }
         p { (cx.t("started")) " " (time(&e.started_at)) " · " (cx.t("duration")) " "
             (duration(e).unwrap_or_else(|| cx.t("ongoing"))) " · " (cx.t("score")) " " (format!("{:.2}", e.score))
-            " · " (cx.t("zones")) " " (e.zones.join(", ")) " · " (incident_badge(cx, e)) }
+            @if !e.zones.is_empty() { " · " (cx.t("zones")) " " (e.zones.join(", ")) }
+            " · " (incident_badge(cx, e)) }
         section.pictures {
             div.snaps {
                 h2 { (cx.t("snapshots")) }
@@ -216,6 +218,16 @@ pub fn event_detail(cx: &Ctx, d: &EventDetail) -> Markup {
                     video.clip controls preload="metadata" src=(clip) {}
                     // Chromium plays H.265 only where the PC's graphics decode it.
                     p.clip-note { (cx.t("clip_note")) " " a.download href=(clip) download { (cx.t("download_clip")) } }
+                }
+            } @else if cx.can_act() {
+                div.clip-box {
+                    h2 { (cx.t("clip")) }
+                    form.inline method="post" action=(format!("/events/{}/{}/clip", e.site, e.event_id)) {
+                        input type="hidden" name="csrf" value=(cx.csrf());
+                        button.request-clip type="submit" { (cx.t("request_clip")) }
+                    }
+                    @if clip_asked { p.clip-asked { (cx.t("clip_asked")) } }
+                    p.clip-note { (cx.t("request_clip_note")) }
                 }
             }
         }
@@ -338,5 +350,43 @@ fn chart(cx: &Ctx, kinds: &[String], per_day: &BTreeMap<&str, BTreeMap<&str, i64
                 text x=(ki as f64 * 120.0 + 16.0) y=(H + 45.0) { (cx.t(k)) }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn detail(zones: &[&str]) -> EventDetail {
+        let event = EventView {
+            site: "g01".into(),
+            event_id: "e1".into(),
+            seq_first: 1,
+            seq_last: 1,
+            camera: "gate".into(),
+            kind: "loitering".into(),
+            label: "person".into(),
+            score: 0.8,
+            zones: zones.iter().map(|z| z.to_string()).collect(),
+            detail: None,
+            started_at: "2026-12-01T01:00:00Z".into(),
+            ended_at: None,
+            last_type: "new".into(),
+            snapshots: Vec::new(),
+            snapshot_status: Vec::new(),
+            clip: None,
+            incident: None,
+        };
+        EventDetail { event, timeline: Vec::new(), incident_log: Vec::new() }
+    }
+
+    #[test]
+    fn the_event_page_names_zones_only_when_there_are_some() {
+        let names = |s: &str| s.to_owned();
+        let cx = Ctx { lang: Language::ZhCn, user: None, names: &names };
+        let with = event_detail(&cx, &detail(&["<b>后门</b>", "lane"]), false).into_string();
+        assert!(with.contains("区域 &lt;b&gt;后门&lt;/b&gt;, lane"), "{with}");
+        let without = event_detail(&cx, &detail(&[]), false).into_string();
+        assert!(!without.contains("区域"), "{without}");
     }
 }

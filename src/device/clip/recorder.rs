@@ -70,7 +70,11 @@ impl CameraClips {
         let want = Duration::from_secs_f64(settings.pre_s);
         CameraClips {
             camera: cam.id.clone(),
-            ring: Ring::new(if settings.enabled { settings.ring_bytes } else { 0 }, want),
+            ring: Ring::new(
+                if settings.enabled { settings.ring_bytes } else { 0 },
+                Duration::from_secs_f64(settings.ring_s.max(settings.pre_s)),
+                want,
+            ),
             masks: cam.privacy_masks.iter().map(|m| Polygon(m.points.clone())).collect(),
             analysis_width: cam.analysis_width,
             settings,

@@ -32,6 +32,11 @@ pub struct ClipsConfig {
     /// asked for later.
     #[serde(default = "default_ring_bytes")]
     pub ring_bytes: u64,
+    /// Seconds of video the ring keeps at most (within `ring_bytes`): how old an
+    /// event's clip may be when the desk asks for it. Memory, per camera: this many
+    /// seconds of the camera's bitrate.
+    #[serde(default = "default_ring_s")]
+    pub ring_s: f64,
     /// Frames a second of clips re-encoded because the camera has privacy masks.
     #[serde(default = "default_masked_fps")]
     pub masked_fps: f64,
@@ -49,6 +54,9 @@ fn default_max_s() -> f64 {
 fn default_ring_bytes() -> u64 {
     8 << 20
 }
+fn default_ring_s() -> f64 {
+    30.0
+}
 fn default_masked_fps() -> f64 {
     5.0
 }
@@ -62,6 +70,7 @@ impl Default for ClipsConfig {
             max_s: default_max_s(),
             kinds: None,
             ring_bytes: default_ring_bytes(),
+            ring_s: default_ring_s(),
             masked_fps: default_masked_fps(),
         }
     }
@@ -83,6 +92,7 @@ impl ClipsConfig {
             ("pre_s", self.pre_s, 0.0..=60.0),
             ("post_s", self.post_s, 0.0..=60.0),
             ("max_s", self.max_s, 1.0..=MAX_CLIP_S),
+            ("ring_s", self.ring_s, 1.0..=600.0),
         ] {
             if !range.contains(&v) {
                 bad(format!("clips.{key}"), format!("{v} is outside {}..={} seconds", range.start(), range.end()));
@@ -95,6 +105,12 @@ impl ClipsConfig {
                     "{} is shorter than pre_s ({}): the clip would end before the event starts",
                     self.max_s, self.pre_s
                 ),
+            );
+        }
+        if self.ring_s < self.pre_s {
+            bad(
+                "clips.ring_s".into(),
+                format!("{} is shorter than pre_s ({}): the ring could not hold the pre-roll", self.ring_s, self.pre_s),
             );
         }
         if !RING_BYTES.contains(&self.ring_bytes) {
