@@ -21,7 +21,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::device::analysis::detect::{Agreement, BuiltinModel, Detector, ModelSource};
+use crate::device::analysis::detect::{Agreement, BuiltinModel, Detection, Detector, ModelSource};
 use crate::device::config::Config;
 use crate::device::ingest::{
     self, DecodeOptions, Decoder, DecoderChoice, EncodedFrame, Frame, Ingest, IngestOptions, StreamInfo,
@@ -389,18 +389,17 @@ fn floors(info: &StreamInfo, sample: &[EncodedFrame], opts: &BenchOptions, model
     let (decoder, decode_ms) = decode_floor(info, sample, opts)?;
     let pictures = stream_pictures(info, sample, opts)?;
     let mut pass = Pass { decoder, decode_ms, inference_ms: Vec::new(), agreement: Vec::new(), loaded: Vec::new() };
-    let mut first: Vec<Vec<crate::device::analysis::detect::Detection>> = Vec::new();
+    let mut detectors = Vec::new();
     for model in models {
-        let mut detector = Detector::load(ModelSource::from_setting(Some(Path::new(model))), None, opts.threads)?;
-        let (ms, found) = inference_floor(&mut detector, &pictures, opts)?;
+        let detector = Detector::load(ModelSource::from_setting(Some(Path::new(model))), None, opts.threads)?;
         pass.loaded.push((detector.model_name().to_owned(), detector.model_sha256().to_owned()));
-        pass.inference_ms.push(ms);
-        if first.is_empty() {
-            first = found;
-        } else {
-            let each = first.iter().zip(&found).map(|(r, c)| Agreement::of(r, c));
-            pass.agreement.push(each.fold(Agreement::default(), Agreement::plus));
-        }
+        detectors.push(detector);
+    }
+    let (ms, found) = inference_floors(&mut detectors, &pictures, opts)?;
+    pass.inference_ms = ms;
+    for other in found.iter().skip(1) {
+        let each = found[0].iter().zip(other).map(|(r, c)| Agreement::of(r, c));
+        pass.agreement.push(each.fold(Agreement::default(), Agreement::plus));
     }
     Ok(pass)
 }
@@ -465,28 +464,39 @@ fn stream_pictures(info: &StreamInfo, sample: &[EncodedFrame], opts: &BenchOptio
     Ok(pictures)
 }
 
-/// CPU ms of one model run (ONNX Runtime's `run` alone) on the stream's pictures, and
-/// what the model found on each (score >= 0.5).
-fn inference_floor(
-    detector: &mut Detector,
+/// One model's detections on each picture.
+type PerPicture = Vec<Vec<Detection>>;
+
+/// CPU ms of one model run for each of `detectors` (session.run alone, as the
+/// pipeline's Inference stage), over at least 100 runs each on the stream's pictures,
+/// and what each found on every picture. The models take turns, ten pictures at a
+/// time, so that whatever else the machine does falls on all of them alike.
+fn inference_floors(
+    detectors: &mut [Detector],
     pictures: &[Frame],
     opts: &BenchOptions,
-) -> anyhow::Result<(f64, Vec<Vec<crate::device::analysis::detect::Detection>>)> {
-    detector.detect(&pictures[0].picture, 0.5, 0.45)?; // the first run allocates
-    let before = stages::snapshot()[Stage::Inference as usize].clone();
-    let (start, runs) = (process_cpu(), 100.max(pictures.len()));
-    let mut found = Vec::with_capacity(pictures.len());
-    for i in 0..runs {
-        let dets = detector.detect(&pictures[i % pictures.len()].picture, 0.5, 0.45)?;
-        if i < pictures.len() {
-            found.push(dets);
+) -> anyhow::Result<(Vec<f64>, Vec<PerPicture>)> {
+    // The first pass allocates, and gives what each model finds.
+    let mut found = Vec::new();
+    for d in detectors.iter_mut() {
+        found.push(pictures.iter().map(|p| d.detect(&p.picture, 0.5, 0.45)).collect::<Result<Vec<_>, _>>()?);
+    }
+    let runs = 100.max(pictures.len());
+    let mut cpu = vec![Duration::ZERO; detectors.len()];
+    for chunk in (0..runs).step_by(10) {
+        for (d, total) in detectors.iter_mut().zip(&mut cpu) {
+            let before = stages::snapshot()[Stage::Inference as usize].clone();
+            let start = process_cpu();
+            for i in chunk..(chunk + 10).min(runs) {
+                d.detect(&pictures[i % pictures.len()].picture, 0.5, 0.45)?;
+            }
+            let process = process_cpu().saturating_sub(start);
+            let inference = stages::snapshot()[Stage::Inference as usize].since(&before).cpu;
+            // With one thread the run is all on ours; with more, the pool's threads count too.
+            *total += if opts.threads > 1 { process.min(inference * opts.threads as u32) } else { inference };
         }
     }
-    let process = process_cpu().saturating_sub(start);
-    let d = stages::snapshot()[Stage::Inference as usize].since(&before);
-    // With one thread the run is all on ours; with more, the pool's threads count too.
-    let cpu = if opts.threads > 1 { process.min(d.cpu * opts.threads as u32) } else { d.cpu };
-    Ok((cpu.as_secs_f64() * 1000.0 / runs as f64, found))
+    Ok((cpu.iter().map(|c| c.as_secs_f64() * 1000.0 / runs as f64).collect(), found))
 }
 
 /// This process's CPU time (user and system) so far.

@@ -15,6 +15,7 @@
 
 mod camera_analysis;
 mod clip_maker;
+mod memory;
 mod pipeline;
 
 use std::sync::{Arc, Mutex};
@@ -44,7 +45,7 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Runs the daemon for `cfg` until `shutdown` is cancelled.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    tune_allocator();
+    memory::tune_allocator();
     let model = Model::load(&cfg).await?;
     let topics = Topics { root: cfg.mqtt.topic_root.clone(), site: cfg.site.clone() };
     let outbox = open_outbox(&cfg)?;
@@ -292,7 +293,7 @@ impl Tools {
         // reconnect attempts (at most 30 s apart).
         let publisher_limit = Duration::from_secs(90).max(Duration::from_secs(3 * cfg.mqtt.keep_alive_s));
         tasks.push(("watchdog", tokio::spawn(watchdog::run(live.clone(), publisher_limit, stop.clone()))));
-        tasks.push(("allocator trim", tokio::spawn(trim_allocator(stop.clone()))));
+        tasks.push(("memory pass", tokio::spawn(memory::keep_small(stop.clone()))));
         Tools { stop, control, tasks }
     }
 
@@ -311,37 +312,6 @@ impl Tools {
 async fn joined(name: &str, task: JoinHandle<()>) {
     if let Err(e) = task.await {
         error!("the {name} task failed: {e}");
-    }
-}
-
-/// Keeps glibc's malloc from holding on to memory over months of reconnects. Each
-/// camera session starts threads and frees megabytes of pictures; by default glibc
-/// gives busy threads arenas of their own (up to 8 per core) and raises its mmap
-/// threshold as large blocks are freed, so freed pictures stay in fragmented arenas
-/// and the resident size creeps up (+15 % over 100 reconnects, measured). Two arenas
-/// and a fixed threshold hand large blocks back to the system when freed.
-fn tune_allocator() {
-    // SAFETY: mallopt only sets allocator parameters; it is safe to call at any time.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
-    }
-}
-
-/// Hands the free pages inside malloc's heaps back to the system every 30 s. Small
-/// blocks (ONNX Runtime's, GStreamer's, the network's) free pages in the middle of a
-/// heap that glibc keeps until asked: about 7 MB of 120 at 4 cameras (measured with
-/// `gridwatch bench`). A pass only walks the free lists.
-async fn trim_allocator(stop: CancellationToken) {
-    let mut every = tokio::time::interval(Duration::from_secs(30));
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = every.tick() => {}
-        }
-        // SAFETY: malloc_trim only returns free memory; it is safe to call at any time.
-        let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
     }
 }
 
