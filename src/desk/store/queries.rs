@@ -94,6 +94,9 @@ pub struct EventDetail {
     pub event: EventView,
     pub timeline: Vec<TimelineRow>,
     pub incident_log: Vec<AuditRow>,
+    /// Seconds of video the event's camera keeps for clips (its latest health's
+    /// `clip_ring_s`), when the desk has heard it: how far back a clip can be asked for.
+    pub clip_ring_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -309,7 +312,19 @@ impl Store {
         let Some(event) = self.event(site, event_id)? else { return Ok(None) };
         let timeline = self.timeline(site, event_id)?;
         let incident_log = self.incident_log(site, event_id)?;
-        Ok(Some(EventDetail { event, timeline, incident_log }))
+        let clip_ring_s = self.clip_ring_s(site, &event.camera)?;
+        Ok(Some(EventDetail { event, timeline, incident_log, clip_ring_s }))
+    }
+
+    /// The camera's `clip_ring_s` from its latest health, if any.
+    fn clip_ring_s(&self, site: &str, camera: &str) -> anyhow::Result<Option<f64>> {
+        self.with(|c| {
+            let health: Option<Option<String>> = c
+                .query_row("SELECT health FROM cameras WHERE site = ?1 AND camera = ?2", [site, camera], |r| r.get(0))
+                .optional()?;
+            let health = health.flatten().and_then(|h| serde_json::from_str::<serde_json::Value>(&h).ok());
+            Ok(health.and_then(|h| h["clip_ring_s"].as_f64()))
+        })
     }
 
     pub fn timeline(&self, site: &str, event_id: &str) -> anyhow::Result<Vec<TimelineRow>> {

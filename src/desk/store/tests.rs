@@ -159,3 +159,17 @@ fn the_report_sums_line_crossings_and_keeps_zone_peaks() {
     assert_eq!(rows[2].counts["object"], 1);
     assert!(s.report("2026-11-29", "2026-11-29").unwrap().is_empty(), "an empty range is empty");
 }
+
+#[test]
+fn an_event_knows_how_much_video_its_camera_keeps() {
+    let (_d, s) = store();
+    put(&s, &event("g1", 1, "a", None));
+    let ring = |s: &Store| s.event_detail("g1", "a").unwrap().unwrap().clip_ring_s;
+    assert_eq!(ring(&s), None, "no health heard yet");
+    s.put_health("g1", "cam-1", "streaming", 5.0, r#"{"state":"streaming","clip_ring_s":28.5}"#).unwrap();
+    assert_eq!(ring(&s), Some(28.5));
+    s.put_health("g1", "cam-1", "streaming", 5.0, r#"{"state":"streaming"}"#).unwrap();
+    assert_eq!(ring(&s), None, "an older device that does not say");
+    s.put_health("g1", "cam-2", "streaming", 5.0, r#"{"clip_ring_s":0}"#).unwrap();
+    assert_eq!(ring(&s), None, "another camera's ring is not this one's");
+}

@@ -89,6 +89,16 @@ const WORDS: &[(&str, &str, &str)] = &[
         "网格点只保留最近约半分钟的录像：事件开始不久时才能取到。视频到达后刷新本页；取不到时网格页的“命令错误”会说明原因。",
         "The grid point keeps only about the last half minute of video, so ask soon after the event starts. Reload this page when it has come; if it cannot, the site page's command errors say why.",
     ),
+    (
+        "clip_gone",
+        "网格点只保留最近 {s} 秒的录像，这个事件的视频已取不到。",
+        "The grid point keeps only the last {s} s of video: this event's clip can no longer be had.",
+    ),
+    (
+        "clip_none",
+        "这个摄像头现在没有保留录像（录像片段已关闭或摄像头离线），取不到视频片段。",
+        "This camera holds no video now (clips are off or it is offline): no clip can be had.",
+    ),
     ("mismatch", "校验不符", "checksum mismatch"),
     ("pending", "待核对", "unverified"),
     ("from", "起", "From"),
@@ -283,6 +293,17 @@ pub fn t(lang: Language, key: &str) -> String {
             Language::En => (*en).to_owned(),
         },
         None => key.to_owned(),
+    }
+}
+
+/// A word that starts a heading or a title: in English its first letter is a capital
+/// (the table's English words are lower case, for use inside sentences).
+pub fn heading(lang: Language, key: &str) -> String {
+    let word = t(lang, key);
+    let mut chars = word.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => word,
     }
 }
 

@@ -231,7 +231,9 @@ async fn event(
     let asked = q.clip.as_deref() == Some("asked");
     match app.db(move |s| s.event_detail(&site, &id)).await {
         Ok(Some(d)) => {
-            html_page(&app, &user, "event", &tr(&app, &d.event.kind), |cx| render::event_detail(cx, &d, asked))
+            let offer = render::ClipOffer::of(&d, std::time::SystemTime::now(), asked);
+            let title = super::i18n::heading(app.cfg.language, &d.event.kind);
+            html_page(&app, &user, "event", &title, |cx| render::event_detail(cx, &d, offer))
         }
         Ok(None) => (StatusCode::NOT_FOUND, tr(&app, "not_found")).into_response(),
         Err(r) => r,

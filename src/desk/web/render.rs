@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use maud::{DOCTYPE, Markup, html};
 
 use super::auth::User;
-use super::i18n::{code, detail_field, label, t};
+use super::i18n::{code, detail_field, heading, label, t};
 use crate::desk::config::Language;
 use crate::desk::store::{AuditRow, EventDetail, EventView, ReportRow, Role, SiteView};
 
@@ -193,11 +193,35 @@ pub fn incident_forms(cx: &Ctx, e: &EventView) -> Markup {
     }
 }
 
-/// `clip_asked`: the clip was just asked for (the page says so, so nobody asks twice).
-pub fn event_detail(cx: &Ctx, d: &EventDetail, clip_asked: bool) -> Markup {
+/// What the event page offers when the event has no clip.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ClipOffer {
+    /// The grid point may still have the video: a button to ask; `asked` when it just was.
+    Ask { asked: bool },
+    /// The camera's ring (`ring_s` seconds) no longer reaches back to the event's start.
+    Gone { ring_s: f64 },
+    /// The camera holds no video now (clips off, or offline since it started).
+    None,
+}
+
+impl ClipOffer {
+    /// From the camera's last known ring length (None: not heard yet, so ask and let
+    /// the grid point answer) and the event's age at `now`.
+    pub fn of(d: &EventDetail, now: std::time::SystemTime, asked: bool) -> ClipOffer {
+        let started = humantime::parse_rfc3339_weak(&d.event.started_at).ok();
+        let age = started.and_then(|s| now.duration_since(s).ok()).unwrap_or_default().as_secs_f64();
+        match d.clip_ring_s {
+            Some(r) if r <= 0.0 => ClipOffer::None,
+            Some(r) if age > r => ClipOffer::Gone { ring_s: r },
+            _ => ClipOffer::Ask { asked },
+        }
+    }
+}
+
+pub fn event_detail(cx: &Ctx, d: &EventDetail, offer: ClipOffer) -> Markup {
     let e = &d.event;
     html! {
-        h1 { (cx.t(&e.kind)) " · " (label(cx.lang, &e.label)) " · " ((cx.names)(&e.site)) " / " (e.camera) }
+        h1 { (heading(cx.lang, &e.kind)) " · " (label(cx.lang, &e.label)) " · " ((cx.names)(&e.site)) " / " (e.camera) }
         p { (cx.t("started")) " " (time(&e.started_at)) " · " (cx.t("duration")) " "
             (duration(e).unwrap_or_else(|| cx.t("ongoing"))) " · " (cx.t("score")) " " (format!("{:.2}", e.score))
             @if !e.zones.is_empty() { " · " (cx.t("zones")) " " (e.zones.join(", ")) }
@@ -222,12 +246,20 @@ pub fn event_detail(cx: &Ctx, d: &EventDetail, clip_asked: bool) -> Markup {
             } @else if cx.can_act() {
                 div.clip-box {
                     h2 { (cx.t("clip")) }
-                    form.inline method="post" action=(format!("/events/{}/{}/clip", e.site, e.event_id)) {
-                        input type="hidden" name="csrf" value=(cx.csrf());
-                        button.request-clip type="submit" { (cx.t("request_clip")) }
+                    @match offer {
+                        ClipOffer::Ask { asked } => {
+                            form.inline method="post" action=(format!("/events/{}/{}/clip", e.site, e.event_id)) {
+                                input type="hidden" name="csrf" value=(cx.csrf());
+                                button.request-clip type="submit" { (cx.t("request_clip")) }
+                            }
+                            @if asked { p.clip-asked { (cx.t("clip_asked")) } }
+                            p.clip-note { (cx.t("request_clip_note")) }
+                        }
+                        ClipOffer::Gone { ring_s } => {
+                            p.clip-note.clip-gone { (cx.t("clip_gone").replace("{s}", &format!("{ring_s:.0}"))) }
+                        }
+                        ClipOffer::None => { p.clip-note.clip-gone { (cx.t("clip_none")) } }
                     }
-                    @if clip_asked { p.clip-asked { (cx.t("clip_asked")) } }
-                    p.clip-note { (cx.t("request_clip_note")) }
                 }
             }
         }
@@ -377,16 +409,42 @@ mod tests {
             clip: None,
             incident: None,
         };
-        EventDetail { event, timeline: Vec::new(), incident_log: Vec::new() }
+        EventDetail { event, timeline: Vec::new(), incident_log: Vec::new(), clip_ring_s: None }
     }
+
+    const ASK: ClipOffer = ClipOffer::Ask { asked: false };
 
     #[test]
     fn the_event_page_names_zones_only_when_there_are_some() {
         let names = |s: &str| s.to_owned();
         let cx = Ctx { lang: Language::ZhCn, user: None, names: &names };
-        let with = event_detail(&cx, &detail(&["<b>后门</b>", "lane"]), false).into_string();
+        let with = event_detail(&cx, &detail(&["<b>后门</b>", "lane"]), ASK).into_string();
         assert!(with.contains("区域 &lt;b&gt;后门&lt;/b&gt;, lane"), "{with}");
-        let without = event_detail(&cx, &detail(&[]), false).into_string();
+        let without = event_detail(&cx, &detail(&[]), ASK).into_string();
         assert!(!without.contains("区域"), "{without}");
+    }
+
+    #[test]
+    fn a_clip_is_offered_only_while_the_camera_still_has_the_video() {
+        let mut d = detail(&[]);
+        let started = humantime::parse_rfc3339(&d.event.started_at).unwrap();
+        let at = |s: u64| started + std::time::Duration::from_secs(s);
+        // Not heard from the camera yet: ask, and let the grid point answer.
+        assert_eq!(ClipOffer::of(&d, at(3600), false), ASK);
+        d.clip_ring_s = Some(30.0);
+        assert_eq!(ClipOffer::of(&d, at(20), true), ClipOffer::Ask { asked: true });
+        assert_eq!(ClipOffer::of(&d, at(31), false), ClipOffer::Gone { ring_s: 30.0 });
+        d.clip_ring_s = Some(0.0);
+        assert_eq!(ClipOffer::of(&d, at(1), false), ClipOffer::None);
+
+        let user = User { name: "op".into(), role: Role::Operator, csrf: "c".into() };
+        let names = |s: &str| s.to_owned();
+        let cx = Ctx { lang: Language::En, user: Some(&user), names: &names };
+        let gone = event_detail(&cx, &detail(&[]), ClipOffer::Gone { ring_s: 30.0 }).into_string();
+        assert!(gone.contains("only the last 30 s of video") && !gone.contains("request-clip"), "{gone}");
+        let ask = event_detail(&cx, &detail(&[]), ASK).into_string();
+        assert!(ask.contains("button class=\"request-clip\"") && !ask.contains("clip-gone"), "{ask}");
+        // The English title starts with a capital.
+        assert!(ask.contains("<h1>Loitering · person"), "{ask}");
     }
 }
