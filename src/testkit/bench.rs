@@ -112,6 +112,10 @@ pub struct ModelFloor {
     pub passes: Vec<f64>,
     /// inference_ms / the first model's.
     pub ratio_to_first: f64,
+    /// CPU ms per run with the caches emptied before each (as in a busy pipeline),
+    /// mean of the passes, and its ratio to the first model's.
+    pub cold_ms: f64,
+    pub cold_ratio_to_first: f64,
     /// Its detections scoring 0.5 or more against the first model's (None for the
     /// first), over every picture of every pass.
     pub agreement: Option<Agreement>,
@@ -347,6 +351,8 @@ pub struct Pass {
     pub decode_ms: f64,
     /// Per model, in order: CPU ms per run.
     pub inference_ms: Vec<f64>,
+    /// Per model: CPU ms per run with the caches emptied before it.
+    pub cold_ms: Vec<f64>,
     /// Per model after the first: its detections against the first's.
     #[serde(skip)]
     agreement: Vec<Agreement>,
@@ -361,6 +367,7 @@ impl Floors {
         let n = passes.len().max(1) as f64;
         let mean = |f: &dyn Fn(&Pass) -> f64| passes.iter().map(f).sum::<f64>() / n;
         let inference: Vec<f64> = (0..models.len()).map(|m| mean(&|p| p.inference_ms[m])).collect();
+        let cold: Vec<f64> = (0..models.len()).map(|m| mean(&|p| p.cold_ms[m])).collect();
         let models = models
             .iter()
             .enumerate()
@@ -370,6 +377,8 @@ impl Floors {
                 inference_ms: inference[m],
                 passes: passes.iter().map(|p| p.inference_ms[m]).collect(),
                 ratio_to_first: inference[m] / inference[0],
+                cold_ms: cold[m],
+                cold_ratio_to_first: cold[m] / cold[0],
                 agreement: (m > 0).then(|| passes.iter().fold(Agreement::default(), |a, p| a.plus(p.agreement[m - 1]))),
             })
             .collect();
@@ -388,7 +397,14 @@ impl Floors {
 fn floors(info: &StreamInfo, sample: &[EncodedFrame], opts: &BenchOptions, models: &[String]) -> anyhow::Result<Pass> {
     let (decoder, decode_ms) = decode_floor(info, sample, opts)?;
     let pictures = stream_pictures(info, sample, opts)?;
-    let mut pass = Pass { decoder, decode_ms, inference_ms: Vec::new(), agreement: Vec::new(), loaded: Vec::new() };
+    let mut pass = Pass {
+        decoder,
+        decode_ms,
+        inference_ms: Vec::new(),
+        cold_ms: Vec::new(),
+        agreement: Vec::new(),
+        loaded: Vec::new(),
+    };
     let mut detectors = Vec::new();
     for model in models {
         let detector = Detector::load(ModelSource::from_setting(Some(Path::new(model))), None, opts.threads)?;
@@ -396,7 +412,7 @@ fn floors(info: &StreamInfo, sample: &[EncodedFrame], opts: &BenchOptions, model
         detectors.push(detector);
     }
     let (ms, found) = inference_floors(&mut detectors, &pictures, opts)?;
-    pass.inference_ms = ms;
+    (pass.inference_ms, pass.cold_ms) = (ms.warm_ms, ms.cold_ms);
     for other in found.iter().skip(1) {
         let each = found[0].iter().zip(other).map(|(r, c)| Agreement::of(r, c));
         pass.agreement.push(each.fold(Agreement::default(), Agreement::plus));
@@ -467,36 +483,70 @@ fn stream_pictures(info: &StreamInfo, sample: &[EncodedFrame], opts: &BenchOptio
 /// One model's detections on each picture.
 type PerPicture = Vec<Vec<Detection>>;
 
+/// Per model: CPU ms per run with its data in the caches (back to back), and with the
+/// caches emptied before each run.
+struct InferenceFloors {
+    warm_ms: Vec<f64>,
+    cold_ms: Vec<f64>,
+}
+
+/// Runs measured cold per model and pass: enough for a mean, few enough that the bench
+/// stays short (each run first reads [`EVICT_BYTES`]).
+const COLD_RUNS: usize = 30;
+/// Read before each cold run: twice the largest last-level cache we run on (this x86
+/// VM's 32 MB; a Pi 5 has 2 MB, an RK3588 3 MB).
+const EVICT_BYTES: usize = 64 << 20;
+
 /// CPU ms of one model run for each of `detectors` (session.run alone, as the
 /// pipeline's Inference stage), over at least 100 runs each on the stream's pictures,
 /// and what each found on every picture. The models take turns, ten pictures at a
 /// time, so that whatever else the machine does falls on all of them alike.
+///
+/// Then each model again with the caches emptied before every run: in the pipeline
+/// the other cameras' decoding and analysis run between two of a session's runs and
+/// push its weights out, and a model gains or loses differently from that (int8 lost
+/// more than fp32 on this VM: docs/performance.md, fourth round).
 fn inference_floors(
     detectors: &mut [Detector],
     pictures: &[Frame],
     opts: &BenchOptions,
-) -> anyhow::Result<(Vec<f64>, Vec<PerPicture>)> {
+) -> anyhow::Result<(InferenceFloors, Vec<PerPicture>)> {
     // The first pass allocates, and gives what each model finds.
     let mut found = Vec::new();
     for d in detectors.iter_mut() {
         found.push(pictures.iter().map(|p| d.detect(&p.picture, 0.5, 0.45)).collect::<Result<Vec<_>, _>>()?);
     }
+    let picture = |i: usize| &pictures[i % pictures.len()].picture;
     let runs = 100.max(pictures.len());
-    let mut cpu = vec![Duration::ZERO; detectors.len()];
+    let mut warm = vec![Duration::ZERO; detectors.len()];
     for chunk in (0..runs).step_by(10) {
-        for (d, total) in detectors.iter_mut().zip(&mut cpu) {
-            let before = stages::snapshot()[Stage::Inference as usize].clone();
-            let start = process_cpu();
-            for i in chunk..(chunk + 10).min(runs) {
-                d.detect(&pictures[i % pictures.len()].picture, 0.5, 0.45)?;
-            }
-            let process = process_cpu().saturating_sub(start);
-            let inference = stages::snapshot()[Stage::Inference as usize].since(&before).cpu;
-            // With one thread the run is all on ours; with more, the pool's threads count too.
-            *total += if opts.threads > 1 { process.min(inference * opts.threads as u32) } else { inference };
+        for (d, total) in detectors.iter_mut().zip(&mut warm) {
+            *total += run_cpu(opts, || {
+                (chunk..(chunk + 10).min(runs)).try_for_each(|i| d.detect(picture(i), 0.5, 0.45).map(drop))
+            })?;
         }
     }
-    Ok((cpu.iter().map(|c| c.as_secs_f64() * 1000.0 / runs as f64).collect(), found))
+    let evict = vec![1u8; EVICT_BYTES];
+    let mut cold = vec![Duration::ZERO; detectors.len()];
+    for i in 0..COLD_RUNS {
+        for (d, total) in detectors.iter_mut().zip(&mut cold) {
+            std::hint::black_box(evict.iter().step_by(64).fold(0u8, |a, &b| a.wrapping_add(b)));
+            *total += run_cpu(opts, || d.detect(picture(i), 0.5, 0.45).map(drop))?;
+        }
+    }
+    let per_run = |cpu: &[Duration], n: usize| cpu.iter().map(|c| c.as_secs_f64() * 1000.0 / n as f64).collect();
+    Ok((InferenceFloors { warm_ms: per_run(&warm, runs), cold_ms: per_run(&cold, COLD_RUNS) }, found))
+}
+
+/// CPU the model runs inside `f` took, as the pipeline's Inference stage counts it.
+fn run_cpu<E: Into<anyhow::Error>>(opts: &BenchOptions, f: impl FnOnce() -> Result<(), E>) -> anyhow::Result<Duration> {
+    let before = stages::snapshot()[Stage::Inference as usize].clone();
+    let start = process_cpu();
+    f().map_err(Into::into)?;
+    let process = process_cpu().saturating_sub(start);
+    let inference = stages::snapshot()[Stage::Inference as usize].since(&before).cpu;
+    // With one thread the run is all on ours; with more, the pool's threads count too.
+    Ok(if opts.threads > 1 { process.min(inference * opts.threads as u32) } else { inference })
 }
 
 /// This process's CPU time (user and system) so far.
