@@ -530,7 +530,7 @@ fn inference_floors(
     let mut cold = vec![Duration::ZERO; detectors.len()];
     for i in 0..COLD_RUNS {
         for (d, total) in detectors.iter_mut().zip(&mut cold) {
-            std::hint::black_box(evict.iter().step_by(64).fold(0u8, |a, &b| a.wrapping_add(b)));
+            std::hint::black_box(std::hint::black_box(&evict).iter().step_by(64).fold(0u8, |a, &b| a.wrapping_add(b)));
             *total += run_cpu(opts, || d.detect(picture(i), 0.5, 0.45).map(drop))?;
         }
     }

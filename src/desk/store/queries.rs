@@ -319,11 +319,10 @@ impl Store {
     /// The camera's `clip_ring_s` from its latest health, if any.
     fn clip_ring_s(&self, site: &str, camera: &str) -> anyhow::Result<Option<f64>> {
         self.with(|c| {
-            let health: Option<Option<String>> = c
-                .query_row("SELECT health FROM cameras WHERE site = ?1 AND camera = ?2", [site, camera], |r| r.get(0))
-                .optional()?;
-            let health = health.flatten().and_then(|h| serde_json::from_str::<serde_json::Value>(&h).ok());
-            Ok(health.and_then(|h| h["clip_ring_s"].as_f64()))
+            let sql = "SELECT CASE WHEN json_valid(health) THEN json_extract(health, '$.clip_ring_s') END
+                       FROM cameras WHERE site = ?1 AND camera = ?2";
+            let ring = c.query_row(sql, [site, camera], |r| r.get::<_, Option<f64>>(0)).optional()?;
+            Ok(ring.flatten())
         })
     }
 

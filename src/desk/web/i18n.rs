@@ -90,6 +90,11 @@ const WORDS: &[(&str, &str, &str)] = &[
         "The grid point keeps only about the last half minute of video, so ask soon after the event starts. Reload this page when it has come; if it cannot, the site page's command errors say why.",
     ),
     (
+        "request_clip_left",
+        "网格点只保留最近 {s} 秒的录像，这个事件还剩约 {left} 秒可以索取。视频到达后刷新本页；取不到时网格页的“命令错误”会说明原因。",
+        "The grid point keeps only the last {s} s of video: about {left} s are left to ask for this event's clip. Reload this page when it has come; if it cannot, the site page's command errors say why.",
+    ),
+    (
         "clip_gone",
         "网格点只保留最近 {s} 秒的录像，这个事件的视频已取不到。",
         "The grid point keeps only the last {s} s of video: this event's clip can no longer be had.",

@@ -196,8 +196,9 @@ pub fn incident_forms(cx: &Ctx, e: &EventView) -> Markup {
 /// What the event page offers when the event has no clip.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ClipOffer {
-    /// The grid point may still have the video: a button to ask; `asked` when it just was.
-    Ask { asked: bool },
+    /// The grid point may still have the video: a button to ask; `asked` when it just was;
+    /// `ring` the camera's ring and the seconds left to ask in, when the desk knows them.
+    Ask { asked: bool, ring: Option<(f64, f64)> },
     /// The camera's ring (`ring_s` seconds) no longer reaches back to the event's start.
     Gone { ring_s: f64 },
     /// The camera holds no video now (clips off, or offline since it started).
@@ -213,8 +214,19 @@ impl ClipOffer {
         match d.clip_ring_s {
             Some(r) if r <= 0.0 => ClipOffer::None,
             Some(r) if age > r => ClipOffer::Gone { ring_s: r },
-            _ => ClipOffer::Ask { asked },
+            ring => ClipOffer::Ask { asked, ring: ring.map(|r| (r, r - age)) },
         }
+    }
+}
+
+/// How long the grid point keeps video, in the camera's own figures when known.
+fn clip_note(cx: &Ctx, ring: Option<(f64, f64)>) -> String {
+    match ring {
+        Some((ring_s, left_s)) => cx
+            .t("request_clip_left")
+            .replace("{s}", &format!("{ring_s:.0}"))
+            .replace("{left}", &format!("{:.0}", left_s.max(0.0))),
+        None => cx.t("request_clip_note"),
     }
 }
 
@@ -225,7 +237,7 @@ pub fn event_detail(cx: &Ctx, d: &EventDetail, offer: ClipOffer) -> Markup {
         p { (cx.t("started")) " " (time(&e.started_at)) " · " (cx.t("duration")) " "
             (duration(e).unwrap_or_else(|| cx.t("ongoing"))) " · " (cx.t("score")) " " (format!("{:.2}", e.score))
             @if !e.zones.is_empty() { " · " (cx.t("zones")) " " (e.zones.join(", ")) }
-            " · " (incident_badge(cx, e)) }
+            @if e.incident.is_some() { " · " (incident_badge(cx, e)) } }
         section.pictures {
             div.snaps {
                 h2 { (cx.t("snapshots")) }
@@ -247,13 +259,13 @@ pub fn event_detail(cx: &Ctx, d: &EventDetail, offer: ClipOffer) -> Markup {
                 div.clip-box {
                     h2 { (cx.t("clip")) }
                     @match offer {
-                        ClipOffer::Ask { asked } => {
+                        ClipOffer::Ask { asked, ring } => {
                             form.inline method="post" action=(format!("/events/{}/{}/clip", e.site, e.event_id)) {
                                 input type="hidden" name="csrf" value=(cx.csrf());
                                 button.request-clip type="submit" { (cx.t("request_clip")) }
                             }
                             @if asked { p.clip-asked { (cx.t("clip_asked")) } }
-                            p.clip-note { (cx.t("request_clip_note")) }
+                            p.clip-note { (clip_note(cx, ring)) }
                         }
                         ClipOffer::Gone { ring_s } => {
                             p.clip-note.clip-gone { (cx.t("clip_gone").replace("{s}", &format!("{ring_s:.0}"))) }
@@ -412,7 +424,7 @@ mod tests {
         EventDetail { event, timeline: Vec::new(), incident_log: Vec::new(), clip_ring_s: None }
     }
 
-    const ASK: ClipOffer = ClipOffer::Ask { asked: false };
+    const ASK: ClipOffer = ClipOffer::Ask { asked: false, ring: None };
 
     #[test]
     fn the_event_page_names_zones_only_when_there_are_some() {
@@ -432,7 +444,8 @@ mod tests {
         // Not heard from the camera yet: ask, and let the grid point answer.
         assert_eq!(ClipOffer::of(&d, at(3600), false), ASK);
         d.clip_ring_s = Some(30.0);
-        assert_eq!(ClipOffer::of(&d, at(20), true), ClipOffer::Ask { asked: true });
+        let ask_in_time = ClipOffer::of(&d, at(20), true);
+        assert_eq!(ask_in_time, ClipOffer::Ask { asked: true, ring: Some((30.0, 10.0)) });
         assert_eq!(ClipOffer::of(&d, at(31), false), ClipOffer::Gone { ring_s: 30.0 });
         d.clip_ring_s = Some(0.0);
         assert_eq!(ClipOffer::of(&d, at(1), false), ClipOffer::None);
@@ -442,8 +455,12 @@ mod tests {
         let cx = Ctx { lang: Language::En, user: Some(&user), names: &names };
         let gone = event_detail(&cx, &detail(&[]), ClipOffer::Gone { ring_s: 30.0 }).into_string();
         assert!(gone.contains("only the last 30 s of video") && !gone.contains("request-clip"), "{gone}");
+        let none = event_detail(&cx, &detail(&[]), ClipOffer::None).into_string();
+        assert!(none.contains("holds no video now") && !none.contains("request-clip"), "{none}");
         let ask = event_detail(&cx, &detail(&[]), ASK).into_string();
         assert!(ask.contains("button class=\"request-clip\"") && !ask.contains("clip-gone"), "{ask}");
+        let left = event_detail(&cx, &detail(&[]), ask_in_time).into_string();
+        assert!(left.contains("last 30 s of video: about 10 s are left"), "{left}");
         // The English title starts with a capital.
         assert!(ask.contains("<h1>Loitering · person"), "{ask}");
     }
