@@ -140,13 +140,15 @@ fn table(r: &BenchReport) -> String {
         r.rss_rest_mb,
         r.events
     );
-    out += "\nmodel alone (floor)                       CPU ms   x first   cold ms   x first   found   extra (score >= 0.5, IoU >= 0.7)\n";
+    out += "\nmodel alone (floor; CPU ms per run: mean, median; x first compares medians)\n";
+    out += "                                           mean   median   x first   cold median   x first   found   extra (score >= 0.5, IoU >= 0.7)\n";
     for m in &r.floors.models {
         let pct = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1} %"));
         out += &format!(
-            "{:<40} {:>7.2} {:>8.3} {:>9.2} {:>8.3} {:>8} {:>7}\n",
+            "{:<40} {:>6.2} {:>8.2} {:>9.3} {:>13.2} {:>9.3} {:>7} {:>7}\n",
             m.model,
             m.inference_ms,
+            m.median_ms,
             m.ratio_to_first,
             m.cold_ms,
             m.cold_ratio_to_first,

@@ -8,7 +8,7 @@
 //! from devices are stored as sent; ids that become topic levels are checked.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, Publish, QoS, TlsConfiguration, Transport,
@@ -22,6 +22,7 @@ use super::fresh::{Fresh, FreshRefusal};
 use super::live::{Change, Live};
 use super::store::{Ingested, Receipt, Store};
 use crate::contract::{self, EventMessage, Info, Invalid, check_id};
+use crate::device::publish::Takeovers;
 
 /// Why a message was refused (not stored; logged and noted on its site).
 #[derive(Debug, thiserror::Error)]
@@ -173,11 +174,13 @@ async fn ingest(
 ) {
     let mut events = forward(eventloop, stop.clone());
     let mut failing = false;
+    let (mut connected_at, mut takeovers) = (None, Takeovers::default());
     while let Some(event) = events.recv().await {
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                 tracing::info!("connected to the broker (session kept: {})", ack.session_present);
                 failing = false;
+                connected_at = Some(Instant::now());
                 for f in filters(&cfg.mqtt.topic_root) {
                     if let Err(e) = client.subscribe(f, QoS::AtLeastOnce).await {
                         tracing::warn!("subscribing: {e}");
@@ -215,6 +218,9 @@ async fn ingest(
                     tracing::warn!("broker {}:{}: {e}; retrying", cfg.mqtt.host, cfg.mqtt.port);
                 }
                 failing = true;
+                if connected_at.take().is_some_and(|t: Instant| takeovers.ended(t.elapsed())) {
+                    tracing::warn!("broker {}:{}: {}", cfg.mqtt.host, cfg.mqtt.port, Takeovers::hint(&cfg.client_id()));
+                }
             }
         }
     }

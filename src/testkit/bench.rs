@@ -110,10 +110,12 @@ pub struct ModelFloor {
     /// CPU ms per run, mean of the passes, and each pass.
     pub inference_ms: f64,
     pub passes: Vec<f64>,
-    /// inference_ms / the first model's.
+    /// The median run's CPU ms (mean of the passes' medians).
+    pub median_ms: f64,
+    /// median_ms / the first model's: the comparison (see [`RunTimes`]).
     pub ratio_to_first: f64,
-    /// CPU ms per run with the caches emptied before each (as in a busy pipeline),
-    /// mean of the passes, and its ratio to the first model's.
+    /// The median run's CPU ms with the caches emptied before each run (as in a busy
+    /// pipeline), mean of the passes, and its ratio to the first model's.
     pub cold_ms: f64,
     pub cold_ratio_to_first: f64,
     /// Its detections scoring 0.5 or more against the first model's (None for the
@@ -193,7 +195,7 @@ pub async fn run(opts: BenchOptions, progress: impl Fn(&str)) -> anyhow::Result<
     progress(&format!("running {} camera(s): {} s warm-up, {} s measured", opts.cameras, opts.warmup, opts.seconds));
     let stop = CancellationToken::new();
     // As the daemon chooses them, from its model's speed (the floor's, measured alike).
-    let sessions = cfg.detector_sessions(passes[0].inference_ms[0]);
+    let sessions = cfg.detector_sessions(passes[0].inference_ms[0].mean_ms);
     let daemon = tokio::spawn(crate::device::daemon::run(cfg, stop.clone()));
     tokio::time::sleep(Duration::from_secs(opts.warmup)).await;
     let (s0, p0, t0, w0) = (stages::snapshot(), process_cpu(), thread_cpu_by_name(), Instant::now());
@@ -350,9 +352,11 @@ pub struct Pass {
     pub decoder: String,
     pub decode_ms: f64,
     /// Per model, in order: CPU ms per run.
-    pub inference_ms: Vec<f64>,
+    #[serde(skip)]
+    pub inference_ms: Vec<RunTimes>,
     /// Per model: CPU ms per run with the caches emptied before it.
-    pub cold_ms: Vec<f64>,
+    #[serde(skip)]
+    pub cold_ms: Vec<RunTimes>,
     /// Per model after the first: its detections against the first's.
     #[serde(skip)]
     agreement: Vec<Agreement>,
@@ -366,8 +370,10 @@ impl Floors {
     fn from_passes(models: &[String], passes: &[Pass]) -> Floors {
         let n = passes.len().max(1) as f64;
         let mean = |f: &dyn Fn(&Pass) -> f64| passes.iter().map(f).sum::<f64>() / n;
-        let inference: Vec<f64> = (0..models.len()).map(|m| mean(&|p| p.inference_ms[m])).collect();
-        let cold: Vec<f64> = (0..models.len()).map(|m| mean(&|p| p.cold_ms[m])).collect();
+        let per_model = |f: &dyn Fn(&Pass, usize) -> f64| (0..models.len()).map(|m| mean(&|p| f(p, m))).collect();
+        let inference: Vec<f64> = per_model(&|p, m| p.inference_ms[m].mean_ms);
+        let median: Vec<f64> = per_model(&|p, m| p.inference_ms[m].median_ms);
+        let cold: Vec<f64> = per_model(&|p, m| p.cold_ms[m].median_ms);
         let models = models
             .iter()
             .enumerate()
@@ -375,8 +381,9 @@ impl Floors {
                 model: passes[0].loaded[m].0.clone(),
                 sha256: passes[0].loaded[m].1.clone(),
                 inference_ms: inference[m],
-                passes: passes.iter().map(|p| p.inference_ms[m]).collect(),
-                ratio_to_first: inference[m] / inference[0],
+                median_ms: median[m],
+                passes: passes.iter().map(|p| p.inference_ms[m].mean_ms).collect(),
+                ratio_to_first: median[m] / median[0],
                 cold_ms: cold[m],
                 cold_ratio_to_first: cold[m] / cold[0],
                 agreement: (m > 0).then(|| passes.iter().fold(Agreement::default(), |a, p| a.plus(p.agreement[m - 1]))),
@@ -387,7 +394,7 @@ impl Floors {
             decode_ms_per_frame: mean(&|p| p.decode_ms),
             inference_ms: inference[0],
             models,
-            passes: passes.iter().map(|p| (p.decode_ms, p.inference_ms[0])).collect(),
+            passes: passes.iter().map(|p| (p.decode_ms, p.inference_ms[0].mean_ms)).collect(),
             per_analysed_ms: 0.0,
         }
     }
@@ -412,7 +419,7 @@ fn floors(info: &StreamInfo, sample: &[EncodedFrame], opts: &BenchOptions, model
         detectors.push(detector);
     }
     let (ms, found) = inference_floors(&mut detectors, &pictures, opts)?;
-    (pass.inference_ms, pass.cold_ms) = (ms.warm_ms, ms.cold_ms);
+    (pass.inference_ms, pass.cold_ms) = (ms.warm, ms.cold);
     for other in found.iter().skip(1) {
         let each = found[0].iter().zip(other).map(|(r, c)| Agreement::of(r, c));
         pass.agreement.push(each.fold(Agreement::default(), Agreement::plus));
@@ -486,12 +493,35 @@ type PerPicture = Vec<Vec<Detection>>;
 /// Per model: CPU ms per run with its data in the caches (back to back), and with the
 /// caches emptied before each run.
 struct InferenceFloors {
-    warm_ms: Vec<f64>,
-    cold_ms: Vec<f64>,
+    warm: Vec<RunTimes>,
+    cold: Vec<RunTimes>,
 }
 
-/// Runs measured cold per model and pass: enough for a mean, few enough that the bench
-/// stays short (each run first reads [`EVICT_BYTES`]).
+/// One model's runs: the mean is what the pipeline pays on average; the median is what
+/// the models are compared by, since on a shared VM a neighbour's burst lands on a few
+/// runs of one model and moves its mean by several per cent (docs/performance.md).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunTimes {
+    pub mean_ms: f64,
+    pub median_ms: f64,
+}
+
+impl RunTimes {
+    fn of(runs: &mut [Duration]) -> RunTimes {
+        if runs.is_empty() {
+            return RunTimes::default();
+        }
+        runs.sort_unstable();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let mid = runs.len() / 2;
+        let median =
+            if runs.len().is_multiple_of(2) { (ms(runs[mid - 1]) + ms(runs[mid])) / 2.0 } else { ms(runs[mid]) };
+        RunTimes { mean_ms: runs.iter().map(|&d| ms(d)).sum::<f64>() / runs.len() as f64, median_ms: median }
+    }
+}
+
+/// Runs measured cold per model and pass: enough for a median, few enough that the
+/// bench stays short (each run first reads [`EVICT_BYTES`]).
 const COLD_RUNS: usize = 30;
 /// Read before each cold run: twice the largest last-level cache we run on (this x86
 /// VM's 32 MB; a Pi 5 has 2 MB, an RK3588 3 MB).
@@ -499,8 +529,8 @@ const EVICT_BYTES: usize = 64 << 20;
 
 /// CPU ms of one model run for each of `detectors` (session.run alone, as the
 /// pipeline's Inference stage), over at least 100 runs each on the stream's pictures,
-/// and what each found on every picture. The models take turns, ten pictures at a
-/// time, so that whatever else the machine does falls on all of them alike.
+/// and what each found on every picture. The models take turns run by run, so that
+/// whatever else the machine does falls on all of them alike.
 ///
 /// Then each model again with the caches emptied before every run: in the pipeline
 /// the other cameras' decoding and analysis run between two of a session's runs and
@@ -518,24 +548,22 @@ fn inference_floors(
     }
     let picture = |i: usize| &pictures[i % pictures.len()].picture;
     let runs = 100.max(pictures.len());
-    let mut warm = vec![Duration::ZERO; detectors.len()];
-    for chunk in (0..runs).step_by(10) {
-        for (d, total) in detectors.iter_mut().zip(&mut warm) {
-            *total += run_cpu(opts, || {
-                (chunk..(chunk + 10).min(runs)).try_for_each(|i| d.detect(picture(i), 0.5, 0.45).map(drop))
-            })?;
+    let mut warm = vec![Vec::with_capacity(runs); detectors.len()];
+    for i in 0..runs {
+        for (d, times) in detectors.iter_mut().zip(&mut warm) {
+            times.push(run_cpu(opts, || d.detect(picture(i), 0.5, 0.45).map(drop))?);
         }
     }
     let evict = vec![1u8; EVICT_BYTES];
-    let mut cold = vec![Duration::ZERO; detectors.len()];
+    let mut cold = vec![Vec::with_capacity(COLD_RUNS); detectors.len()];
     for i in 0..COLD_RUNS {
-        for (d, total) in detectors.iter_mut().zip(&mut cold) {
+        for (d, times) in detectors.iter_mut().zip(&mut cold) {
             std::hint::black_box(std::hint::black_box(&evict).iter().step_by(64).fold(0u8, |a, &b| a.wrapping_add(b)));
-            *total += run_cpu(opts, || d.detect(picture(i), 0.5, 0.45).map(drop))?;
+            times.push(run_cpu(opts, || d.detect(picture(i), 0.5, 0.45).map(drop))?);
         }
     }
-    let per_run = |cpu: &[Duration], n: usize| cpu.iter().map(|c| c.as_secs_f64() * 1000.0 / n as f64).collect();
-    Ok((InferenceFloors { warm_ms: per_run(&warm, runs), cold_ms: per_run(&cold, COLD_RUNS) }, found))
+    let times = |runs: &mut Vec<Vec<Duration>>| runs.iter_mut().map(|r| RunTimes::of(r)).collect();
+    Ok((InferenceFloors { warm: times(&mut warm), cold: times(&mut cold) }, found))
 }
 
 /// CPU the model runs inside `f` took, as the pipeline's Inference stage counts it.
@@ -678,4 +706,21 @@ fn machine() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_owned());
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     format!("{model}, {cores} cores, {}", std::env::consts::ARCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_on_a_few_runs_moves_the_mean_not_the_median() {
+        let ms = |v: &[u64]| v.iter().map(|&m| Duration::from_millis(m)).collect::<Vec<_>>();
+        let quiet = RunTimes::of(&mut ms(&[20, 21, 19, 20, 20]));
+        assert_eq!((quiet.mean_ms, quiet.median_ms), (20.0, 20.0));
+        let burst = RunTimes::of(&mut ms(&[20, 21, 60, 19, 20]));
+        assert_eq!(burst.median_ms, 20.0);
+        assert_eq!(burst.mean_ms, 28.0);
+        assert_eq!(RunTimes::of(&mut ms(&[30, 10, 20, 40])).median_ms, 25.0, "even count: the middle two");
+        assert_eq!(RunTimes::of(&mut []).median_ms, 0.0);
+    }
 }

@@ -9,6 +9,7 @@ pub mod mqtt;
 mod mqtt_link;
 mod outbox;
 mod snapshot;
+mod takeover;
 
 pub use event::{EventSettings, ObjectEvents, Outgoing, RuleEvents};
 pub use mqtt_link::{LinkState, MqttLink};
@@ -17,3 +18,4 @@ pub use snapshot::{
     BOX_COLOR, Rendered, Renderer, ZONE_COLOR, draw_box, draw_polygon, encode_jpeg, fill_polygon, polygon_spans,
     turbojpeg_failures,
 };
+pub use takeover::Takeovers;

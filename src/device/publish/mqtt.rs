@@ -39,6 +39,7 @@ use crate::device::ops::stages::{self, Stage};
 use crate::device::publish::clip_budget::{ClipBudget, Verdict};
 use crate::device::publish::mqtt_link::MqttLink;
 use crate::device::publish::outbox::{Pending, SharedOutbox};
+use crate::device::publish::takeover::Takeovers;
 
 /// Where and as whom to connect.
 #[derive(Clone)]
@@ -143,6 +144,7 @@ pub async fn run(
     let (messages, incoming) = channels;
     let opts = mqtt_options(&settings);
     let tls_hint = tls_hint(&settings);
+    let client_id = settings.client_id.clone();
     let min_gap = match settings.max_events_per_s {
         0 => Duration::ZERO,
         n => Duration::from_secs(1) / n,
@@ -173,15 +175,16 @@ pub async fn run(
     let mut backoff = Duration::from_secs(1);
     // The event in flight at the last losses, and how many times in a row.
     let mut stuck: (Option<u64>, u32) = (None, 0);
+    let mut takeovers = Takeovers::default();
     loop {
         let (client, eventloop) = AsyncClient::new(opts.clone(), 64);
         let (tx, rx) = mpsc::channel(64);
         let poller = tokio::spawn(forward_events(eventloop, tx));
         let outcome = publisher.connection(&client, rx).await;
         poller.abort();
-        let (was_connected, error, in_flight, tls) = match outcome {
+        let (lasted, error, in_flight, tls) = match outcome {
             Outcome::Done => break,
-            Outcome::Lost { was_connected, error, tls, in_flight } => (was_connected, error, in_flight, tls),
+            Outcome::Lost { lasted, error, tls, in_flight } => (lasted, error, in_flight, tls),
         };
         publisher.link.lost(&error);
         let seq = in_flight.map(|(seq, _)| seq);
@@ -190,13 +193,16 @@ pub async fn run(
             warn!(broker = %publisher.broker, seq, attachment_bytes = bytes,
                   "the connection dropped 3 times while delivering this event; a broker that refuses it (message size limit?) holds up every later event");
         }
-        if was_connected {
+        if let Some(lasted) = lasted {
             // Retry fast after a connection that worked, but not when the same event
             // keeps failing: that would hammer the broker once a second forever.
             if stuck.1 == 1 {
                 backoff = Duration::from_secs(1);
             }
             warn!(broker = %publisher.broker, "MQTT connection lost: {error}; events wait in the outbox");
+            if takeovers.ended(lasted) {
+                warn!(broker = %publisher.broker, "{}", Takeovers::hint(&client_id));
+            }
         } else if publisher.drain_deadline.is_none() {
             let hint = if tls {
                 tls_hint.as_str()
@@ -258,7 +264,8 @@ enum Outcome {
     Done,
     /// `in_flight`: the event being delivered when it happened (seq, snapshot and clip bytes).
     /// `tls`: the TLS step failed (certificate, name, handshake), not the network.
-    Lost { was_connected: bool, error: String, tls: bool, in_flight: Option<(u64, usize)> },
+    /// `lasted`: how long the broker had accepted the connection (None: it never did).
+    Lost { lasted: Option<Duration>, error: String, tls: bool, in_flight: Option<(u64, usize)> },
 }
 
 /// What outlives one connection.
@@ -295,6 +302,8 @@ struct Publisher {
 /// What one connection keeps, from CONNECT until it is lost.
 struct Connection {
     connected: bool,
+    /// When the broker accepted it.
+    connected_at: Option<Instant>,
     /// Publishes asked for but not yet given a packet id, in the order asked: the
     /// event loop sends them in that order and reports each as Outgoing::Publish.
     asked: VecDeque<Tag>,
@@ -317,6 +326,7 @@ impl Default for Connection {
     fn default() -> Self {
         Connection {
             connected: false,
+            connected_at: None,
             asked: VecDeque::new(),
             by_pkid: HashMap::new(),
             current: None,
@@ -335,7 +345,7 @@ impl Connection {
         let tls = matches!(failure, Some(ConnectionError::Tls(_)));
         let error = failure.map_or("event loop ended".into(), |e| e.to_string());
         let in_flight = self.current.map(|p| (p.seq, p.attachments().map(|a| a.1.len()).sum()));
-        Outcome::Lost { was_connected: self.connected, error, tls, in_flight }
+        Outcome::Lost { lasted: self.connected_at.map(|t| t.elapsed()), error, tls, in_flight }
     }
 }
 
@@ -466,6 +476,7 @@ impl Publisher {
     /// Connected: status, info and the latest retained messages go out again.
     async fn on_connack(&mut self, conn: &mut Connection, client: &AsyncClient) {
         conn.connected = true;
+        conn.connected_at = Some(Instant::now());
         self.ever_connected = true;
         self.link.connected();
         let pending = self.outbox.with_async(|o| o.pending_count()).await.unwrap_or(0);
