@@ -36,7 +36,7 @@ pub struct DetectArgs {
     /// Boxes of one class overlapping more than this (IoU) are merged.
     #[arg(long, default_value_t = 0.45, value_parser = unit_interval)]
     pub nms_iou: f32,
-    /// ONNX model file, or a built-in model: yolox-nano, yolox-nano-int8 [default: this machine's built-in default].
+    /// ONNX model file, or a built-in model: yolox-nano, yolox-nano-int8 [default: yolox-nano].
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
     /// Class names, one per line in model order [default: the built-in COCO-80].

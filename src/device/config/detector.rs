@@ -10,7 +10,7 @@ use crate::device::analysis::detect::{BuiltinModel, DetectError, Labels, ModelSo
 #[serde(deny_unknown_fields)]
 pub struct DetectorConfig {
     /// An ONNX model file, or a built-in model by name (`yolox-nano`,
-    /// `yolox-nano-int8`); when absent, the built-in default for this machine's CPU.
+    /// `yolox-nano-int8`); when absent, the float `yolox-nano`.
     pub model: Option<PathBuf>,
     /// Class names, one per line in model order; COCO-80 built in when absent.
     pub labels: Option<PathBuf>,

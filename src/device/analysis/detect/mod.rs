@@ -140,12 +140,14 @@ impl BuiltinModel {
         }
     }
 
-    /// The model this machine runs when `detector.model` is unset, chosen from
-    /// `gridwatch bench` (docs/performance.md): int8 where the CPU has int8 dot-product
-    /// instructions that ONNX Runtime uses (aarch64: Cortex-A76 and later), float on x86
-    /// without VNNI, where int8 saved too little to pay for its lost detections.
+    /// The model this machine runs when `detector.model` is unset: the float model on
+    /// every architecture. The int8 model finds too few of its detections on small
+    /// objects (the 1080p view of the street clip: 85.7 % in `gridwatch bench`, below
+    /// the 95 % it must keep; docs/performance.md, fifth round), and int8 results are
+    /// the same integers on ARM, so a faster board does not change that. A board where
+    /// the float model cannot keep up can still choose it (`detector.model`).
     pub fn default_for_this_machine() -> BuiltinModel {
-        if cfg!(target_arch = "aarch64") { BuiltinModel::YoloxNanoInt8 } else { BuiltinModel::YoloxNano }
+        BuiltinModel::YoloxNano
     }
 }
 
