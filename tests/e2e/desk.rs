@@ -418,6 +418,10 @@ fn history_report_site_page_and_audit_show_what_was_stored() {
     // The report: counts per day and site, stats figures, the chart, the CSV.
     let report = op.get("/report?from=2026-11-27&to=2026-11-30").text();
     assert!(report.contains("<svg") && report.contains("table class=\"lines\""), "chart and line counts");
+    assert!(
+        report.contains("type=\"date\" name=\"from\" value=\"2026-11-27\""),
+        "the days are picked with the browser's date picker, showing the range asked for"
+    );
     let csv = op.get("/report.csv?from=2026-11-27&to=2026-11-30").text();
     for line in [
         "\"2026-11-28\",\"s-a\",\"甲网格 · 北门\",\"object\",\"3\"",

@@ -190,6 +190,7 @@ async fn feed_fragment(State(app): State<App>, user: User, Query(q): Query<Event
 /// The filter form of the feed and history pages.
 fn filters(cx: &Ctx, q: &EventFilter, action: &str, full: bool) -> Markup {
     let v = |o: &Option<String>| o.clone().unwrap_or_default();
+    let today = rfc3339(now_ms())[..10].to_owned();
     html! {
         form.filters method="get" action=(action) {
             label { (cx.t("site")) input name="site" value=(v(&q.site)) maxlength="63"; }
@@ -202,8 +203,9 @@ fn filters(cx: &Ctx, q: &EventFilter, action: &str, full: bool) -> Markup {
             } }
             label { (cx.t("label")) input name="label" value=(v(&q.label)) maxlength="63"; }
             @if full {
-                label { (cx.t("from")) input name="from" value=(v(&q.from)) placeholder="2026-11-30" maxlength="30"; }
-                label { (cx.t("to")) input name="to" value=(v(&q.to)) placeholder="2026-12-01" maxlength="30"; }
+                // Today's date shows the form a day takes (a time may follow it).
+                label { (cx.t("from")) input name="from" value=(v(&q.from)) placeholder=(today) maxlength="30"; }
+                label { (cx.t("to")) input name="to" value=(v(&q.to)) placeholder=(today) maxlength="30"; }
                 label { (cx.t("state")) select name="state" {
                     option value="" { (cx.t("any")) }
                     @for s in ["open", "claimed", "resolved", "none"] {
@@ -417,8 +419,9 @@ async fn report(State(app): State<App>, user: User, Query(q): Query<ReportQuery>
         Ok(rows) => html_page(&app, &user, "report", &tr(&app, "report"), |cx| {
             html! {
                 form.filters method="get" action="/report" {
-                    label { (cx.t("from")) input name="from" value=(from) maxlength="10" placeholder="2026-11-30"; }
-                    label { (cx.t("to")) input name="to" value=(to) maxlength="10" placeholder="2026-12-06"; }
+                    // Whole days only: the browser's own date picker.
+                    label { (cx.t("from")) input type="date" name="from" value=(from); }
+                    label { (cx.t("to")) input type="date" name="to" value=(to); }
                     button type="submit" { (cx.t("search")) }
                     " " a href=(format!("/report.csv?from={from}&to={to}")) { (cx.t("csv")) }
                 }
