@@ -899,20 +899,6 @@ fn browser_site_commands_fresh_picture_and_notices() {
     assert_eq!(http(desk.port, "GET", &src, &[], b"").status, 401, "no fresh picture without a login");
 }
 
-/// Everything a desk started in `dir` has logged.
-fn desk_logs(dir: &std::path::Path) -> String {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("desk-"))
-                && p.extension().is_some_and(|x| x == "log")
-        })
-        .collect();
-    files.sort();
-    files.iter().map(|f| std::fs::read_to_string(f).unwrap_or_default()).collect()
-}
-
 /// A second desk copied from the first (same `mqtt.client_id`) knocks it off the broker
 /// every second; both say why in their logs, once.
 #[test]
@@ -920,13 +906,13 @@ fn two_desks_with_one_client_id_are_told_so() {
     let mq = broker();
     let hint = "same client id \"desk-e2e\"";
     let (a, b) = (scratch("desk-takeover-a"), scratch("desk-takeover-b"));
-    let _first = DeskProc::start(&a, &desk_config(&a, mq.port(), ""));
+    let first = DeskProc::start(&a, &desk_config(&a, mq.port(), ""));
     std::thread::sleep(Duration::from_secs(12));
-    assert!(!desk_logs(&a).contains(hint), "one desk alone was told it shares its id:\n{}", desk_logs(&a));
-    let _second = DeskProc::start(&b, &desk_config(&b, mq.port(), ""));
-    for dir in [&a, &b] {
-        let told = wait_for(Duration::from_secs(30), || desk_logs(dir).contains(hint).then_some(()));
-        assert!(told.is_some(), "no hint in the log:\n{}", desk_logs(dir));
-        assert_eq!(desk_logs(dir).matches(hint).count(), 1, "said once:\n{}", desk_logs(dir));
+    assert!(!first.log().contains(hint), "one desk alone was told it shares its id:\n{}", first.log());
+    let second = DeskProc::start(&b, &desk_config(&b, mq.port(), ""));
+    for desk in [&first, &second] {
+        let told = wait_for(Duration::from_secs(30), || desk.log().contains(hint).then_some(()));
+        assert!(told.is_some(), "no hint in the log:\n{}", desk.log());
+        assert_eq!(desk.log().matches(hint).count(), 1, "said once:\n{}", desk.log());
     }
 }

@@ -164,6 +164,8 @@ pub struct DeskProc {
     pub dir: PathBuf,
     pub config: PathBuf,
     pub port: u16,
+    /// One log file per start, in order.
+    logs: Vec<PathBuf>,
 }
 
 /// A desk.toml for `broker_port`; `extra` is appended (e.g. `[[sites]]` tables).
@@ -192,7 +194,7 @@ pub fn add_user(config: &Path, name: &str, role: &str) {
 
 impl DeskProc {
     pub fn start(dir: &Path, config: &Path) -> DeskProc {
-        let mut d = DeskProc { child: None, dir: dir.to_owned(), config: config.to_owned(), port: 0 };
+        let mut d = DeskProc { child: None, dir: dir.to_owned(), config: config.to_owned(), port: 0, logs: Vec::new() };
         d.spawn();
         d
     }
@@ -201,6 +203,7 @@ impl DeskProc {
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let log = self.dir.join(format!("desk-{n}.log"));
+        self.logs.push(log.clone());
         let child = Command::new(BIN)
             .args(["desk", "--config"])
             .arg(&self.config)
@@ -219,6 +222,11 @@ impl DeskProc {
             assert!(Instant::now() < deadline, "the desk did not start: {text}");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Everything this desk has logged, over all its starts.
+    pub fn log(&self) -> String {
+        self.logs.iter().map(|f| std::fs::read_to_string(f).unwrap_or_default()).collect()
     }
 
     /// SIGTERM, then how long it took to exit (None: still running after `within`).

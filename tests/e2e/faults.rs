@@ -13,6 +13,7 @@ use gridwatch::testkit::mosquitto::{BrokerOptions, Mosquitto, TlsListener, free_
 use gridwatch::testkit::rtsp_server::RtspServer;
 
 use super::support::*;
+use crate::desk_support::wait_for;
 
 /// The last `seq` the daemon stored (its outbox keeps delivered events as history).
 fn last_stored_seq(dir: &Path) -> u64 {
@@ -412,18 +413,6 @@ fn soak_reconnects_keep_memory_and_descriptors_flat_and_lose_nothing() {
     drop(camera);
 }
 
-/// Waits until `daemon`'s log holds `text`.
-fn log_shows(daemon: &Daemon, text: &str, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if daemon.log().contains(text) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
-}
-
 /// Two grid points given one site (a copied configuration) share the client id
 /// `gridwatch-<site>`: the broker keeps closing one for the other. Each says so in its
 /// log, naming the id; one device alone never does.
@@ -436,13 +425,14 @@ fn two_devices_with_one_site_are_told_that_they_share_a_client_id() {
     let hint = "same client id \"gridwatch-e2e\"";
     let (a, b) = (scratch("takeover-a"), scratch("takeover-b"));
     let first = Daemon::start(&write_config(&a, port, camera), a.join("run.log"));
-    assert!(log_shows(&first, "MQTT connected", Duration::from_secs(20)), "log:\n{}", first.log());
+    let shows = |d: &Daemon, text: &str| wait_for(Duration::from_secs(30), || d.log().contains(text).then_some(()));
+    assert!(shows(&first, "MQTT connected").is_some(), "log:\n{}", first.log());
     std::thread::sleep(Duration::from_secs(12));
     assert!(!first.log().contains(hint), "one device alone was told it shares its id:\n{}", first.log());
 
     let second = Daemon::start(&write_config(&b, port, camera), b.join("run.log"));
     for daemon in [&first, &second] {
-        assert!(log_shows(daemon, hint, Duration::from_secs(30)), "no hint in the log:\n{}", daemon.log());
+        assert!(shows(daemon, hint).is_some(), "no hint in the log:\n{}", daemon.log());
         let lines = daemon.log().lines().filter(|l| l.contains(hint)).count();
         assert_eq!(lines, 1, "said once per run of short connections:\n{}", daemon.log());
     }

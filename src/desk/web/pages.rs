@@ -190,7 +190,6 @@ async fn feed_fragment(State(app): State<App>, user: User, Query(q): Query<Event
 /// The filter form of the feed and history pages.
 fn filters(cx: &Ctx, q: &EventFilter, action: &str, full: bool) -> Markup {
     let v = |o: &Option<String>| o.clone().unwrap_or_default();
-    let today = rfc3339(now_ms())[..10].to_owned();
     html! {
         form.filters method="get" action=(action) {
             label { (cx.t("site")) input name="site" value=(v(&q.site)) maxlength="63"; }
@@ -204,6 +203,7 @@ fn filters(cx: &Ctx, q: &EventFilter, action: &str, full: bool) -> Markup {
             label { (cx.t("label")) input name="label" value=(v(&q.label)) maxlength="63"; }
             @if full {
                 // Today's date shows the form a day takes (a time may follow it).
+                @let today = rfc3339(now_ms())[..10].to_owned();
                 label { (cx.t("from")) input name="from" value=(v(&q.from)) placeholder=(today) maxlength="30"; }
                 label { (cx.t("to")) input name="to" value=(v(&q.to)) placeholder=(today) maxlength="30"; }
                 label { (cx.t("state")) select name="state" {
