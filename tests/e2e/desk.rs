@@ -419,8 +419,13 @@ fn history_report_site_page_and_audit_show_what_was_stored() {
     let report = op.get("/report?from=2026-11-27&to=2026-11-30").text();
     assert!(report.contains("<svg") && report.contains("table class=\"lines\""), "chart and line counts");
     assert!(
-        report.contains("type=\"date\" name=\"from\" value=\"2026-11-27\""),
-        "the days are picked with the browser's date picker, showing the range asked for"
+        report.contains("name=\"from\" value=\"2026-11-27\"") && report.contains("name=\"to\" value=\"2026-11-30\""),
+        "the form shows the days asked for, as the desk writes days"
+    );
+    let history = op.get("/history").text();
+    assert!(
+        history.contains("name=\"from\" value=\"\" placeholder=\"年-月-日\""),
+        "an empty date field hints at the form, not at a date that looks like a set filter"
     );
     let csv = op.get("/report.csv?from=2026-11-27&to=2026-11-30").text();
     for line in [
@@ -821,7 +826,13 @@ fn browser_site_commands_fresh_picture_and_notices() {
           document.querySelector('select[name=minutes]').value = '60'; return 0");
     let text = format!("18:00 前请将车辆移出低洼路段 {HTML}");
     b.type_into("textarea[name=text]", &text);
+    // Sent once the broker has passed both on; only then does a new subscriber show
+    // what it kept (subscribed earlier, it would get the live copies, not retained).
+    let early = notice_sub("talk-notice-0");
     b.click("form.notice button");
+    for site in ["s-a", "s-b"] {
+        early.next_on(&format!("gridwatch/{site}/notices"), Duration::from_secs(5)).expect("the notice is sent");
+    }
     let late = notice_sub("talk-notice-1");
     let got = late.drain(Duration::from_secs(2));
     let topics: BTreeSet<&str> = got.iter().map(|m| m.0.as_str()).collect();
@@ -862,10 +873,12 @@ fn browser_site_commands_fresh_picture_and_notices() {
     assert_eq!(b.js(&format!("return document.querySelector('#notice-{id} .by').textContent")), "op", "who sent it");
 
     // One to all, by the API: one retained message on all/notices.
+    let early = Subscriber::connect(mq.port(), "talk-notice-all-0", &["gridwatch/all/notices"]);
     let all =
         op.post_json("/api/notices", &json!({"level": "info", "text": "全体通知", "minutes": 30, "target": "all"}));
     assert_eq!(all.status, 200, "{}", all.text());
     let all_id = all.json()["notice_id"].as_str().unwrap().to_owned();
+    early.next_on("gridwatch/all/notices", Duration::from_secs(5)).expect("the notice is sent");
     let sub = Subscriber::connect(mq.port(), "talk-notice-2", &["gridwatch/all/notices"]);
     let (p, retained) = sub.next_on("gridwatch/all/notices", Duration::from_secs(3)).expect("on all/notices");
     assert!(retained);

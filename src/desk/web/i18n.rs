@@ -108,6 +108,7 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("pending", "待核对", "unverified"),
     ("from", "起", "From"),
     ("to", "止", "To"),
+    ("date_hint", "年-月-日", "yyyy-mm-dd"),
     ("search", "查询", "Search"),
     ("csv", "导出 CSV", "Export CSV"),
     ("newer", "上一页", "Newer"),

@@ -202,10 +202,10 @@ fn filters(cx: &Ctx, q: &EventFilter, action: &str, full: bool) -> Markup {
             } }
             label { (cx.t("label")) input name="label" value=(v(&q.label)) maxlength="63"; }
             @if full {
-                // Today's date shows the form a day takes (a time may follow it).
-                @let today = rfc3339(now_ms())[..10].to_owned();
-                label { (cx.t("from")) input name="from" value=(v(&q.from)) placeholder=(today) maxlength="30"; }
-                label { (cx.t("to")) input name="to" value=(v(&q.to)) placeholder=(today) maxlength="30"; }
+                // The hint is the form a day takes, not a date: a grey date in an empty
+                // field reads as a filter that is set. A time may follow the day.
+                label { (cx.t("from")) input name="from" value=(v(&q.from)) placeholder=(cx.t("date_hint")) maxlength="30"; }
+                label { (cx.t("to")) input name="to" value=(v(&q.to)) placeholder=(cx.t("date_hint")) maxlength="30"; }
                 label { (cx.t("state")) select name="state" {
                     option value="" { (cx.t("any")) }
                     @for s in ["open", "claimed", "resolved", "none"] {
@@ -389,6 +389,9 @@ struct ReportQuery {
     to: Option<String>,
 }
 
+/// A day as the report's fields take it (the browser refuses another form before sending).
+const DAY_PATTERN: &str = r"\d{4}-\d{2}-\d{2}";
+
 /// The report's days, `from` to `to` inclusive, by default the last 7; a bad date is a 400.
 fn range(q: &ReportQuery) -> Result<(String, String), Response> {
     let day = |ago: i64| rfc3339(now_ms() - ago * 86_400_000)[..10].to_owned();
@@ -419,9 +422,10 @@ async fn report(State(app): State<App>, user: User, Query(q): Query<ReportQuery>
         Ok(rows) => html_page(&app, &user, "report", &tr(&app, "report"), |cx| {
             html! {
                 form.filters method="get" action="/report" {
-                    // Whole days only: the browser's own date picker.
-                    label { (cx.t("from")) input type="date" name="from" value=(from); }
-                    label { (cx.t("to")) input type="date" name="to" value=(to); }
+                    // Plain text in the form the whole desk writes days in: a date picker
+                    // shows the browser's own form (11/26/2026 in an English browser).
+                    label { (cx.t("from")) input name="from" value=(from) maxlength="10" pattern=(DAY_PATTERN) placeholder=(cx.t("date_hint")); }
+                    label { (cx.t("to")) input name="to" value=(to) maxlength="10" pattern=(DAY_PATTERN) placeholder=(cx.t("date_hint")); }
                     button type="submit" { (cx.t("search")) }
                     " " a href=(format!("/report.csv?from={from}&to={to}")) { (cx.t("csv")) }
                 }

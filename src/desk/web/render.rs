@@ -97,6 +97,11 @@ fn tile(cx: &Ctx, s: &SiteView) -> Markup {
                 Some(url) => img src=(url) alt=(cx.t("latest")) loading="lazy";,
                 None => div.nopic { (cx.t("no_picture")) },
             }
+            // Alerts before the cameras: a tile has a fixed height, and with four
+            // cameras the lines after them were cut off.
+            @if s.open_alerts > 0 { p.alerts { (cx.t("open_alerts")) ": " (s.open_alerts) } }
+            @if s.missing_events > 0 { p.missing { (s.missing_events) " " (cx.t("missing")) } }
+            @if s.events_evicted > 0 { p.missing { (s.events_evicted) " " (cx.t("evicted")) } }
             ul.cams {
                 @for c in &s.cameras {
                     @let state = c.state.clone().unwrap_or_else(|| "unknown".into());
@@ -106,9 +111,6 @@ fn tile(cx: &Ctx, s: &SiteView) -> Markup {
                     }
                 }
             }
-            @if s.open_alerts > 0 { p.alerts { (cx.t("open_alerts")) ": " (s.open_alerts) } }
-            @if s.missing_events > 0 { p.missing { (s.missing_events) " " (cx.t("missing")) } }
-            @if s.events_evicted > 0 { p.missing { (s.events_evicted) " " (cx.t("evicted")) } }
         }
     }
 }
