@@ -9,6 +9,7 @@
 
 pub mod picture;
 pub mod runtime;
+mod silu;
 pub mod yolox;
 
 use std::borrow::Cow;
@@ -114,7 +115,8 @@ pub enum BuiltinModel {
     /// `yolox-nano`: Megvii's float32 export.
     YoloxNano,
     /// `yolox-nano-int8`: the same, quantized by `scripts/quantize-model` (int8 weights
-    /// and activations, the stem and the detection head in float).
+    /// and activations, the stem and the detection head in float, each SiLU one
+    /// `gridwatch.QLinearSiLU` table: see `silu`).
     YoloxNanoInt8,
 }
 
@@ -389,6 +391,7 @@ fn build_session(env: &ort::environment::Environment, model: &[u8], threads: usi
         // Without a memory pattern the arena is planned per run: 3 MB less a session
         // for 0.8 % more CPU per run (docs/performance.md, memory third round).
         .with_memory_pattern(false)?
+        .with_operators(silu::domain()?)?
         .commit_from_memory(model)
 }
 
