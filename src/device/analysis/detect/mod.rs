@@ -144,8 +144,8 @@ impl BuiltinModel {
 
     /// The model this machine runs when `detector.model` is unset: the float model on
     /// every architecture. The int8 model finds too few of its detections on small
-    /// objects (the 1080p view of the street clip: 85.7 % in `gridwatch bench`, below
-    /// the 95 % it must keep; docs/performance.md, fifth round), and int8 results are
+    /// objects (the 1080p view of the street clip: 84.5-88 % in `gridwatch bench`, below
+    /// the 95 % it must keep; docs/performance.md, fifth and sixth rounds), and int8 results are
     /// the same integers on ARM, so a faster board does not change that. A board where
     /// the float model cannot keep up can still choose it (`detector.model`).
     pub fn default_for_this_machine() -> BuiltinModel {
