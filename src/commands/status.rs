@@ -127,6 +127,10 @@ fn render(s: &Status, socket: &Path) -> String {
             or_dash(s.mqtt.last_error.as_ref())
         )
     };
+    let mqtt = match &s.mqtt.warning {
+        Some(w) => format!("{mqtt}; WARNING: {w}"),
+        None => mqtt,
+    };
     let outbox = outbox_line(&s.outbox);
     let head = vec![
         vec!["gridwatch".into(), format!("{} on site {} (socket {})", s.version, s.site, socket.display())],

@@ -424,16 +424,23 @@ fn two_devices_with_one_site_are_told_that_they_share_a_client_id() {
     let camera = "rtsp://127.0.0.1:9/none";
     let hint = "same client id \"gridwatch-e2e\"";
     let (a, b) = (scratch("takeover-a"), scratch("takeover-b"));
-    let first = Daemon::start(&write_config(&a, port, camera), a.join("run.log"));
+    let (config_a, config_b) = (write_config(&a, port, camera), write_config(&b, port, camera));
+    let status = |config: &Path| gridwatch(&["status", "--config", config.to_str().unwrap()]).1;
+    let first = Daemon::start(&config_a, a.join("run.log"));
     let shows = |d: &Daemon, text: &str| wait_for(Duration::from_secs(30), || d.log().contains(text).then_some(()));
     assert!(shows(&first, "MQTT connected").is_some(), "log:\n{}", first.log());
     std::thread::sleep(Duration::from_secs(12));
     assert!(!first.log().contains(hint), "one device alone was told it shares its id:\n{}", first.log());
+    assert!(!status(&config_a).contains("WARNING"), "status of one device alone:\n{}", status(&config_a));
 
-    let second = Daemon::start(&write_config(&b, port, camera), b.join("run.log"));
-    for daemon in [&first, &second] {
+    let second = Daemon::start(&config_b, b.join("run.log"));
+    for (daemon, config) in [(&first, &config_a), (&second, &config_b)] {
         assert!(shows(daemon, hint).is_some(), "no hint in the log:\n{}", daemon.log());
         let lines = daemon.log().lines().filter(|l| l.contains(hint)).count();
         assert_eq!(lines, 1, "said once per run of short connections:\n{}", daemon.log());
+        // `gridwatch status` says it too, while the pattern holds.
+        let told =
+            wait_for(Duration::from_secs(10), || status(config).contains("WARNING: the broker closed").then_some(()));
+        assert!(told.is_some() && status(config).contains(hint), "status:\n{}", status(config));
     }
 }

@@ -16,7 +16,7 @@ use crate::device::clip::CameraClips;
 use crate::device::command::{Applied, Switchboard};
 use crate::device::ingest::Frame;
 use crate::device::ops::health::{CameraHealth, HealthCounters};
-use crate::device::publish::{MqttLink, Renderer, SharedOutbox};
+use crate::device::publish::{MqttLink, Renderer, SharedOutbox, Takeovers};
 
 /// A copy of the latest picture is taken at most this often; pictures the analysis
 /// had no room for are kept for free.
@@ -140,6 +140,10 @@ pub struct MqttStatus {
     pub since: Option<String>,
     pub last_error: Option<String>,
     pub delivered: u64,
+    /// Another client probably uses this client id (see `Takeovers`); gone once a
+    /// connection lasts.
+    #[serde(default)]
+    pub warning: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -229,6 +233,7 @@ impl Live {
 
     pub async fn status(&self) -> anyhow::Result<Status> {
         let link = self.link.state();
+        let connected_for = link.since.filter(|_| link.connected).and_then(|t| t.elapsed().ok());
         let rates = self.rates();
         // The outbox's counts as of now, not of the last health publish (up to 30 s ago).
         let outbox = self.outbox.health();
@@ -253,6 +258,7 @@ impl Live {
                 since: link.since.map(timestamp),
                 last_error: link.last_error,
                 delivered: link.delivered_total,
+                warning: link.warning.filter(|_| !connected_for.is_some_and(Takeovers::outlived)),
             },
             outbox: self.outbox_status().await?,
             cameras,

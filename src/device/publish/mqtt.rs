@@ -203,6 +203,7 @@ pub async fn run(
             if takeovers.ended(lasted) {
                 warn!(broker = %publisher.broker, "{}", Takeovers::hint(&client_id));
             }
+            publisher.link.warn(takeovers.suspected().then(|| Takeovers::hint(&client_id)));
         } else if publisher.drain_deadline.is_none() {
             let hint = if tls {
                 tls_hint.as_str()

@@ -23,6 +23,9 @@ pub struct LinkState {
     pub delivered_total: u64,
     /// When the publisher's loop last went round; `None` before it started.
     pub last_activity: Option<Instant>,
+    /// What the connections' pattern suggests is wrong (another client with this
+    /// client id), while it holds.
+    pub warning: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -57,6 +60,11 @@ impl MqttLink {
             s.last_error = Some(error.to_owned());
             s.last_activity = Some(Instant::now());
         });
+    }
+
+    /// Sets or clears what the pattern of connections suggests (see `Takeovers`).
+    pub fn warn(&self, warning: Option<String>) {
+        self.with(|s| s.warning = warning);
     }
 
     /// The broker acknowledged an event.

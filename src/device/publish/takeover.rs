@@ -32,6 +32,16 @@ impl Takeovers {
         self.in_a_row == IN_A_ROW
     }
 
+    /// Whether the last connections were that run of short ones (it holds until one lasts).
+    pub fn suspected(&self) -> bool {
+        self.in_a_row >= IN_A_ROW
+    }
+
+    /// Whether a connection up for `connected_for` has outlasted the pattern.
+    pub fn outlived(connected_for: Duration) -> bool {
+        connected_for >= SHORT
+    }
+
     /// What to tell the technician, for the client id in use.
     pub fn hint(client_id: &str) -> String {
         format!(
