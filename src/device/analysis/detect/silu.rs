@@ -15,7 +15,7 @@ use ort::operator::{ComputeContext, Kernel, KernelContext, Operator, OperatorDom
 use ort::value::TensorElementType;
 
 /// The custom operator domain the int8 model's nodes name.
-pub const DOMAIN: &str = "gridwatch";
+const DOMAIN: &str = "gridwatch";
 
 /// The domain to register on every session; a model without these nodes ignores it.
 pub fn domain() -> ort::Result<OperatorDomain> {
@@ -76,7 +76,7 @@ impl Quantized {
 }
 
 /// The kernel: the activation for every possible input value.
-pub struct Table([u8; 256]);
+struct Table([u8; 256]);
 
 impl Table {
     fn new(x: Quantized, y: Quantized) -> Table {
