@@ -23,6 +23,9 @@ use rusqlite::Connection;
 
 pub use incidents::Resolution;
 pub use ingest::{FileClaim, Ingested};
+// The views' tests build a camera; the pages only read them from a `SiteView`.
+#[cfg(test)]
+pub use queries::CameraView;
 pub use queries::{AuditRow, EventDetail, EventFilter, EventView, ReportRow, SiteView, end_of, rfc3339, time_bound};
 pub use talk::{CommandErrorRow, DeviceState, NewNotice, NoticeView, Receipt};
 pub use users::Role;

@@ -40,9 +40,14 @@ pub struct SiteView {
 }
 
 impl SiteView {
+    /// The grid point is offline or stopped: what it said of its cameras is from before.
+    pub fn down(&self) -> bool {
+        matches!(self.status.as_deref(), Some("offline" | "stopped"))
+    }
+
     /// Higher is worse: offline or stopped, a camera not streaming (nor paused), alerts, holes.
     pub fn trouble(&self) -> i64 {
-        let down = matches!(self.status.as_deref(), Some("offline" | "stopped")) as i64 * 8;
+        let down = self.down() as i64 * 8;
         // A camera paused on purpose (contract 1.1) is not in trouble.
         let dark = self
             .cameras

@@ -24,6 +24,7 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("offline", "离线", "offline"),
     ("stopped", "已停止", "stopped"),
     ("unknown", "未知", "unknown"),
+    ("last_reported", "网格点离线前最后上报的状态", "as last reported before the grid point went down"),
     ("since", "自", "since"),
     ("open_alerts", "待处理警情", "open alerts"),
     ("missing", "条事件缺失", "events missing"),

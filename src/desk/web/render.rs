@@ -102,7 +102,9 @@ fn tile(cx: &Ctx, s: &SiteView) -> Markup {
             @if s.open_alerts > 0 { p.alerts { (cx.t("open_alerts")) ": " (s.open_alerts) } }
             @if s.missing_events > 0 { p.missing { (s.missing_events) " " (cx.t("missing")) } }
             @if s.events_evicted > 0 { p.missing { (s.events_evicted) " " (cx.t("evicted")) } }
-            ul.cams {
+            // A site that is down says nothing new of its cameras: their last states are
+            // greyed, not shown green as if streaming now.
+            ul.cams.stale[s.down()] title=[s.down().then(|| cx.t("last_reported"))] {
                 @for c in &s.cameras {
                     @let state = c.state.clone().unwrap_or_else(|| "unknown".into());
                     li.(format!("cam-{state}")) {
@@ -427,6 +429,35 @@ mod tests {
     }
 
     const ASK: ClipOffer = ClipOffer::Ask { asked: false, ring: None };
+
+    #[test]
+    fn a_site_that_is_down_greys_its_cameras_last_states() {
+        let names = |s: &str| s.to_owned();
+        let cx = Ctx { lang: Language::En, user: None, names: &names };
+        let camera = crate::desk::store::CameraView {
+            id: "c1".into(),
+            name: "gate".into(),
+            state: Some("streaming".into()),
+            fps_analyzed: Some(5.0),
+            latest_picture: None,
+        };
+        let site = |status: &str| SiteView {
+            site: "g01".into(),
+            name: "g01".into(),
+            group: None,
+            status: Some(status.into()),
+            status_since: None,
+            cameras: vec![camera.clone()],
+            open_alerts: 0,
+            missing_events: 0,
+            events_evicted: 0,
+            latest_picture: None,
+        };
+        let stopped = tiles(&cx, &[site("stopped")]).into_string();
+        assert!(stopped.contains("class=\"cams stale\" title=\"as last reported"), "{stopped}");
+        let online = tiles(&cx, &[site("online")]).into_string();
+        assert!(online.contains("<ul class=\"cams\">"), "{online}");
+    }
 
     #[test]
     fn the_event_page_names_zones_only_when_there_are_some() {
